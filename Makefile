@@ -1,0 +1,50 @@
+# cremad-lit: `make help` lists the targets. Every target installs the project into .venv on first use.
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint format bench bench-data bench-train clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALLED): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet --editable '.[dev]'
+	@touch $@
+
+install: $(INSTALLED) ## Create .venv and install cremad-lit with its dev tools
+
+demo: $(INSTALLED) ## Generate the synthetic dataset, its EDA, train+test audio-visual vs audio vs video on CPU, report
+	$(PYTHON) -m cremad_lit.eda data=synthetic
+	$(PYTHON) train.py --multirun experiment=demo 'data.modalities=[audio,video],[audio],[video]' hydra.sweep.dir=$(DEMO_DIR)
+	$(PYTHON) -m cremad_lit.report $(DEMO_DIR)
+
+test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does)
+	$(PYTHON) -m pytest
+
+test-fast: $(INSTALLED) ## Run the tests without the slow ones
+	$(PYTHON) -m pytest -m "not slow"
+
+lint: $(INSTALLED) ## Ruff lint and format check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: $(INSTALLED) ## Ruff autofix and format
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+bench: bench-data bench-train ## All benchmarks (results in docs/benchmarks.md)
+
+bench-data: $(INSTALLED) ## Clips/s: on-the-fly decoding (decord vs PyAV) vs the prepared cache
+	$(PYTHON) benchmarks/bench_data.py
+
+bench-train: $(INSTALLED) ## Training samples/s, peak memory, inference latency of both paper models
+	$(PYTHON) benchmarks/bench_train.py
+
+clean: ## Remove runs, generated data, caches and .venv
+	rm -rf logs data .pytest_cache .ruff_cache $(VENV) *.egg-info

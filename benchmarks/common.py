@@ -1,0 +1,36 @@
+"""Helpers for the benchmarks: write a named section of docs/benchmarks.md atomically.
+
+python benchmarks/bench_data.py      # (make bench-data) each script replaces its own section
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nMeasured by `make bench` (each section says which target wrote it). Ratios compare numbers from one run.\n"
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def write_section(name: str, body: str) -> Path:
+    text = DOC.read_text() if DOC.exists() else HEADER
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    tmp = DOC.with_name(".benchmarks.md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, DOC)
+    return DOC

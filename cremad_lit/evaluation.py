@@ -1,0 +1,122 @@
+"""The body of evaluate.py: checkpoint -> model and data settings -> test on a split -> results in the run dir.
+
+python evaluate.py ckpt_path=PATH [split=test|val|train|all] [data.root=DIR]
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cremad_lit.module import EmotionModule
+from cremad_lit.pipeline import build_datamodule, build_net, resolve_precision, run_info
+from cremad_lit.results import write_results
+
+log = logging.getLogger(__name__)
+EVAL_SPLITS = ("train", "val", "test", "all")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a cremad-lit checkpoint safely (weights_only: tensors and plain data, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist (train.py writes them to <run dir>/checkpoints/)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    if (
+        not isinstance(checkpoint, dict)
+        or "state_dict" not in checkpoint
+        or not checkpoint.get("cremad_lit", {}).get("config")
+    ):
+        raise ValueError(
+            f"{path} is not a cremad-lit checkpoint (no stored training config); was it written by train.py?"
+        )
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
+    """Rebuild the trained module (no weight download: the checkpoint holds every weight)."""
+    config = OmegaConf.create(checkpoint["cremad_lit"]["config"])
+    model_cfg = config.model
+    with open_dict(model_cfg):
+        for branch in ("video_backbone", "audio_backbone"):
+            if branch in model_cfg:
+                model_cfg[branch].pretrained = False
+                model_cfg[branch].pretrained_file = None
+    hparams = checkpoint.get("hyper_parameters", {})
+    module = EmotionModule(
+        build_net(model_cfg),
+        optimizer=None,
+        class_weights=hparams.get("class_weights"),
+        label_smoothing=hparams.get("label_smoothing", 0.0),
+    )
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"the checkpoint's weights do not match the model its config describes: {error}"
+        ) from error
+    module.eval()
+    return module, config
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if cfg.split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
+    run_dir = Path(cfg.paths.output_dir)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    module, train_cfg = model_from_checkpoint(checkpoint)
+    data_cfg = train_cfg.data
+    overrides = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if v is not None}
+    same_root = "root" not in overrides or str(Path(overrides["root"]).resolve()) == str(
+        Path(data_cfg.root).resolve()
+    )
+    with open_dict(data_cfg):
+        data_cfg.merge_with(overrides)
+        data_cfg.output_dir = str(run_dir)
+        data_cfg.generate = None
+        saved_split = Path(train_cfg.paths.output_dir) / "split.csv"
+        if same_root and saved_split.is_file() and not data_cfg.split.get("file"):
+            data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
+    datamodule = build_datamodule(data_cfg, module.net.frame_input_spec(), eval_split=cfg.split)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(run_dir),
+    )
+    trainer.test(module, datamodule=datamodule)
+    actors = (
+        datamodule.actors(cfg.split)
+        if cfg.split != "all"
+        else sorted(int(a) for a in datamodule.clips["actor_id"].unique())
+    )
+    metrics = write_results(
+        run_dir,
+        module.test_results,
+        module.test_predictions,
+        extra={
+            "split": cfg.split,
+            "actors": actors,
+            "checkpoint": str(cfg.ckpt_path),
+            "data_root": str(data_cfg.root),
+            **run_info(),
+        },
+    )
+    print(
+        f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"
+    )
+    print(
+        f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n  confusion matrix: {run_dir / 'confusion.png'}"
+    )
+    return metrics

@@ -1,0 +1,61 @@
+"""The audio-visual classifier: video branch (backbone per frame -> temporal) + audio branch (backbone on the Mel
+image) -> fusion -> logits. Built by Hydra from `conf/model/`; every part arrives as a partial the net completes.
+
+    python train.py model=effnet_lstm                 # the paper's Model 2
+    python train.py model=resnet_vit_lstm             # the paper's Model 1
+    python train.py data.modalities=[audio]           # unimodal ablation: only the audio branch is built
+
+Input is the batch dict (`frames` B x T x 3 x H x W, `mel` B x 1 x F x W); the net never sees a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from cremad_lit import EMOTIONS
+from cremad_lit.models.backbones import Backbone
+
+
+class AudioVisualNet(nn.Module):
+    def __init__(
+        self,
+        modalities: Sequence[str] = ("audio", "video"),
+        video_backbone: Callable[..., Backbone] | None = None,
+        audio_backbone: Callable[..., Backbone] | None = None,
+        temporal: Callable[..., nn.Module] | None = None,
+        fusion: Callable[..., nn.Module] | None = None,
+        num_classes: int = len(EMOTIONS),
+    ):
+        super().__init__()
+        self.modalities = tuple(m for m in ("video", "audio") if m in modalities)
+        if not self.modalities:
+            raise ValueError(f"modalities must include audio and/or video, got {list(modalities)}")
+        embedding_sizes = []
+        if "video" in self.modalities:
+            self.video_backbone = video_backbone()
+            self.temporal = temporal(in_features=self.video_backbone.out_features)
+            embedding_sizes.append(self.temporal.out_features)
+        if "audio" in self.modalities:
+            self.audio_backbone = audio_backbone(in_chans=1)
+            embedding_sizes.append(self.audio_backbone.out_features)
+        self.fusion = fusion(in_features=embedding_sizes, num_classes=num_classes)
+
+    def frame_input_spec(self) -> dict | None:
+        """Frame size, mean and std the video backbone expects (None without a video branch)."""
+        return self.video_backbone.input_spec() if "video" in self.modalities else None
+
+    def embed_video(self, frames: torch.Tensor) -> torch.Tensor:
+        batch, steps = frames.shape[:2]
+        per_frame = self.video_backbone(frames.flatten(0, 1)).view(batch, steps, -1)
+        return self.temporal(per_frame)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        embeddings = []
+        if "video" in self.modalities:
+            embeddings.append(self.embed_video(batch["frames"]))
+        if "audio" in self.modalities:
+            embeddings.append(self.audio_backbone(batch["mel"]))
+        return self.fusion(embeddings)

@@ -1,0 +1,156 @@
+"""The LightningModule: cross-entropy training of an AudioVisualNet, torchmetrics evaluation, AdamW.
+
+    python train.py                     # builds EmotionModule(net=<conf/model>, optimizer=<conf/optim>) and fits it
+
+Logged keys: `train/loss`, `val/loss`, `val/acc`, `val/f1_macro`, ... and the same under `test/`. The monitored key
+lives in one place (`monitor.metric` in conf/train.yaml). After `trainer.test`, `test_results` holds the metrics, the
+confusion matrix and per-clip predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import ConfusionMatrix, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from cremad_lit import EMOTIONS
+
+
+def make_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision_macro": MulticlassPrecision(num_classes, average="macro"),
+            "recall_macro": MulticlassRecall(num_classes, average="macro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            "f1_per_class": MulticlassF1Score(num_classes, average="none"),
+            "confusion": ConfusionMatrix(task="multiclass", num_classes=num_classes),
+        }
+    )
+
+
+class EmotionModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        class_weights: list[float] | None = None,
+        label_smoothing: float = 0.0,
+        num_classes: int = len(EMOTIONS),
+    ):
+        super().__init__()
+        # Modules and partials stay out of hparams: checkpoints hold plain data only (safe to load weights_only).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net, self.optimizer_factory, self.scheduler_factory = net, optimizer, scheduler
+        self.register_buffer(
+            "class_weights",
+            torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
+        )
+        self.label_smoothing = label_smoothing
+        self.val_metrics = make_metrics(num_classes)
+        self.test_metrics = make_metrics(num_classes)
+        self.test_predictions: list[dict] = []
+        self.test_results: dict = {}
+        self.run_config: dict | None = None  # the resolved Hydra config, stored in every checkpoint
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.net(batch)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing
+        )
+
+    def training_step(self, batch: dict | None, batch_idx: int):
+        if batch is None:  # every clip of the batch failed to decode (already logged)
+            return None
+        loss = self._loss(self(batch), batch["label"])
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["label"])
+        )
+        return loss
+
+    def _evaluate(self, batch: dict | None, stage: str, metrics: MetricCollection):
+        if batch is None:
+            return None
+        logits = self(batch)
+        loss = self._loss(logits, batch["label"])
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["label"]),
+        )
+        metrics.update(logits.float(), batch["label"])
+        return logits
+
+    def validation_step(self, batch: dict | None, batch_idx: int):
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: dict | None, batch_idx: int):
+        logits = self._evaluate(batch, "test", self.test_metrics)
+        if logits is not None:
+            probabilities = logits.float().softmax(dim=1).cpu()
+            for clip_id, label, row in zip(
+                batch["clip_id"], batch["label"].cpu(), probabilities, strict=True
+            ):
+                self.test_predictions.append(
+                    {
+                        "clip_id": clip_id,
+                        "label": int(label),
+                        "pred": int(row.argmax()),
+                        "probs": row.tolist(),
+                    }
+                )
+
+    def _log_epoch_metrics(self, stage: str, metrics: MetricCollection) -> dict:
+        values = metrics.compute()
+        metrics.reset()
+        for name in ("acc", "precision_macro", "recall_macro", "f1_macro"):
+            self.log(f"{stage}/{name}", values[name], prog_bar=name == "acc")
+        for emotion, f1 in zip(EMOTIONS, values["f1_per_class"], strict=True):
+            self.log(f"{stage}/f1_{emotion}", f1)
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val", self.val_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = []
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_epoch_metrics("test", self.test_metrics)
+        self.test_results = {
+            "accuracy": float(values["acc"]),
+            "precision_macro": float(values["precision_macro"]),
+            "recall_macro": float(values["recall_macro"]),
+            "f1_macro": float(values["f1_macro"]),
+            "per_class_f1": {e: float(v) for e, v in zip(EMOTIONS, values["f1_per_class"], strict=True)},
+            "confusion_matrix": values["confusion"].int().tolist(),
+            "n_test": int(values["confusion"].sum()),
+        }
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["cremad_lit"] = {"config": self.run_config, "emotions": list(EMOTIONS)}

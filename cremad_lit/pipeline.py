@@ -1,0 +1,104 @@
+"""Shared building blocks of the entry points (train.py, evaluate.py, prepare, predict): config -> objects.
+
+    from cremad_lit.pipeline import build_net, build_datamodule
+    net = build_net(cfg.model)                                  # Hydra-instantiated AudioVisualNet
+    datamodule = build_datamodule(cfg.data, net.frame_input_spec())
+
+The DataModule never sees the model: only the video backbone's input spec (size, mean, std) crosses over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import cremad_lit
+from cremad_lit.data.catalog import EXPECTED_LAYOUT
+
+log = logging.getLogger(__name__)
+AUDIO_ONLY_SPEC = {"image_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+
+def resolve_precision(precision: str | int, accelerator: str = "auto") -> str | int:
+    """`auto`: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU."""
+    if str(precision) != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_net(model_cfg: DictConfig):
+    return instantiate(model_cfg)
+
+
+def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
+    """The video backbone's input spec, read without downloading weights (for data-only commands)."""
+    from cremad_lit.models.backbones import backbone_input_spec
+
+    if "video" not in model_cfg.modalities:
+        return AUDIO_ONLY_SPEC
+    backbone = OmegaConf.to_container(model_cfg.video_backbone, resolve=True)
+    extra = {
+        k: v
+        for k, v in backbone.items()
+        if k not in ("_target_", "_partial_", "name", "pretrained", "pretrained_file", "input_size")
+    }
+    return backbone_input_spec(backbone["name"], backbone.get("input_size"), **extra)
+
+
+def check_data_root(data_cfg: DictConfig) -> None:
+    root = Path(str(data_cfg.root))
+    if data_cfg.get("generate"):
+        return
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset at data.root={root}: {EXPECTED_LAYOUT}")
+
+
+def build_datamodule(data_cfg: DictConfig, frame_spec: dict | None, **overrides):
+    """Instantiate the DataModule, with the frame size/mean/std taken from the video backbone."""
+    frame_spec = frame_spec or AUDIO_ONLY_SPEC
+    check_data_root(data_cfg)
+    data_cfg = data_cfg.copy()
+    with open_dict(data_cfg):
+        data_cfg.preprocessing.image_size = int(frame_spec["image_size"])
+        data_cfg.frame_mean = list(frame_spec["mean"])
+        data_cfg.frame_std = list(frame_spec["std"])
+        for key, value in overrides.items():
+            data_cfg[key] = value
+    return instantiate(data_cfg, _convert_="all")
+
+
+def run_info() -> dict:
+    """Package version and git commit of the code that ran (commit is None outside a git checkout)."""
+    commit = None
+    try:
+        source = Path(cremad_lit.__file__).resolve().parent.parent
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        if commit and dirty:
+            commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "version": cremad_lit.__version__,
+        "git_commit": commit,
+        "torch": torch.__version__,
+        "pid": os.getpid(),
+    }

@@ -1,0 +1,117 @@
+"""Plots a person would rather look at than read: confusion matrices, training curves, count charts.
+
+    from cremad_lit.plots import plot_confusion
+    plot_confusion([[5, 1], [0, 6]], ["ANG", "DIS"], "confusion.png")
+
+Every function writes a PNG atomically (temp file + rename) and returns its path. Uses the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_confusion(
+    matrix, labels, path, title: str = "Confusion matrix (rows: true, columns: predicted)"
+) -> Path:
+    matrix = np.asarray(matrix, dtype=float)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(6.4, 5.4))
+    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if normalised[i, j] > 0.6 else "black"
+        axis.text(
+            j, i, f"{int(count)}\n{normalised[i, j]:.0%}", ha="center", va="center", fontsize=8, color=colour
+        )
+    axis.set_xticks(range(len(labels)), labels)
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axis, fraction=0.046, label="share of the true class")
+    return _save(figure, path)
+
+
+def plot_curves(history: pd.DataFrame, path, title: str = "Training and validation loss") -> Path:
+    """`history` has one row per epoch and columns such as train/loss, val/loss, val/acc."""
+    losses = [c for c in ("train/loss", "val/loss") if c in history and history[c].notna().any()]
+    accuracies = [c for c in ("train/acc", "val/acc") if c in history and history[c].notna().any()]
+    figure, axes = plt.subplots(
+        1, 2 if accuracies else 1, figsize=(11 if accuracies else 6, 4), squeeze=False
+    )
+    for column in losses:
+        axes[0, 0].plot(history["epoch"], history[column], marker="o", label=column)
+    axes[0, 0].set(xlabel="epoch", ylabel="cross-entropy", title=title)
+    axes[0, 0].legend()
+    if accuracies:
+        for column in accuracies:
+            axes[0, 1].plot(history["epoch"], history[column], marker="o", label=column)
+        axes[0, 1].set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy", ylim=(0, 1))
+        axes[0, 1].legend()
+    return _save(figure, path)
+
+
+def plot_counts(counts: pd.Series, path, title: str, kind: str = "bar") -> Path:
+    figure, axis = plt.subplots(figsize=(6, 4))
+    if kind == "pie":
+        axis.pie(
+            counts.values,
+            labels=[str(i) for i in counts.index],
+            autopct="%1.1f%%",
+            startangle=90,
+            counterclock=False,
+        )
+        axis.axis("equal")
+    else:
+        bars = axis.bar([str(i) for i in counts.index], counts.values, color="tab:blue")
+        axis.bar_label(bars, fontsize=8)
+        axis.set_ylabel("clips")
+    axis.set_title(title)
+    return _save(figure, path)
+
+
+def plot_crosstab(table: pd.DataFrame, path, title: str) -> Path:
+    figure, axis = plt.subplots(figsize=(1.1 * table.shape[1] + 2, 0.5 * table.shape[0] + 1.5))
+    axis.imshow(table.values, cmap="Greens")
+    for (i, j), value in np.ndenumerate(table.values):
+        axis.text(j, i, str(value), ha="center", va="center", fontsize=8)
+    axis.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
+    axis.set_yticks(range(table.shape[0]), [str(i) for i in table.index])
+    axis.set_title(title)
+    return _save(figure, path)
+
+
+def plot_grouped_bars(table: pd.DataFrame, path, title: str, ylabel: str) -> Path:
+    """One group of bars per row of `table`, one bar per column (e.g. metrics per configuration)."""
+    figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(table) + 2), 4))
+    width = 0.8 / max(1, table.shape[1])
+    for k, column in enumerate(table.columns):
+        axis.bar(np.arange(len(table)) + k * width, table[column].values, width, label=str(column))
+    axis.set_xticks(
+        np.arange(len(table)) + 0.4 - width / 2,
+        [str(i) for i in table.index],
+        rotation=20,
+        ha="right",
+        fontsize=8,
+    )
+    axis.set(ylabel=ylabel, title=title)
+    axis.legend(fontsize=8)
+    return _save(figure, path)

@@ -1,0 +1,64 @@
+"""Test results into the run dir (metrics.json, confusion.png, predictions.csv) and into W&B when it is on.
+
+from cremad_lit.results import write_results
+write_results(run_dir, module.test_results, module.test_predictions, trainer.loggers, extra={"split": "test"})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from cremad_lit import EMOTIONS
+from cremad_lit.data.cache import write_json
+from cremad_lit.plots import plot_confusion
+
+log = logging.getLogger(__name__)
+
+
+def write_results(
+    run_dir: str | Path, results: dict, predictions: list[dict], loggers=(), extra: dict | None = None
+) -> dict:
+    run_dir = Path(run_dir)
+    metrics = {**results, **(extra or {})}
+    write_json(run_dir / "metrics.json", metrics)
+    confusion_png = plot_confusion(results["confusion_matrix"], list(EMOTIONS), run_dir / "confusion.png")
+    table = pd.DataFrame(predictions)
+    if len(table):
+        table["label"] = table["label"].map(lambda i: EMOTIONS[i])
+        table["pred"] = table["pred"].map(lambda i: EMOTIONS[i])
+        probabilities = pd.DataFrame(table.pop("probs").tolist(), columns=[f"p_{e}" for e in EMOTIONS])
+        table = pd.concat([table, probabilities], axis=1)
+        table.to_csv(run_dir / "predictions.csv", index=False)
+    for logger in loggers:
+        _log_to_wandb(logger, metrics, predictions, confusion_png)
+    return metrics
+
+
+def _log_to_wandb(logger, metrics: dict, predictions: list[dict], confusion_png: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    run = logger.experiment
+    per_class = wandb.Table(columns=["emotion", "f1", "support", "recall"])
+    for i, emotion in enumerate(EMOTIONS):
+        support = sum(metrics["confusion_matrix"][i])
+        recall = metrics["confusion_matrix"][i][i] / support if support else 0.0
+        per_class.add_data(emotion, metrics["per_class_f1"][emotion], support, recall)
+    payload = {"test/confusion_matrix_image": wandb.Image(str(confusion_png)), "test/per_class": per_class}
+    if predictions:
+        payload["test/confusion_matrix"] = wandb.plot.confusion_matrix(
+            y_true=[p["label"] for p in predictions],
+            preds=[p["pred"] for p in predictions],
+            class_names=list(EMOTIONS),
+        )
+    run.log(payload)
+    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "n_test"):
+        run.summary[f"test/{key}"] = metrics[key]
+    run.summary["test/metrics_json"] = json.dumps({k: metrics[k] for k in ("accuracy", "f1_macro")})

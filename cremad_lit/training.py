@@ -1,0 +1,121 @@
+"""The body of train.py: config -> model, data, trainer -> fit -> test -> results in the run dir.
+
+python train.py experiment=demo          # see train.py for more; defaults in conf/train.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cremad_lit.data.cache import write_json
+from cremad_lit.module import EmotionModule
+from cremad_lit.pipeline import build_datamodule, build_net, resolve_precision, run_info
+from cremad_lit.results import write_results
+
+log = logging.getLogger(__name__)
+
+
+def build_loggers(logger_cfg: DictConfig | None) -> list:
+    return [instantiate(c) for c in (logger_cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def build_callbacks(callbacks_cfg: DictConfig | None, with_loggers: bool) -> list:
+    callbacks = []
+    for name, config in (callbacks_cfg or {}).items():
+        if config is None or "_target_" not in config:
+            continue
+        if name == "lr_monitor" and not with_loggers:  # LearningRateMonitor refuses to run without a logger
+            continue
+        callbacks.append(instantiate(config))
+    return callbacks
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    precision = resolve_precision(
+        trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto")
+    )
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, precision=precision)
+
+
+def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` resumes from this run dir's checkpoints/last.ckpt when it exists; a path is used as given."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        candidate = run_dir / "checkpoints" / "last.ckpt"
+        return str(candidate) if candidate.is_file() else None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+    return str(ckpt_path)
+
+
+def train(cfg: DictConfig) -> float | None:
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    net = build_net(cfg.model)
+    datamodule = build_datamodule(cfg.data, net.frame_input_spec())
+
+    class_weights = None
+    if cfg.loss.class_weights:
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        class_weights = datamodule.class_weights().tolist()
+        log.info("class weights %s", [round(w, 3) for w in class_weights])
+    module = EmotionModule(
+        net,
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        class_weights=class_weights,
+        label_smoothing=cfg.loss.label_smoothing,
+    )
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+
+    loggers = build_loggers(cfg.get("logger"))
+    trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), bool(loggers)), loggers)
+    info = run_info()
+    if trainer.is_global_zero:
+        write_json(run_dir / "run_info.json", info)
+    for logger in loggers:
+        logger.log_hyperparams({**module.run_config, "run_info": info})
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), run_dir))
+    monitored = trainer.callback_metrics.get(cfg.monitor.metric)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test_after_fit", True):
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        if trainer.is_global_zero:
+            metrics = write_results(
+                run_dir,
+                module.test_results,
+                module.test_predictions,
+                trainer.loggers,
+                extra={
+                    "split": "test",
+                    "test_actors": datamodule.actors("test"),
+                    "checkpoint": best or None,
+                    "monitor": {cfg.monitor.metric: float(monitored) if monitored is not None else None},
+                    **info,
+                },
+            )
+            log.info(
+                "test accuracy %.4f, macro F1 %.4f on %d clips",
+                metrics["accuracy"],
+                metrics["f1_macro"],
+                metrics["n_test"],
+            )
+    for logger in loggers:
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish") and trainer.is_global_zero:
+            logger.experiment.finish()
+    if trainer.is_global_zero:
+        print(
+            f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n  confusion matrix: {run_dir / 'confusion.png'}\n  curves: {run_dir / 'curves.png'}"
+        )
+    return float(monitored) if monitored is not None else None

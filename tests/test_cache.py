@@ -1,0 +1,77 @@
+"""Prepared cache: reuse, new key on new settings, parallel build, and a real kill mid-build that resumes cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from cremad_lit.data.cache import ClipCache
+from cremad_lit.data.catalog import build_catalog
+from cremad_lit.data.features import Preprocessing, extract_clip
+from tests.conftest import run_cli
+
+
+def test_build_reuse_and_new_settings(synthetic_root, tmp_path):
+    clips = build_catalog(synthetic_root).head(12)
+    prep = Preprocessing(frames=2, image_size=32)
+    first = ClipCache(tmp_path, prep).build(clips, workers=2)
+    assert first["decoded_now"] == 12 and not first["skipped"]
+    again = ClipCache(tmp_path, Preprocessing(frames=2, image_size=32)).build(clips)
+    assert again["decoded_now"] == 0
+    other = ClipCache(tmp_path, Preprocessing(frames=3, image_size=32))
+    assert other.dir != ClipCache(tmp_path, prep).dir
+    assert other.build(clips)["decoded_now"] == 12
+    stored = ClipCache(tmp_path, prep).load(clips.clip_id[0])
+    fresh = extract_clip(clips.video_path[0], clips.audio_path[0], prep)
+    assert stored["frames"].dtype == np.uint8 and stored["mel"].dtype == np.float16
+    assert np.array_equal(stored["frames"], fresh["frames"]) and np.array_equal(stored["mel"], fresh["mel"])
+
+
+def test_killed_build_leaves_whole_entries_and_resumes(synthetic_root, tmp_path):
+    prep = Preprocessing(frames=8, image_size=96)
+    cache = ClipCache(tmp_path, prep)
+    code = (
+        "import sys; from cremad_lit.data.cache import ClipCache; from cremad_lit.data.catalog import build_catalog;"
+        "from cremad_lit.data.features import Preprocessing;"
+        f"ClipCache({str(tmp_path)!r}, Preprocessing(frames=8, image_size=96)).build(build_catalog({str(synthetic_root)!r}))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache.dir.glob("*.npz"))) < 5:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = sorted(cache.dir.glob("*.npz"))
+    assert 5 <= len(done) < 96, "the kill should land mid-build"
+    for entry in done:  # every visible entry is whole
+        with np.load(entry) as stored:
+            assert stored["frames"].shape == (8, 96, 96, 3) and stored["mel"].shape == (1, 64, 128)
+    report = cache.build(build_catalog(synthetic_root))
+    assert report["decoded_now"] == 96 - len(done)
+    assert len(list(cache.dir.glob("*.npz"))) == 96
+    assert not [p for p in cache.dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_prepare_command_writes_report(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "-m",
+        "cremad_lit.prepare",
+        f"data.root={synthetic_root}",
+        "model=tiny",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.preprocessing.frames=2",
+        "data.prepare_workers=2",
+        f"hydra.run.dir={out}",
+    )
+    assert "96 clips in" in result.stdout and "0 skipped" in result.stdout
+    assert (out / "prepare_report.json").is_file()
+    [key_dir] = (tmp_path / "cache").iterdir()
+    assert '"image_size": 96' in (key_dir / "settings.json").read_text()  # the tiny model's frame size

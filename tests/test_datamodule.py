@@ -1,0 +1,100 @@
+"""DataModule: batch contract, modalities, cache vs on-the-fly equality, workers, class weights, split file."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from cremad_lit import EMOTIONS
+from cremad_lit.data.datamodule import CremaDataModule
+
+PREP = {"frames": 3, "image_size": 32}
+
+
+def make(root, tmp_path, **kwargs):
+    options = dict(
+        cache_dir=str(tmp_path / "cache"), batch_size=4, output_dir=str(tmp_path / "run"), split={"seed": 0}
+    )
+    options.update(kwargs)
+    datamodule = CremaDataModule(str(root), PREP, **options)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_batch_contract_and_split_file(synthetic_root, tmp_path):
+    datamodule = make(
+        synthetic_root, tmp_path, frame_mean=(0.485, 0.456, 0.406), frame_std=(0.229, 0.224, 0.225)
+    )
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["frames"].shape == (4, 3, 3, 32, 32) and batch["frames"].dtype == torch.float32
+    assert batch["mel"].shape == (4, 1, 64, 128) and batch["mel"].dtype == torch.float32
+    assert batch["label"].dtype == torch.long and len(batch["clip_id"]) == 4
+    assert -3 < float(batch["frames"].mean()) < 3 and -3 < float(batch["mel"].mean()) < 3
+    saved = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert set(saved["split"]) == {"train", "val", "test"} and saved["actor_id"].is_unique
+    for name in ("train", "val", "test"):
+        actors = set(datamodule.datasets[name].clips["actor_id"])
+        assert actors == set(saved.loc[saved["split"] == name, "actor_id"])
+    again = make(synthetic_root, tmp_path / "again", split={"file": str(tmp_path / "run" / "split.csv")})
+    assert again.split.to_dict("records") == datamodule.split.to_dict("records")
+
+
+@pytest.mark.parametrize("modalities", [("audio",), ("video",)])
+def test_unimodal_batches_skip_the_other_modality(synthetic_root, tmp_path, modalities):
+    datamodule = make(synthetic_root, tmp_path, modalities=modalities, cache="off")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert ("frames" in batch) == ("video" in modalities) and ("mel" in batch) == ("audio" in modalities)
+
+
+def test_cache_and_on_the_fly_give_the_same_tensors(synthetic_root, tmp_path):
+    cached = make(synthetic_root, tmp_path, cache="auto")
+    direct = make(synthetic_root, tmp_path, cache="off")
+    a, b = cached.datasets["test"][0], direct.datasets["test"][0]
+    assert (
+        a["clip_id"] == b["clip_id"]
+        and torch.equal(a["frames"], b["frames"])
+        and torch.equal(a["mel"], b["mel"])
+    )
+
+
+def test_workers_and_persistent_workers(synthetic_root, tmp_path):
+    datamodule = make(synthetic_root, tmp_path, num_workers=2, persistent_workers=True)
+    labels = torch.cat([batch["label"] for batch in datamodule.train_dataloader()])
+    assert len(labels) == len(datamodule.datasets["train"])
+
+
+def test_require_cache_fails_clearly_when_not_prepared(synthetic_root, tmp_path):
+    datamodule = CremaDataModule(
+        str(synthetic_root), PREP, cache="require", cache_dir=str(tmp_path / "empty")
+    )
+    with pytest.raises(FileNotFoundError, match="cremad_lit.prepare"):
+        datamodule.setup("fit")
+
+
+def test_class_weights_follow_training_counts(synthetic_root, tmp_path):
+    datamodule = make(synthetic_root, tmp_path, cache="off")
+    weights = datamodule.class_weights()
+    assert weights.shape == (len(EMOTIONS),)
+    assert weights[EMOTIONS.index("NEU")] > weights[EMOTIONS.index("ANG")]  # IEO has NEU only at XX: rarer
+    assert torch.isclose(weights.mean(), torch.tensor(1.0), atol=0.2)
+
+
+def test_augmentation_changes_training_samples_only(synthetic_root, tmp_path):
+    datamodule = make(
+        synthetic_root,
+        tmp_path,
+        augment={"enabled": True, "hflip": 1.0, "crop_scale": 1.0, "freq_mask": 0, "time_mask": 0},
+    )
+    plain = make(synthetic_root, tmp_path / "plain")
+    flipped, original = datamodule.datasets["train"][0], plain.datasets["train"][0]
+    assert torch.equal(flipped["frames"], original["frames"].flip(-1))
+    assert torch.equal(datamodule.datasets["val"][0]["frames"], plain.datasets["val"][0]["frames"])
+
+
+def test_bad_options(synthetic_root):
+    with pytest.raises(ValueError, match="modalities"):
+        CremaDataModule(str(synthetic_root), PREP, modalities=("smell",))
+    with pytest.raises(ValueError, match="cache"):
+        CremaDataModule(str(synthetic_root), PREP, cache="sometimes")

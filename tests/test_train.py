@@ -1,0 +1,215 @@
+"""End to end through the real commands: train.py (real Trainer, W&B offline), evaluate.py, multirun + report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cremad_lit import EMOTIONS
+from tests.conftest import run_cli
+
+TINY = [
+    "model=tiny",
+    "trainer=cpu",
+    "data.preprocessing.frames=2",
+    "model.video_backbone.input_size=32",
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.pin_memory=false",
+    "data.prepare_workers=0",
+    "data.batch_size=8",
+]
+
+
+def common(root: Path, tmp: Path) -> list[str]:
+    return [
+        f"data.root={root}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        f"paths.log_dir={tmp / 'logs'}",
+        "data.generate=null",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_root, tmp_path_factory):
+    """One real fit + test of the tiny model with the default logger (W&B, offline)."""
+    tmp = tmp_path_factory.mktemp("train")
+    run_dir = tmp / "run"
+    result = run_cli(
+        "train.py", *common(synthetic_root, tmp), *TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"
+    )
+    return run_dir, result, tmp
+
+
+@pytest.mark.slow
+def test_train_writes_metrics_plots_split_and_checkpoints(trained_run):
+    run_dir, result, _ = trained_run
+    assert f"run dir: {run_dir.resolve()}" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert set(metrics["per_class_f1"]) == set(EMOTIONS)
+    split = pd.read_csv(run_dir / "split.csv")
+    test_actors = sorted(split.loc[split["split"] == "test", "actor_id"])
+    assert metrics["test_actors"] == test_actors and metrics["n_test"] == 16 * len(test_actors)
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n_test"]
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert len(predictions) == metrics["n_test"] and set(predictions["clip_id"].str[:4].astype(int)) == set(
+        test_actors
+    )
+    assert (predictions["label"] == predictions["pred"]).mean() == pytest.approx(
+        metrics["accuracy"], abs=1e-6
+    )
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == [0, 1] and history[["train/loss", "val/loss"]].notna().all().all()
+    for png in ("confusion.png", "curves.png"):
+        with Image.open(run_dir / png) as image:
+            assert image.width > 400
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and metrics["checkpoint"].endswith(".ckpt")
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["version"] and "git_commit" in info
+    checkpoint = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)  # plain data only
+    assert checkpoint["cremad_lit"]["config"]["model"]["video_backbone"]["name"] == "test_efficientnet"
+    assert checkpoint["cremad_lit"]["emotions"] == list(EMOTIONS)
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_config_curves_and_test_media(trained_run):
+    run_dir, result, _ = trained_run
+    [offline] = list((run_dir / "wandb").glob("offline-run-*"))
+    assert "wandb sync" in result.stdout + result.stderr
+    assert list(offline.glob("run-*.wandb")) and (offline / "run-*.wandb") is not None
+    files = offline / "files"
+    config = (files / "config.yaml").read_text()
+    assert "test_efficientnet" in config and "val/loss" in config  # the resolved config, monitor key included
+    summary = json.loads((files / "wandb-summary.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["test/accuracy"] == pytest.approx(metrics["accuracy"])
+    assert "val/loss" in summary and "train/loss_epoch" in summary
+    media = files / "media"
+    assert list((media / "images").glob("test/confusion_matrix_image_*.png"))
+    tables = {p.name.split("_")[0] for p in (media / "table").rglob("*.table.json")}
+    assert tables >= {"per"} or list((media / "table").rglob("per_class*.table.json"))
+    assert list((media / "table").rglob("confusion_matrix*.table.json"))
+    per_class = json.loads(next((media / "table").rglob("per_class*.table.json")).read_text())
+    assert per_class["columns"] == ["emotion", "f1", "support", "recall"] and [
+        row[0] for row in per_class["data"]
+    ] == list(EMOTIONS)
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_test_metrics(trained_run):
+    run_dir, _, tmp = trained_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    eval_dir = tmp / "eval"
+    result = run_cli(
+        "evaluate.py",
+        f"ckpt_path={metrics['checkpoint']}",
+        f"hydra.run.dir={eval_dir}",
+        f"paths.log_dir={tmp / 'logs'}",
+    )
+    assert "accuracy" in result.stdout
+    again = json.loads((eval_dir / "metrics.json").read_text())
+    for key in (
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "confusion_matrix",
+        "n_test",
+        "per_class_f1",
+    ):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
+    assert again["actors"] == metrics["test_actors"]
+    everything = run_cli(
+        "evaluate.py", f"ckpt_path={metrics['checkpoint']}", "split=all", f"hydra.run.dir={tmp / 'eval-all'}"
+    )
+    assert (
+        json.loads((tmp / "eval-all" / "metrics.json").read_text())["n_test"] == 96
+        and everything.returncode == 0
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["effnet_lstm", "resnet_vit_lstm"])
+def test_paper_models_fit_and_test_for_real(synthetic_root, tmp_path, model):
+    """The paper's two architectures (no weights, small frames) through one real train/val/test pass."""
+    result = run_cli(
+        "train.py",
+        *common(synthetic_root, tmp_path),
+        f"model={model}",
+        "model.video_backbone.pretrained=false",
+        "model.audio_backbone.pretrained=false",
+        "model.video_backbone.input_size=64",
+        "trainer=cpu",
+        "logger=none",
+        "data.preprocessing.frames=2",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.pin_memory=false",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_test"] == 32 and "run dir:" in result.stdout
+
+
+@pytest.mark.slow
+def test_multirun_jobs_and_report(synthetic_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "train.py",
+        "-m",
+        *common(synthetic_root, tmp_path),
+        *TINY,
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "data.modalities=[audio],[audio,video]",
+        f"hydra.sweep.dir={sweep}",
+    )
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
+    assert jobs == ["0", "1"]
+    assert (sweep / "0" / "csv").is_dir()  # logger=csv wrote its metrics
+    result = run_cli("-m", "cremad_lit.report", str(sweep))
+    table = pd.read_csv(sweep / "report.csv", index_col=0)
+    assert len(table) == 2 and (table["runs"] == 1).all()
+    assert any("[audio]" in c for c in table.index) and "± " in (sweep / "report.md").read_text()
+    assert (sweep / "report.png").is_file() and "accuracy" in result.stdout
+
+
+@pytest.mark.slow
+def test_clear_errors_for_common_mistakes(tmp_path):
+    missing = run_cli(
+        "train.py",
+        f"data.root={tmp_path / 'nope'}",
+        "model=tiny",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'a'}",
+        check=False,
+    )
+    assert (
+        missing.returncode != 0
+        and "no dataset at data.root" in missing.stderr
+        and "data=synthetic" in missing.stderr
+    )
+    bad_ckpt = run_cli(
+        "evaluate.py", f"ckpt_path={tmp_path / 'gone.ckpt'}", f"hydra.run.dir={tmp_path / 'b'}", check=False
+    )
+    assert bad_ckpt.returncode != 0 and "does not exist" in bad_ckpt.stderr
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+    not_ours = run_cli("evaluate.py", f"ckpt_path={other}", f"hydra.run.dir={tmp_path / 'c'}", check=False)
+    assert not_ours.returncode != 0 and "not a cremad-lit checkpoint" in not_ours.stderr
+    unknown = run_cli("train.py", "model=efficientnet_b7_lstm", check=False)
+    assert (
+        unknown.returncode != 0
+        and "efficientnet_b7_lstm" in unknown.stderr
+        and "effnet_lstm" in unknown.stderr
+    )
