@@ -23,6 +23,8 @@ demo: $(INSTALLED) ## Generate the synthetic dataset, its EDA, train+test audio-
 	$(PYTHON) -m cremad_lit.eda data=synthetic
 	$(PYTHON) train.py --multirun experiment=demo 'data.modalities=[audio,video],[audio],[video]' hydra.sweep.dir=$(DEMO_DIR)
 	$(PYTHON) -m cremad_lit.report $(DEMO_DIR)
+	@echo "Demo done. Report: $(DEMO_DIR)/report.md; per model (0 audio+video, 1 audio, 2 video):"
+	@echo "  $(DEMO_DIR)/<n>/metrics.json, confusion.png, curves.png; EDA report: the newest logs/eda/runs/*/report.md"
 
 test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does)
 	$(PYTHON) -m pytest

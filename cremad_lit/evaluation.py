@@ -112,6 +112,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "data_root": str(data_cfg.root),
             **run_info(),
         },
+        data_root=datamodule.root,
     )
     print(
         f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"

@@ -24,17 +24,20 @@ from torchmetrics.classification import (
 )
 
 from cremad_lit import EMOTIONS
+from cremad_lit.checkpointing import rng_state, set_rng_state
 
 
-def make_metrics(num_classes: int) -> MetricCollection:
+def make_metrics(num_classes: int, sync: bool = True) -> MetricCollection:
+    """`sync=False` for metrics computed from predictions already gathered from every rank."""
+    options = {"sync_on_compute": sync}
     return MetricCollection(
         {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "precision_macro": MulticlassPrecision(num_classes, average="macro"),
-            "recall_macro": MulticlassRecall(num_classes, average="macro"),
-            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-            "f1_per_class": MulticlassF1Score(num_classes, average="none"),
-            "confusion": ConfusionMatrix(task="multiclass", num_classes=num_classes),
+            "acc": MulticlassAccuracy(num_classes, average="micro", **options),
+            "precision_macro": MulticlassPrecision(num_classes, average="macro", **options),
+            "recall_macro": MulticlassRecall(num_classes, average="macro", **options),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro", **options),
+            "f1_per_class": MulticlassF1Score(num_classes, average="none", **options),
+            "confusion": ConfusionMatrix(task="multiclass", num_classes=num_classes, **options),
         }
     )
 
@@ -120,9 +123,10 @@ class EmotionModule(L.LightningModule):
         values = metrics.compute()
         metrics.reset()
         for name in ("acc", "precision_macro", "recall_macro", "f1_macro"):
-            self.log(f"{stage}/{name}", values[name], prog_bar=name == "acc")
+            # torchmetrics already synced these over ranks; sync_dist only averages equal values (and keeps DDP quiet)
+            self.log(f"{stage}/{name}", values[name], prog_bar=name == "acc", sync_dist=True)
         for emotion, f1 in zip(EMOTIONS, values["f1_per_class"], strict=True):
-            self.log(f"{stage}/f1_{emotion}", f1)
+            self.log(f"{stage}/f1_{emotion}", f1, sync_dist=True)
         return values
 
     def on_validation_epoch_end(self) -> None:
@@ -132,7 +136,16 @@ class EmotionModule(L.LightningModule):
         self.test_predictions = []
 
     def on_test_epoch_end(self) -> None:
+        predictions = self._gather_predictions()
         values = self._log_epoch_metrics("test", self.test_metrics)
+        if predictions:  # exact metrics over the unique test clips (DDP pads its shards with repeated clips)
+            metrics = make_metrics(len(EMOTIONS), sync=False)
+            metrics.update(
+                torch.tensor([p["probs"] for p in predictions]),
+                torch.tensor([p["label"] for p in predictions]),
+            )
+            values = metrics.compute()
+        self.test_predictions = predictions
         self.test_results = {
             "accuracy": float(values["acc"]),
             "precision_macro": float(values["precision_macro"]),
@@ -142,6 +155,19 @@ class EmotionModule(L.LightningModule):
             "confusion_matrix": values["confusion"].int().tolist(),
             "n_test": int(values["confusion"].sum()),
         }
+
+    def _gather_predictions(self) -> list[dict]:
+        predictions = self.test_predictions
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        ):
+            shards = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shards, predictions)
+            predictions = [p for shard in shards for p in shard]
+        unique = {p["clip_id"]: p for p in predictions}
+        return [unique[c] for c in sorted(unique)]
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -153,4 +179,10 @@ class EmotionModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["cremad_lit"] = {"config": self.run_config, "emotions": list(EMOTIONS)}
+        checkpoint["cremad_lit"] = {"config": self.run_config, "emotions": list(EMOTIONS), "rng": rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming: continue the random streams (shuffling, dropout) exactly as the interrupted run would have.
+        state = checkpoint.get("cremad_lit", {}).get("rng")
+        if state is not None and self.trainer is not None and self.trainer.state.fn == "fit":
+            set_rng_state(state)

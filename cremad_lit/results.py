@@ -14,16 +14,31 @@ import pandas as pd
 
 from cremad_lit import EMOTIONS
 from cremad_lit.data.cache import write_json
-from cremad_lit.plots import plot_confusion
+from cremad_lit.human import compare_with_model, find_summary_table, human_baseline
+from cremad_lit.plots import plot_confusion, plot_grouped_bars
 
 log = logging.getLogger(__name__)
 
 
 def write_results(
-    run_dir: str | Path, results: dict, predictions: list[dict], loggers=(), extra: dict | None = None
+    run_dir: str | Path,
+    results: dict,
+    predictions: list[dict],
+    loggers=(),
+    extra: dict | None = None,
+    data_root: str | None = None,
 ) -> dict:
+    """Write metrics.json, confusion.png, predictions.csv (and the human baseline when the root has the votes)."""
     run_dir = Path(run_dir)
     metrics = {**results, **(extra or {})}
+    votes = find_summary_table(data_root) if data_root else None
+    if votes is not None and predictions:
+        baseline = human_baseline(votes, [p["clip_id"] for p in predictions])
+        metrics["human_baseline"] = baseline
+        comparison = compare_with_model(baseline, results["confusion_matrix"])
+        comparison.to_csv(run_dir / "human_vs_model.csv")
+        title = f"Model recall vs crowd accuracy on the same {baseline['n_clips']} clips"
+        plot_grouped_bars(comparison, run_dir / "human_vs_model.png", title, "share recognised")
     write_json(run_dir / "metrics.json", metrics)
     confusion_png = plot_confusion(results["confusion_matrix"], list(EMOTIONS), run_dir / "confusion.png")
     table = pd.DataFrame(predictions)

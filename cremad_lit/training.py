@@ -6,6 +6,9 @@ python train.py experiment=demo          # see train.py for more; defaults in co
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.cache import write_json
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import build_datamodule, build_net, resolve_precision, run_info
@@ -21,8 +25,43 @@ from cremad_lit.results import write_results
 log = logging.getLogger(__name__)
 
 
-def build_loggers(logger_cfg: DictConfig | None) -> list:
-    return [instantiate(c) for c in (logger_cfg or {}).values() if c is not None and "_target_" in c]
+def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, resuming: bool) -> list:
+    loggers = []
+    for config in (logger_cfg or {}).values():
+        if config is None or "_target_" not in config:
+            continue
+        previous = _wandb_run_id(run_dir) if resuming and config._target_.endswith("WandbLogger") else None
+        # A resumed run continues the same W&B run (same id) instead of starting a new one.
+        loggers.append(instantiate(config, id=previous, resume="allow") if previous else instantiate(config))
+    return loggers
+
+
+def _wandb_run_id(run_dir: Path) -> str | None:
+    runs = sorted((run_dir / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def write_resume_command(run_dir: Path) -> Path:
+    """`<run dir>/resume.sh`: the same command, into the same run dir, from its last checkpoint."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = [
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))
+    ]
+    script = Path(sys.argv[0]).resolve()
+    command = [
+        sys.executable,
+        str(script),
+        *overrides,
+        f"hydra.run.dir={run_dir.resolve()}",
+        "ckpt_path=last",
+    ]
+    path = run_dir / "resume.sh"
+    path.write_text(
+        f"#!/usr/bin/env bash\n# Resume this run after an interruption.\ncd {shlex.quote(os.getcwd())}\n{shlex.join(command)}\n"
+    )
+    path.chmod(0o755)
+    return path
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None, with_loggers: bool) -> list:
@@ -42,7 +81,13 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list, loggers: list) -> L.
     )
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, precision=precision)
+    return instantiate(
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=precision,
+        plugins=[AtomicCheckpointIO()],
+    )
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -78,15 +123,19 @@ def train(cfg: DictConfig) -> float | None:
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
 
-    loggers = build_loggers(cfg.get("logger"))
+    resume_from = resolve_checkpoint(cfg.get("ckpt_path"), run_dir)
+    loggers = build_loggers(cfg.get("logger"), run_dir, resuming=resume_from is not None)
     trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), bool(loggers)), loggers)
     info = run_info()
     if trainer.is_global_zero:
         write_json(run_dir / "run_info.json", info)
+        log.info("to resume this run after an interruption: bash %s", write_resume_command(run_dir))
+        if resume_from:
+            log.info("resuming from %s", resume_from)
     for logger in loggers:
         logger.log_hyperparams({**module.run_config, "run_info": info})
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path"), run_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     monitored = trainer.callback_metrics.get(cfg.monitor.metric)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test_after_fit", True):
@@ -104,6 +153,7 @@ def train(cfg: DictConfig) -> float | None:
                     "monitor": {cfg.monitor.metric: float(monitored) if monitored is not None else None},
                     **info,
                 },
+                data_root=datamodule.root,
             )
             log.info(
                 "test accuracy %.4f, macro F1 %.4f on %d clips",

@@ -65,6 +65,36 @@ def kaggle_root(tmp_path_factory) -> Path:
     )
 
 
+# A real Trainer run of the tiny model on 2 frames of 32 px takes seconds.
+TINY = [
+    "model=tiny",
+    "trainer=cpu",
+    "data.preprocessing.frames=2",
+    "model.video_backbone.input_size=32",
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.pin_memory=false",
+    "data.prepare_workers=0",
+    "data.batch_size=8",
+]
+
+
+def common(root: Path, tmp: Path) -> list[str]:
+    """Data, cache and logs of a test run, all under `tmp`."""
+    return [
+        f"data.root={root}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        f"paths.log_dir={tmp / 'logs'}",
+        "data.generate=null",
+    ]
+
+
+def train_args(root: Path, tmp: Path, *extra: str) -> list[str]:
+    """train.py with the tiny CPU settings; a "-m" among `extra` moves to the front, where Hydra's flags must be."""
+    flags = [e for e in extra if e.startswith("-")]
+    return ["train.py", *flags, *common(root, tmp), *TINY, *(e for e in extra if not e.startswith("-"))]
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: int = 900, check: bool = True
 ) -> subprocess.CompletedProcess:
@@ -78,3 +108,31 @@ def run_cli(
             f"command failed ({result.returncode}): {' '.join(args)}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
         )
     return result
+
+
+def read_wandb_log(path: Path) -> list:
+    """The protobuf records of an offline W&B run's `run-*.wandb` file (what `wandb sync` uploads).
+
+    The file is a ':W&B' header followed by LevelDB-style log records (32 KiB blocks; each record: crc32, 2-byte
+    length, type 1 full / 2 first / 3 middle / 4 last) whose payloads are `wandb_internal_pb2.Record`s.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run log"
+    block, position, pending, records = 32768, 7, b"", []
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # too little room for a header: the rest of the block is padding
+            position += block - position % block
+            continue
+        length, kind = int.from_bytes(data[position + 4 : position + 6], "little"), data[position + 6]
+        chunk = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):
+            payload, pending = pending + chunk, b""
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            records.append(record)
+        elif kind in (2, 3):
+            pending += chunk
+    return records

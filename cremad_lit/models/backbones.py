@@ -47,7 +47,8 @@ class Backbone(nn.Module):
         self.model = timm.create_model(
             name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs
         )
-        self.out_features: int = self.model.num_features
+        # Some models (MobileNetV3, ...) keep a hidden head layer after pooling: that is what forward() returns.
+        self.out_features: int = getattr(self.model, "head_hidden_size", None) or self.model.num_features
         config = timm.data.resolve_model_data_config(self.model)
         self._spec = {
             "image_size": int(input_size or config["input_size"][-1]),

@@ -1,0 +1,112 @@
+"""Predict the six emotions' probabilities for any video files with a face and speech, whatever their names.
+
+    python -m cremad_lit.predict ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt inputs=[a.flv,b.mp4]
+    python -m cremad_lit.predict ckpt_path=... inputs=/path/to/folder
+
+The model and its preprocessing are rebuilt from the checkpoint; audio comes from each file's own track. Prints a table
+and writes predictions.json, predictions.csv and one bar chart per clip (`<name>.png`) into its run dir. Files that
+cannot be decoded are reported with the reason and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import pandas as pd
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from cremad_lit import EMOTIONS
+from cremad_lit.data.cache import write_json
+from cremad_lit.data.catalog import VIDEO_EXTENSIONS
+from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
+from cremad_lit.data.media import MediaError
+from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
+from cremad_lit.plots import plot_counts
+
+log = logging.getLogger(__name__)
+
+
+def expand_inputs(inputs) -> list[Path]:
+    items = list(inputs) if isinstance(inputs, list | tuple | ListConfig) else [inputs]
+    files: list[Path] = []
+    for item in map(Path, map(str, items)):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"input {item} does not exist")
+    if not files:
+        raise FileNotFoundError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in {items}")
+    return files
+
+
+def predict_files(module, train_cfg: DictConfig, files: list[Path], device: str = "cpu") -> list[dict]:
+    spec = module.net.frame_input_spec() or {"image_size": 224, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    settings = dict(train_cfg.data.preprocessing)
+    settings["image_size"] = spec["image_size"]
+    prep = Preprocessing(**settings)
+    modalities = module.net.modalities
+    module = module.to(device).eval()
+    results = []
+    for path in files:
+        try:
+            sample = extract_clip(str(path), "", prep, train_cfg.data.decoder, modalities)
+        except MediaError as error:
+            log.warning("skipped %s: %s", error.path, error.reason)
+            results.append({"file": str(path), "error": error.reason})
+            continue
+        batch = {}
+        if "frames" in sample:
+            batch["frames"] = normalise_frames(torch.from_numpy(sample["frames"]), spec["mean"], spec["std"])[
+                None
+            ].to(device)
+        if "mel" in sample:
+            batch["mel"] = normalise_mel(torch.from_numpy(sample["mel"]))[None].to(device)
+        with torch.no_grad():
+            probabilities = module(batch).float().softmax(dim=1)[0].cpu().tolist()
+        best = max(range(len(EMOTIONS)), key=probabilities.__getitem__)
+        results.append(
+            {
+                "file": str(path),
+                "prediction": EMOTIONS[best],
+                "probabilities": dict(zip(EMOTIONS, probabilities, strict=True)),
+            }
+        )
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    module, train_cfg = model_from_checkpoint(load_checkpoint(cfg.ckpt_path))
+    results = predict_files(module, train_cfg, expand_inputs(cfg.inputs), device)
+    out = Path(cfg.paths.output_dir)
+    write_json(out / "predictions.json", results)
+    rows = [
+        {
+            "file": r["file"],
+            "prediction": r.get("prediction", ""),
+            "error": r.get("error", ""),
+            **r.get("probabilities", {}),
+        }
+        for r in results
+    ]
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "predictions.csv", index=False)
+    for result in results:
+        if "probabilities" in result:
+            name = Path(result["file"]).stem
+            plot_counts(
+                pd.Series(result["probabilities"]), out / f"{name}.png", f"{name}: {result['prediction']}"
+            )
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        print(table.drop(columns=["error"] if not table["error"].any() else []).to_string(index=False))
+    print(f"run dir: {out.resolve()} (predictions.json, predictions.csv, one chart per clip)")
+
+
+if __name__ == "__main__":
+    main()
