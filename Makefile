@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
@@ -19,9 +20,9 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED) ## Create .venv and install cremad-lit with its dev tools
 
-demo: $(INSTALLED) ## Generate the synthetic dataset, its EDA, train+test audio-visual vs audio vs video on CPU, report
-	$(PYTHON) -m cremad_lit.eda data=synthetic
-	$(PYTHON) train.py --multirun experiment=demo 'data.modalities=[audio,video],[audio],[video]' hydra.sweep.dir=$(DEMO_DIR)
+demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+test audio-visual vs audio vs video on CPU
+	$(PYTHON) -m cremad_lit.eda data=synthetic paths.data_dir=$(DATA_DIR)
+	$(PYTHON) train.py --multirun experiment=demo paths.data_dir=$(DATA_DIR) 'data.modalities=[audio,video],[audio],[video]' hydra.sweep.dir=$(DEMO_DIR)
 	$(PYTHON) -m cremad_lit.report $(DEMO_DIR)
 	@echo "Demo done. Report: $(DEMO_DIR)/report.md; per model (0 audio+video, 1 audio, 2 video):"
 	@echo "  $(DEMO_DIR)/<n>/metrics.json, confusion.png, curves.png; EDA report: the newest logs/eda/runs/*/report.md"

@@ -1,0 +1,223 @@
+"""Dataset and LightningDataModule: catalog -> actor-disjoint split -> (cached) features -> batches.
+
+    python -m cremad_lit.prepare data.root=/path/to/CREMA-D     # optional: fill the cache up front
+    python train.py data.root=/path/to/CREMA-D                  # the DataModule is built from conf/data/
+
+A batch is a dict: `frames` B x T x 3 x H x W float, `mel` B x 1 x 64 x 128 float, `label` B long, `clip_id` list.
+Only the modalities asked for are decoded and batched. Clips that cannot be decoded are skipped with a logged reason
+(and listed in the cache's skipped.json), never crashing an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from cremad_lit import EMOTIONS
+from cremad_lit.data.cache import ClipCache, write_json
+from cremad_lit.data.catalog import build_catalog
+from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
+from cremad_lit.data.media import MediaError
+from cremad_lit.data.splits import check_actor_disjoint, load_split, make_split, save_split
+
+log = logging.getLogger(__name__)
+MODALITIES = ("audio", "video")
+CACHE_MODES = ("auto", "off", "require")
+
+
+class Augment:
+    """Train-time augmentation, the same for every frame of a clip: flip, small random resized crop, SpecAugment."""
+
+    def __init__(self, hflip: float = 0.5, crop_scale: float = 0.85, freq_mask: int = 8, time_mask: int = 16):
+        import torchaudio.transforms as T
+        from torchvision.transforms import v2
+
+        self.hflip = hflip
+        self.crop_scale = crop_scale
+        self.crop = v2.RandomResizedCrop
+        self.spec = torch.nn.Sequential(T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask)) if freq_mask or time_mask else None
+
+    def frames(self, frames: torch.Tensor) -> torch.Tensor:  # T x 3 x H x W
+        if torch.rand(()) < self.hflip:
+            frames = frames.flip(-1)
+        if self.crop_scale < 1:
+            frames = self.crop(frames.shape[-2:], scale=(self.crop_scale, 1.0), antialias=True)(frames)
+        return frames
+
+    def mel(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.spec(mel) if self.spec is not None else mel
+
+
+class CremaDataset(Dataset):
+    def __init__(self, clips: pd.DataFrame, prep: Preprocessing, modalities, frame_mean, frame_std, cache: ClipCache | None = None, decoder: str = "decord", augment: Augment | None = None):
+        self.clips = clips.reset_index(drop=True)
+        self.prep, self.modalities, self.cache, self.decoder, self.augment = prep, tuple(modalities), cache, decoder, augment
+        self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
+        self.labels = self.clips["emotion"].map(EMOTIONS.index).to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.clips.iloc[index]
+        try:
+            if self.cache is not None and self.cache.has(row.clip_id):
+                stored = self.cache.load(row.clip_id)
+            else:
+                stored = extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, self.modalities)
+        except MediaError as error:
+            return {"clip_id": row.clip_id, "error": str(error)}
+        sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
+        if "video" in self.modalities:
+            frames = normalise_frames(torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std)
+            sample["frames"] = self.augment.frames(frames) if self.augment else frames
+        if "audio" in self.modalities:
+            mel = normalise_mel(torch.from_numpy(stored["mel"]))
+            sample["mel"] = self.augment.mel(mel) if self.augment else mel
+        return sample
+
+
+def collate_skipping_bad(samples: list[dict]) -> dict | None:
+    """Batch the good samples; log and drop the ones that failed to decode (None if none is left)."""
+    good = []
+    for sample in samples:
+        if "error" in sample:
+            log.warning("skipped clip %s: %s", sample["clip_id"], sample["error"])
+        else:
+            good.append(sample)
+    return default_collate(good) if good else None
+
+
+class CremaDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        preprocessing: dict,
+        frame_mean=(0.5, 0.5, 0.5),
+        frame_std=(0.5, 0.5, 0.5),
+        modalities=MODALITIES,
+        split: dict | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        decoder: str = "decord",
+        cache: str = "auto",
+        cache_dir: str = "data/cache",
+        prepare_workers: int = 0,
+        augment: dict | None = None,
+        output_dir: str | None = None,
+        generate: dict | None = None,
+        eval_split: str = "test",
+    ):
+        super().__init__()
+        modalities = tuple(modalities)
+        if not modalities or set(modalities) - set(MODALITIES):
+            raise ValueError(f"data.modalities must be a non-empty subset of {list(MODALITIES)}, not {list(modalities)}")
+        if cache not in CACHE_MODES:
+            raise ValueError(f"data.cache must be one of {CACHE_MODES}, not {cache!r}")
+        self.root, self.prep, self.modalities = str(root), Preprocessing(**preprocessing), modalities
+        self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
+        self.split_config = dict(split or {})
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.loader_options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0)
+        self.decoder, self.cache_mode, self.prepare_workers = decoder, cache, prepare_workers
+        self.cache = ClipCache(cache_dir, self.prep) if cache != "off" else None
+        augment = dict(augment or {})
+        self.augment = Augment(**{k: v for k, v in augment.items() if k != "enabled"}) if augment.get("enabled", False) else None
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.generate = generate
+        self.eval_split = eval_split  # what test_dataloader serves: test (default), val, train, or all clips
+        self.clips: pd.DataFrame | None = None
+        self.split: pd.DataFrame | None = None
+        self.datasets: dict[str, CremaDataset] = {}
+
+    # -- on one process per node: generate the synthetic data, fill the cache --------------------------------------
+    def prepare_data(self) -> None:
+        if self.generate:  # idempotent: writes only the clips that are missing
+            from cremad_lit.data.synthetic import generate
+
+            generate(self.root, **self.generate)
+        if self.cache_mode == "auto":
+            report = self.cache.build(build_catalog(self.root), self.decoder, self.prepare_workers)
+            if self.output_dir is not None:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                write_json(self.output_dir / "prepare_report.json", report)
+
+    # -- on every process --------------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        clips = build_catalog(self.root)
+        if self.cache is not None:
+            skipped = self.cache.skipped()
+            if skipped:
+                log.warning("leaving out %d clips that could not be decoded (see %s)", len(skipped), self.cache.skipped_file)
+                clips = clips[~clips["clip_id"].isin(skipped)]
+            if self.cache_mode == "require":
+                missing = [c for c in clips["clip_id"] if not self.cache.has(c)]
+                if missing:
+                    raise FileNotFoundError(
+                        f"data.cache=require but {len(missing)} clips are not in {self.cache.dir} (e.g. {missing[0]}); "
+                        "run `python -m cremad_lit.prepare` with the same data settings first"
+                    )
+        split_file = self.split_config.get("file")
+        if split_file:
+            self.split = load_split(split_file, clips)
+        else:
+            self.split = make_split(
+                clips,
+                fractions=tuple(self.split_config.get("fractions", (0.7, 0.15, 0.15))),
+                folds=self.split_config.get("folds"),
+                fold=int(self.split_config.get("fold", 0)),
+                seed=int(self.split_config.get("seed", 0)),
+            )
+        check_actor_disjoint(self.split)
+        clips = clips.merge(self.split[["actor_id", "split"]], on="actor_id", how="left")
+        self.clips = clips
+        if self.output_dir is not None and (self.trainer is None or self.trainer.is_global_zero):
+            save_split(self.split, self.output_dir / "split.csv")
+        for name in ("train", "val", "test", "all"):
+            self.datasets[name] = CremaDataset(
+                clips if name == "all" else clips[clips["split"] == name],
+                self.prep,
+                self.modalities,
+                self.frame_mean,
+                self.frame_std,
+                self.cache,
+                self.decoder,
+                self.augment if name == "train" else None,
+            )
+        sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
+        log.info("clips per split %s, actors per split %s", sizes, self.split["split"].value_counts().to_dict())
+
+    def actors(self, split: str) -> list[int]:
+        return sorted(int(a) for a in self.split.loc[self.split["split"] == split, "actor_id"])
+
+    def class_weights(self) -> torch.Tensor:
+        """Inverse-frequency weights of the training clips, mean 1, in EMOTIONS order."""
+        counts = np.bincount(self.datasets["train"].labels, minlength=len(EMOTIONS)).astype(np.float64)
+        weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
+        return torch.tensor(weights, dtype=torch.float32)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collate_skipping_bad, **self.loader_options)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_split, shuffle=False)
+
