@@ -136,8 +136,11 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams({**module.run_config, "run_info": info})
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    monitored = trainer.callback_metrics.get(cfg.monitor.metric)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    checkpointing = trainer.checkpoint_callback
+    best = checkpointing.best_model_path if checkpointing else ""
+    # Sweepers get the monitored metric of the best checkpoint (the one tested), not of the last epoch.
+    best_score = checkpointing.best_model_score if checkpointing else None
+    monitored = best_score if best_score is not None else trainer.callback_metrics.get(cfg.monitor.metric)
     if cfg.get("test_after_fit", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         if trainer.is_global_zero:

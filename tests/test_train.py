@@ -45,6 +45,9 @@ def test_train_writes_metrics_plots_split_and_checkpoints(trained_run):
     )
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history["epoch"]) == [0, 1] and history[["train/loss", "val/loss"]].notna().all().all()
+    assert metrics["monitor"]["val/loss"] == pytest.approx(
+        history["val/loss"].min(), rel=1e-6
+    )  # the best, returned to sweepers
     for png in ("confusion.png", "curves.png"):
         with Image.open(run_dir / png) as image:
             assert image.width > 400

@@ -76,7 +76,9 @@ class ClipCache:
         if not settings.exists():
             write_json(settings, self.prep.to_dict())
 
-    def build(self, clips: pd.DataFrame, decoder: str = "decord", workers: int = 0, retry_skipped: bool = False) -> dict:
+    def build(
+        self, clips: pd.DataFrame, decoder: str = "decord", workers: int = 0, retry_skipped: bool = False
+    ) -> dict:
         """Decode every clip of `clips` that is not cached yet; return a report (also saved as skipped.json)."""
         self.open()
         skipped = {} if retry_skipped else self.skipped()
@@ -85,7 +87,9 @@ class ClipCache:
         jobs = list(zip(todo["clip_id"], todo["video_path"], todo["audio_path"], strict=True))
         if jobs:
             results = _run(jobs, self, decoder, workers)
-            for clip_id, path, reason in tqdm(results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"):
+            for clip_id, path, reason in tqdm(
+                results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
+            ):
                 if reason is not None:
                     skipped[clip_id] = {"clip_id": clip_id, "path": path, "reason": reason}
                     log.warning("skipped %s: %s", path, reason)

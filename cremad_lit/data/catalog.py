@@ -45,7 +45,9 @@ EXPECTED_LAYOUT = (
     "(or `python -m cremad_lit.data.synthetic --out DIR`)."
 )
 
-_NAME = re.compile(r"^(?P<actor>\d{4})_(?P<statement>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<intensity>[A-Z]{2})(?:_(?P<gender>\d{2}))?$")
+_NAME = re.compile(
+    r"^(?P<actor>\d{4})_(?P<statement>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<intensity>[A-Z]{2})(?:_(?P<gender>\d{2}))?$"
+)
 _GENDER_CODES = {"01": "male", "02": "female"}
 
 
@@ -85,7 +87,9 @@ def load_demographics(root: Path | None = None) -> pd.DataFrame:
     else:
         with resources.files("cremad_lit.resources").joinpath(DEMOGRAPHICS_FILE).open() as handle:
             table = pd.read_csv(handle)
-    table = table.rename(columns={"ActorID": "actor_id", "Age": "age", "Sex": "sex", "Race": "race", "Ethnicity": "ethnicity"})
+    table = table.rename(
+        columns={"ActorID": "actor_id", "Age": "age", "Sex": "sex", "Race": "race", "Ethnicity": "ethnicity"}
+    )
     table["gender"] = table["sex"].str.lower()
     return table[["actor_id", "gender", "age", "race", "ethnicity"]].set_index("actor_id")
 
@@ -121,7 +125,12 @@ def build_catalog(root: str | os.PathLike) -> pd.DataFrame:
             log.warning("skipping %s: %s", path, reason)
             continue
         if row["clip_id"] in rows:
-            log.warning("skipping %s: duplicate of clip %s already found at %s", path, row["clip_id"], rows[row["clip_id"]]["video_path"])
+            log.warning(
+                "skipping %s: duplicate of clip %s already found at %s",
+                path,
+                row["clip_id"],
+                rows[row["clip_id"]]["video_path"],
+            )
             continue
         wav = wavs.get(row["clip_id"])
         row["video_path"] = str(path)

@@ -11,7 +11,6 @@ Only the modalities asked for are decoded and batched. Clips that cannot be deco
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
@@ -42,7 +41,11 @@ class Augment:
         self.hflip = hflip
         self.crop_scale = crop_scale
         self.crop = v2.RandomResizedCrop
-        self.spec = torch.nn.Sequential(T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask)) if freq_mask or time_mask else None
+        self.spec = (
+            torch.nn.Sequential(T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask))
+            if freq_mask or time_mask
+            else None
+        )
 
     def frames(self, frames: torch.Tensor) -> torch.Tensor:  # T x 3 x H x W
         if torch.rand(()) < self.hflip:
@@ -56,9 +59,25 @@ class Augment:
 
 
 class CremaDataset(Dataset):
-    def __init__(self, clips: pd.DataFrame, prep: Preprocessing, modalities, frame_mean, frame_std, cache: ClipCache | None = None, decoder: str = "decord", augment: Augment | None = None):
+    def __init__(
+        self,
+        clips: pd.DataFrame,
+        prep: Preprocessing,
+        modalities,
+        frame_mean,
+        frame_std,
+        cache: ClipCache | None = None,
+        decoder: str = "decord",
+        augment: Augment | None = None,
+    ):
         self.clips = clips.reset_index(drop=True)
-        self.prep, self.modalities, self.cache, self.decoder, self.augment = prep, tuple(modalities), cache, decoder, augment
+        self.prep, self.modalities, self.cache, self.decoder, self.augment = (
+            prep,
+            tuple(modalities),
+            cache,
+            decoder,
+            augment,
+        )
         self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
         self.labels = self.clips["emotion"].map(EMOTIONS.index).to_numpy()
 
@@ -71,7 +90,9 @@ class CremaDataset(Dataset):
             if self.cache is not None and self.cache.has(row.clip_id):
                 stored = self.cache.load(row.clip_id)
             else:
-                stored = extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, self.modalities)
+                stored = extract_clip(
+                    row.video_path, row.audio_path, self.prep, self.decoder, self.modalities
+                )
         except MediaError as error:
             return {"clip_id": row.clip_id, "error": str(error)}
         sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
@@ -121,18 +142,28 @@ class CremaDataModule(L.LightningDataModule):
         super().__init__()
         modalities = tuple(modalities)
         if not modalities or set(modalities) - set(MODALITIES):
-            raise ValueError(f"data.modalities must be a non-empty subset of {list(MODALITIES)}, not {list(modalities)}")
+            raise ValueError(
+                f"data.modalities must be a non-empty subset of {list(MODALITIES)}, not {list(modalities)}"
+            )
         if cache not in CACHE_MODES:
             raise ValueError(f"data.cache must be one of {CACHE_MODES}, not {cache!r}")
         self.root, self.prep, self.modalities = str(root), Preprocessing(**preprocessing), modalities
         self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
         self.split_config = dict(split or {})
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.loader_options = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0)
+        self.loader_options = dict(
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers and num_workers > 0,
+        )
         self.decoder, self.cache_mode, self.prepare_workers = decoder, cache, prepare_workers
         self.cache = ClipCache(cache_dir, self.prep) if cache != "off" else None
         augment = dict(augment or {})
-        self.augment = Augment(**{k: v for k, v in augment.items() if k != "enabled"}) if augment.get("enabled", False) else None
+        self.augment = (
+            Augment(**{k: v for k, v in augment.items() if k != "enabled"})
+            if augment.get("enabled", False)
+            else None
+        )
         self.output_dir = Path(output_dir) if output_dir else None
         self.generate = generate
         self.eval_split = eval_split  # what test_dataloader serves: test (default), val, train, or all clips
@@ -160,7 +191,11 @@ class CremaDataModule(L.LightningDataModule):
         if self.cache is not None:
             skipped = self.cache.skipped()
             if skipped:
-                log.warning("leaving out %d clips that could not be decoded (see %s)", len(skipped), self.cache.skipped_file)
+                log.warning(
+                    "leaving out %d clips that could not be decoded (see %s)",
+                    len(skipped),
+                    self.cache.skipped_file,
+                )
                 clips = clips[~clips["clip_id"].isin(skipped)]
             if self.cache_mode == "require":
                 missing = [c for c in clips["clip_id"] if not self.cache.has(c)]
@@ -197,7 +232,9 @@ class CremaDataModule(L.LightningDataModule):
                 self.augment if name == "train" else None,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
-        log.info("clips per split %s, actors per split %s", sizes, self.split["split"].value_counts().to_dict())
+        log.info(
+            "clips per split %s, actors per split %s", sizes, self.split["split"].value_counts().to_dict()
+        )
 
     def actors(self, split: str) -> list[int]:
         return sorted(int(a) for a in self.split.loc[self.split["split"] == split, "actor_id"])
@@ -210,7 +247,13 @@ class CremaDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collate_skipping_bad, **self.loader_options)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_skipping_bad,
+            **self.loader_options,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -220,4 +263,3 @@ class CremaDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.eval_split, shuffle=False)
-

@@ -71,7 +71,9 @@ def _face_detector() -> cv2.CascadeClassifier:
     path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
     detector = cv2.CascadeClassifier(path)
     if detector.empty():
-        raise RuntimeError(f"OpenCV's Haar cascade is missing at {path} (opencv-python-headless 5 dropped it; use <5)")
+        raise RuntimeError(
+            f"OpenCV's Haar cascade is missing at {path} (opencv-python-headless 5 dropped it; use <5)"
+        )
     return detector
 
 
@@ -82,7 +84,9 @@ def detect_face_box(frames: np.ndarray, margin: float) -> tuple[int, int, int] |
     boxes = []
     for frame in frames:
         gray = cv2.cvtColor(frame[::scale, ::scale], cv2.COLOR_RGB2GRAY)
-        found = _face_detector().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24 // scale, 24 // scale))
+        found = _face_detector().detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=5, minSize=(24 // scale, 24 // scale)
+        )
         if len(found):
             boxes.append(max(found, key=lambda b: b[2] * b[3]) * scale)
     if not boxes:
@@ -98,7 +102,12 @@ def detect_face_box(frames: np.ndarray, margin: float) -> tuple[int, int, int] |
 def crop_and_resize(frames: np.ndarray, box: tuple[int, int, int], size: int) -> np.ndarray:
     left, top, side = box
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f[top : top + side, left : left + side], (size, size), interpolation=interpolation) for f in frames])
+    return np.stack(
+        [
+            cv2.resize(f[top : top + side, left : left + side], (size, size), interpolation=interpolation)
+            for f in frames
+        ]
+    )
 
 
 def prepare_frames(frames: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -126,7 +135,9 @@ def log_mel(audio: np.ndarray, prep: Preprocessing) -> np.ndarray:
     with torch.no_grad():
         mel = _mel_transform(prep.sample_rate, prep.n_fft, prep.hop_length, prep.n_mels)(waveform)[None]
         if prep.audio_fit == "resize":
-            mel = F.interpolate(mel[None], size=(prep.n_mels, prep.mel_width), mode="bilinear", align_corners=False)[0]
+            mel = F.interpolate(
+                mel[None], size=(prep.n_mels, prep.mel_width), mode="bilinear", align_corners=False
+            )[0]
         else:
             excess = mel.shape[-1] - prep.mel_width
             if excess >= 0:
@@ -136,11 +147,19 @@ def log_mel(audio: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return mel.numpy()
 
 
-def extract_clip(video_path: str, audio_path: str, prep: Preprocessing, decoder: str = "decord", modalities=("audio", "video")) -> dict:
+def extract_clip(
+    video_path: str,
+    audio_path: str,
+    prep: Preprocessing,
+    decoder: str = "decord",
+    modalities=("audio", "video"),
+) -> dict:
     """Decode and featurise one clip; raises MediaError (with path and reason) for anything unusable."""
     info = probe_video(video_path, decoder)
     if prep.max_duration_s is not None and info.duration > prep.max_duration_s:
-        raise MediaError(video_path, f"clip is {info.duration:.1f} s long, over max_duration_s={prep.max_duration_s}")
+        raise MediaError(
+            video_path, f"clip is {info.duration:.1f} s long, over max_duration_s={prep.max_duration_s}"
+        )
     sample = {}
     if "video" in modalities:
         sample["frames"] = prepare_frames(read_frames(video_path, prep.frames, decoder), prep)

@@ -40,7 +40,11 @@ class VideoInfo:
 
 def frame_indices(num_available: int, num_frames: int) -> np.ndarray:
     """Centres of `num_frames` equal segments of the clip (repeats frames when the clip is shorter)."""
-    return ((np.arange(num_frames) + 0.5) * num_available / num_frames).astype(np.int64).clip(0, num_available - 1)
+    return (
+        ((np.arange(num_frames) + 0.5) * num_available / num_frames)
+        .astype(np.int64)
+        .clip(0, num_available - 1)
+    )
 
 
 def _check_file(path: str) -> None:
@@ -56,7 +60,9 @@ def _decord_reader(path: str):
     try:
         return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except Exception as error:  # decord raises its own DECORDError for every kind of bad input
-        raise MediaError(path, f"cannot open as video ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+        raise MediaError(
+            path, f"cannot open as video ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+        ) from error
 
 
 def probe_video(path: str, decoder: str = "decord") -> VideoInfo:
@@ -91,7 +97,9 @@ def read_frames(path: str, num_frames: int, decoder: str = "decord") -> np.ndarr
         try:
             return reader.get_batch(frame_indices(len(reader), num_frames).tolist()).asnumpy()
         except Exception as error:
-            raise MediaError(path, f"video decoding failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+            raise MediaError(
+                path, f"video decoding failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+            ) from error
     return _read_frames_pyav(path, num_frames)
 
 
@@ -120,7 +128,10 @@ def read_wav(path: str, sample_rate: int = 16000) -> np.ndarray:
             if handle.getsampwidth() != 2:
                 raise wave.Error("not 16-bit PCM")
             rate, channels = handle.getframerate(), handle.getnchannels()
-            samples = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+            samples = (
+                np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").astype(np.float32)
+                / 32768.0
+            )
     except (wave.Error, EOFError):
         return _read_audio_pyav(path, sample_rate)
     if samples.size == 0:
@@ -169,14 +180,22 @@ def read_video_audio(path: str, sample_rate: int = 16000, decoder: str = "decord
             except MediaError:
                 raise
             except Exception:
-                raise MediaError(path, f"no readable audio track ({str(error).splitlines()[0][:200]})") from error
+                raise MediaError(
+                    path, f"no readable audio track ({str(error).splitlines()[0][:200]})"
+                ) from error
         if samples.size == 0:
             raise MediaError(path, "audio track holds no samples")
         return samples
     return _read_audio_pyav(path, sample_rate)
 
 
-def read_audio(video_path: str, audio_path: str = "", source: str = "auto", sample_rate: int = 16000, decoder: str = "decord") -> np.ndarray:
+def read_audio(
+    video_path: str,
+    audio_path: str = "",
+    source: str = "auto",
+    sample_rate: int = 16000,
+    decoder: str = "decord",
+) -> np.ndarray:
     """Audio of a clip: the paired WAV (`wav`), the video's track (`video`), or the WAV when there is one (`auto`)."""
     if source not in ("auto", "wav", "video"):
         raise ValueError(f"audio_source must be auto, wav or video, not {source!r}")
@@ -192,4 +211,6 @@ def read_audio(video_path: str, audio_path: str = "", source: str = "auto", samp
         try:
             return read_video_audio(video_path, sample_rate, decoder)
         except MediaError as video_error:
-            raise MediaError(video_path, f"{wav_error.reason} in {audio_path}, and {video_error.reason} in the video") from video_error
+            raise MediaError(
+                video_path, f"{wav_error.reason} in {audio_path}, and {video_error.reason} in the video"
+            ) from video_error

@@ -19,7 +19,9 @@ SPLITS = ("train", "val", "test")
 
 
 def _actors(clips: pd.DataFrame) -> pd.DataFrame:
-    return clips.groupby("actor_id", as_index=False)["gender"].first().sort_values("actor_id", ignore_index=True)
+    return (
+        clips.groupby("actor_id", as_index=False)["gender"].first().sort_values("actor_id", ignore_index=True)
+    )
 
 
 def _shuffled_by_gender(actors: pd.DataFrame, rng: np.random.Generator) -> list[np.ndarray]:
@@ -33,7 +35,9 @@ def _take(ids: np.ndarray, fraction: float) -> int:
     return max(1 if len(ids) >= 3 else 0, int(round(len(ids) * fraction)))
 
 
-def make_split(clips: pd.DataFrame, fractions=(0.7, 0.15, 0.15), folds: int | None = None, fold: int = 0, seed: int = 0) -> pd.DataFrame:
+def make_split(
+    clips: pd.DataFrame, fractions=(0.7, 0.15, 0.15), folds: int | None = None, fold: int = 0, seed: int = 0
+) -> pd.DataFrame:
     """Assign each actor of `clips` to train, val or test.
 
     With `folds`, actors are dealt into `folds` gender-stratified folds, fold `fold` is the test set, and validation
@@ -53,7 +57,9 @@ def make_split(clips: pd.DataFrame, fractions=(0.7, 0.15, 0.15), folds: int | No
         if not 0 <= fold < folds:
             raise ValueError(f"split.fold must be in 0..{folds - 1}, not {fold}")
         if folds < 2 or folds > len(actors):
-            raise ValueError(f"split.folds must be between 2 and the number of actors ({len(actors)}), not {folds}")
+            raise ValueError(
+                f"split.folds must be between 2 and the number of actors ({len(actors)}), not {folds}"
+            )
         # Deal actors round-robin, continuing across genders, so each fold keeps the male/female balance.
         order = np.concatenate(_shuffled_by_gender(actors, rng))
         fold_of = {int(actor): i % folds for i, actor in enumerate(order)}

@@ -129,7 +129,17 @@ def make_clips(actors: list[Actor], sentences: int, seed: int) -> list[Clip]:
             for emotion in EMOTIONS:
                 intensities = ["LO", "MD", "HI"] if statement == "IEO" and emotion != "NEU" else ["XX"]
                 for intensity in intensities:
-                    clips.append(Clip(actor, statement, emotion, intensity, seed=zlib.crc32(f"{seed}_{actor.actor_id}_{statement}_{emotion}_{intensity}".encode())))
+                    clips.append(
+                        Clip(
+                            actor,
+                            statement,
+                            emotion,
+                            intensity,
+                            seed=zlib.crc32(
+                                f"{seed}_{actor.actor_id}_{statement}_{emotion}_{intensity}".encode()
+                            ),
+                        )
+                    )
     return clips
 
 
@@ -162,11 +172,30 @@ def render_frames(clip: Clip, duration: float, rng: np.random.Generator) -> np.n
         openness = 1.0 + (eye - 1.0) * s
         for side in (-1, 1):
             ex, ey = cx + side * 0.38 * r, cy - 0.25 * r
-            cv2.ellipse(frame, (int(ex), int(ey)), (int(0.2 * r), max(1, int(0.13 * r * openness))), 0, 0, 360, (245, 245, 245), -1, cv2.LINE_AA)
-            cv2.circle(frame, (int(ex), int(ey)), max(1, int(0.06 * r * min(openness, 1.2))), dark, -1, cv2.LINE_AA)
+            cv2.ellipse(
+                frame,
+                (int(ex), int(ey)),
+                (int(0.2 * r), max(1, int(0.13 * r * openness))),
+                0,
+                0,
+                360,
+                (245, 245, 245),
+                -1,
+                cv2.LINE_AA,
+            )
+            cv2.circle(
+                frame, (int(ex), int(ey)), max(1, int(0.06 * r * min(openness, 1.2))), dark, -1, cv2.LINE_AA
+            )
             inner = (ex - side * 0.18 * r, ey - (0.28 + brow * s) * r)
             outer = (ex + side * 0.22 * r, ey - 0.3 * r)
-            cv2.line(frame, (int(inner[0]), int(inner[1])), (int(outer[0]), int(outer[1])), dark, max(3, int(0.1 * r)), cv2.LINE_AA)
+            cv2.line(
+                frame,
+                (int(inner[0]), int(inner[1])),
+                (int(outer[0]), int(outer[1])),
+                dark,
+                max(3, int(0.1 * r)),
+                cv2.LINE_AA,
+            )
         # The mouth moves with speech at an emotion-independent rate, its shape carries the emotion.
         mouth_open = 0.04 + 0.12 * max(0.0, np.sin(2 * np.pi * talk_rate * t[i]))
         mx, my, half = cx, cy + 0.6 * r, 0.38 * r
@@ -223,7 +252,9 @@ def encode_video(path: Path, frames: np.ndarray, audio: np.ndarray | None, conta
             sound = container.add_stream(audio_codec, rate=VIDEO_AUDIO_RATE, layout="mono")
         samples = np.clip(audio, -1, 1).astype(np.float32) if audio is not None else None
         chunk = (sound.codec_context.frame_size or 1152) if sound is not None else 0
-        written = 0  # audio samples muxed so far: keep audio and video interleaved in time, as the FLV muxer needs
+        written = (
+            0  # audio samples muxed so far: keep audio and video interleaved in time, as the FLV muxer needs
+        )
 
         def mux_audio_until(end: int) -> None:
             nonlocal written
@@ -259,7 +290,14 @@ def write_clip(clip: Clip, out: Path, layout: str) -> str:
     return clip.stem
 
 
-def generate(out: str | os.PathLike, actors: int = 12, sentences: int = 2, seed: int = 0, layout: str = "official", workers: int | None = None) -> Path:
+def generate(
+    out: str | os.PathLike,
+    actors: int = 12,
+    sentences: int = 2,
+    seed: int = 0,
+    layout: str = "official",
+    workers: int | None = None,
+) -> Path:
     """Write the dataset into `out` (skipping clips already there) and return its path."""
     if layout not in ("official", "kaggle"):
         raise ValueError(f"layout must be 'official' or 'kaggle', not {layout!r}")
@@ -273,12 +311,20 @@ def generate(out: str | os.PathLike, actors: int = 12, sentences: int = 2, seed:
         (out / "VideoFlash").mkdir(parents=True, exist_ok=True)
         (out / "AudioWAV").mkdir(parents=True, exist_ok=True)
         demographics = pd.DataFrame(
-            {"ActorID": [a.actor_id for a in cast], "Age": [a.age for a in cast], "Sex": [a.sex for a in cast], "Race": "Synthetic", "Ethnicity": "Synthetic"}
+            {
+                "ActorID": [a.actor_id for a in cast],
+                "Age": [a.age for a in cast],
+                "Sex": [a.sex for a in cast],
+                "Race": "Synthetic",
+                "Ethnicity": "Synthetic",
+            }
         )
         tmp = out / "VideoDemographics.csv.tmp"
         demographics.to_csv(tmp, index=False)
         os.replace(tmp, out / "VideoDemographics.csv")
-        done = {p.stem for p in (out / "VideoFlash").glob("*.flv")} & {p.stem for p in (out / "AudioWAV").glob("*.wav")}
+        done = {p.stem for p in (out / "VideoFlash").glob("*.flv")} & {
+            p.stem for p in (out / "AudioWAV").glob("*.wav")
+        }
     else:
         out.mkdir(parents=True, exist_ok=True)
         done = {p.stem.rsplit("_", 1)[0] for p in out.glob("*.mp4")}
@@ -287,17 +333,29 @@ def generate(out: str | os.PathLike, actors: int = 12, sentences: int = 2, seed:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         jobs = pool.map(write_clip, todo, [out] * len(todo), [layout] * len(todo), chunksize=4)
-        for _ in tqdm(jobs, total=len(todo), desc=f"synthetic CREMA-D -> {out}", unit="clip", disable=not todo):
+        for _ in tqdm(
+            jobs, total=len(todo), desc=f"synthetic CREMA-D -> {out}", unit="clip", disable=not todo
+        ):
             pass
-    log.info("%d clips ready in %s (%d written in %.1f s)", len(clips), out, len(todo), time.perf_counter() - started)
+    log.info(
+        "%d clips ready in %s (%d written in %.1f s)",
+        len(clips),
+        out,
+        len(todo),
+        time.perf_counter() - started,
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="folder to write the dataset into")
     parser.add_argument("--actors", type=int, default=12, help="number of actors (alternating male, female)")
-    parser.add_argument("--sentences", type=int, default=2, help=f"number of statements, 1-{len(STATEMENTS)} (IEO first)")
+    parser.add_argument(
+        "--sentences", type=int, default=2, help=f"number of statements, 1-{len(STATEMENTS)} (IEO first)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=["official", "kaggle"], default="official")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
