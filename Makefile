@@ -22,10 +22,10 @@ install: $(INSTALLED) ## Create .venv and install cremad-lit with its dev tools
 
 demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+test audio-visual vs audio vs video on CPU
 	$(PYTHON) -m cremad_lit.eda data=synthetic paths.data_dir=$(DATA_DIR)
-	$(PYTHON) train.py --multirun experiment=demo paths.data_dir=$(DATA_DIR) 'data.modalities=[audio,video],[audio],[video]' hydra.sweep.dir=$(DEMO_DIR)
+	$(PYTHON) train.py --multirun experiment=demo paths.data_dir=$(DATA_DIR) 'data.modalities=[audio,video],[audio],[video]' seed=0,1,2 hydra.sweep.dir=$(DEMO_DIR)
 	$(PYTHON) -m cremad_lit.report $(DEMO_DIR)
-	@echo "Demo done. Report: $(DEMO_DIR)/report.md; per model (0 audio+video, 1 audio, 2 video):"
-	@echo "  $(DEMO_DIR)/<n>/metrics.json, confusion.png, curves.png; EDA report: the newest logs/eda/runs/*/report.md"
+	@echo "Demo done. Report: $(DEMO_DIR)/report.md (mean ± std over seeds 0-1-2, each with its own actor split)."
+	@echo "  Per run: $(DEMO_DIR)/<n>/metrics.json, confusion.png, curves.png (runs.csv maps n to its settings); EDA: newest logs/eda/runs/*/report.md"
 
 test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does)
 	$(PYTHON) -m pytest

@@ -37,10 +37,14 @@ def test_backbones_embed_frames_and_mel(name):
     extra = {"input_size": 64} if name == "test_vit" else {}
     frames = Backbone(name, pretrained=False, **extra)
     assert frames(torch.randn(2, 3, 64, 64)).shape == (2, frames.out_features)
-    mel = Backbone(
-        name, pretrained=False, in_chans=1, **({"img_size": (64, 128)} if name == "test_vit" else {})
-    )
+    mel = Backbone(name, pretrained=False, in_chans=1)  # ViTs too: they take any size (dynamic_img_size)
     assert mel(torch.randn(2, 1, 64, 128)).shape == (2, mel.out_features)
+
+
+def test_vit_tiny_takes_the_mel_image():
+    """`model/backbone@model.audio_backbone=vit_tiny` (README): the paper's ViT on a 1 x 64 x 128 Mel image."""
+    audio = Backbone("vit_tiny_patch16_224", pretrained=False, in_chans=1)
+    assert audio(torch.randn(2, 1, 64, 128)).shape == (2, 192)
 
 
 @pytest.mark.parametrize(

@@ -33,8 +33,11 @@ class Backbone(nn.Module):
         if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
             raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models() for the names")
         kwargs = dict(timm_kwargs)
-        if input_size is not None and _is_vit(name):
-            kwargs.setdefault("img_size", input_size)
+        if _is_vit(name):
+            if input_size is not None:
+                kwargs.setdefault("img_size", input_size)
+            # Interpolate position embeddings at run time, so a ViT also takes the 64x128 Mel image.
+            kwargs.setdefault("dynamic_img_size", True)
         if pretrained_file:
             if not os.path.isfile(pretrained_file):
                 raise FileNotFoundError(
