@@ -40,7 +40,9 @@ class Augment:
 
         self.hflip = hflip
         self.crop_scale = crop_scale
-        self.crop = v2.RandomResizedCrop
+        self._crop_type = v2.RandomResizedCrop
+        # One crop transform per frame size, built on first use rather than for every clip.
+        self._crops: dict[tuple[int, int], torch.nn.Module] = {}
         self.spec = (
             torch.nn.Sequential(T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask))
             if freq_mask or time_mask
@@ -51,7 +53,10 @@ class Augment:
         if torch.rand(()) < self.hflip:
             frames = frames.flip(-1)
         if self.crop_scale < 1:
-            frames = self.crop(frames.shape[-2:], scale=(self.crop_scale, 1.0), antialias=True)(frames)
+            size = tuple(frames.shape[-2:])
+            if size not in self._crops:
+                self._crops[size] = self._crop_type(size, scale=(self.crop_scale, 1.0), antialias=True)
+            frames = self._crops[size](frames)
         return frames
 
     def mel(self, mel: torch.Tensor) -> torch.Tensor:
