@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format bench bench-data bench-train clean
+.PHONY: help install demo test test-fast lint format bench bench-data bench-train bench-speech clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ bench-data: $(INSTALLED) ## Clips/s: on-the-fly decoding (decord vs PyAV) vs the
 
 bench-train: $(INSTALLED) ## Training samples/s, peak memory, inference latency of both paper models
 	$(PYTHON) benchmarks/bench_train.py
+
+bench-speech: $(INSTALLED) ## Real speech (RAVDESS, 6 actor folds): baselines, paper branches, experiment=speech; both protocols
+	$(PYTHON) benchmarks/bench_speech.py
 
 clean: ## Remove runs, generated data, caches and .venv
 	rm -rf logs data .pytest_cache .ruff_cache $(VENV) *.egg-info

@@ -1,11 +1,13 @@
-"""Callbacks: per-epoch history (CSV) and the training-curve plot (the paper's Fig. 3), written into the run dir.
+"""Callbacks: training speed (clips/s, share of step time spent waiting for data), per-epoch history (CSV) and the
+training-curve plot (the paper's Fig. 3), written into the run dir.
 
-python train.py    # conf/callbacks/default.yaml adds EpochHistory; see <run dir>/history.csv and curves.png
+python train.py    # conf/callbacks/default.yaml adds both; see <run dir>/history.csv and curves.png
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +20,34 @@ _COLUMNS = {
     "val/loss": "val/loss",
     "val/acc": "val/acc",
     "val/f1_macro": "val/f1_macro",
+    "speed/clips_per_s": "speed/clips_per_s",
+    "speed/data_wait_share": "speed/data_wait_share",
 }
+
+
+class TrainingSpeed(L.Callback):
+    """Per training epoch: `speed/clips_per_s` and `speed/data_wait_share`, the share of the step time spent waiting
+    for the next batch (from the end of one step to the start of the next). Near 0: the model is the bottleneck;
+    a large share: the loader is (more workers, the prepared cache)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._clips, self._waiting, self._computing = 0, 0.0, 0.0
+        self._last_end = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step_start = time.perf_counter()
+        self._waiting += self._step_start - self._last_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._last_end = time.perf_counter()
+        self._computing += self._last_end - self._step_start
+        if batch is not None:
+            self._clips += len(batch["label"])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        total = self._waiting + self._computing  # the training steps only: validation is not training speed
+        pl_module.log("speed/clips_per_s", self._clips / total if total > 0 else 0.0)
+        pl_module.log("speed/data_wait_share", self._waiting / total if total > 0 else 0.0)
 
 
 class EpochHistory(L.Callback):

@@ -1,11 +1,12 @@
-"""Exploratory data analysis of a CREMA-D tree (the paper's Section III-C), as charts and one report page.
+"""Exploratory data analysis of a corpus (the paper's Section III-C), as charts and one report page.
 
     python -m cremad_lit.eda data.root=/path/to/CREMA-D
     python -m cremad_lit.eda data=synthetic                    # the built-in dataset (generated if missing)
+    python -m cremad_lit.eda data=ravdess data.root=../shared/ravdess-speech
 
 Writes into its run dir: summary.json (clip and actor counts, counts per statement, emotion, intensity, gender),
-counts.csv, a bar and a pie chart per variable, emotion x intensity and emotion x gender cross-tabs, and report.md.
-Names only: nothing is decoded.
+counts.csv, a bar and a pie chart per variable, emotion x intensity and emotion x gender cross-tabs, the files left
+out (per original label and reason: RAVDESS's calm and surprised, bad names) and report.md. Names only: nothing is decoded.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from cremad_lit.data.cache import write_json
-from cremad_lit.data.catalog import build_catalog
-from cremad_lit.pipeline import check_data_root
+from cremad_lit.pipeline import load_catalog
 from cremad_lit.plots import plot_counts, plot_crosstab
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,30 @@ VARIABLES = ("statement", "emotion", "intensity", "gender")
 CROSSTABS = (("emotion", "intensity"), ("emotion", "gender"))
 
 
+def _variables(clips: pd.DataFrame) -> list[str]:
+    """The variables this corpus has (a manifest may have no statement or intensity)."""
+    return [v for v in VARIABLES if clips[v].notna().any()]
+
+
 def summarise(clips: pd.DataFrame) -> dict:
+    variables = _variables(clips)
+    rejected = pd.DataFrame(clips.attrs.get("rejected", []), columns=["path", "reason", "label"])
     return {
         "n_clips": int(len(clips)),
         "n_actors": int(clips["actor_id"].nunique()),
-        "unique": {v: sorted(clips[v].astype(str).unique().tolist()) for v in VARIABLES},
+        "unique": {v: sorted(clips[v].dropna().astype(str).unique().tolist()) for v in variables},
         "counts": {
-            v: {str(k): int(n) for k, n in clips[v].value_counts().sort_index().items()} for v in VARIABLES
+            v: {str(k): int(n) for k, n in clips[v].value_counts().sort_index().items()} for v in variables
         },
         "actors_by_gender": {
             str(k): int(n) for k, n in clips.groupby("gender")["actor_id"].nunique().items()
+        },
+        "left_out": {
+            "files": int(len(rejected)),
+            "by_label": {
+                str(k): int(n) for k, n in rejected["label"].dropna().value_counts().sort_index().items()
+            },
+            "by_reason": {str(k): int(n) for k, n in rejected["reason"].value_counts().items()},
         },
     }
 
@@ -46,19 +60,31 @@ def write_eda(clips: pd.DataFrame, out: str | Path, root: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(clips)
     write_json(out / "summary.json", summary)
+    variables = _variables(clips)
     rows = [
-        {"variable": v, "value": k, "clips": n} for v in VARIABLES for k, n in summary["counts"][v].items()
+        {"variable": v, "value": k, "clips": n} for v in variables for k, n in summary["counts"][v].items()
     ]
     pd.DataFrame(rows).to_csv(out / "counts.csv", index=False)
 
     lines = [
-        f"# CREMA-D EDA: {root}",
+        f"# EDA: {root}",
         "",
         f"**{summary['n_clips']:,} clips** from **{summary['n_actors']} actors** "
         f"({', '.join(f'{n} {g}' for g, n in summary['actors_by_gender'].items())}).",
         "",
     ]
-    for variable in VARIABLES:
+    left_out = summary["left_out"]
+    if left_out["files"]:
+        lines += [f"**{left_out['files']} files left out**:", ""]
+        lines += [f"- {reason}: {n}" for reason, n in left_out["by_reason"].items()]
+        if left_out["by_label"]:
+            lines += [
+                "",
+                "Left out per original label: "
+                + ", ".join(f"{k} {n}" for k, n in left_out["by_label"].items()),
+            ]
+        lines += [""]
+    for variable in variables:
         counts = clips[variable].value_counts().sort_index()
         bar = plot_counts(counts, out / f"{variable}_bar.png", f"Clips per {variable}")
         pie = plot_counts(counts, out / f"{variable}_pie.png", f"Share of clips per {variable}", kind="pie")
@@ -71,6 +97,8 @@ def write_eda(clips: pd.DataFrame, out: str | Path, root: str = "") -> dict:
         lines += [f"| {k} | {n:,} | {n / len(clips):.1%} |" for k, n in counts.items()]
         lines += ["", f"![{variable} bar]({bar.name}) ![{variable} pie]({pie.name})", ""]
     for rows_var, cols_var in CROSSTABS:
+        if cols_var not in variables:
+            continue
         table = pd.crosstab(clips[rows_var], clips[cols_var])
         table.to_csv(out / f"crosstab_{rows_var}_{cols_var}.csv")
         image = plot_crosstab(
@@ -102,12 +130,13 @@ def main(cfg: DictConfig) -> None:
         from cremad_lit.data.synthetic import generate
 
         generate(cfg.data.root, **cfg.data.generate)
-    check_data_root(cfg.data)
-    clips = build_catalog(cfg.data.root)
+    clips = load_catalog(cfg.data)
     out = Path(cfg.paths.output_dir)
-    summary = write_eda(clips, out, str(cfg.data.root))
+    summary = write_eda(clips, out, str(cfg.data.get("manifest") or cfg.data.root))
+    genders = ", ".join(f"{n} {g}" for g, n in summary["counts"]["gender"].items())
     print(
-        f"{summary['n_clips']} clips, {summary['n_actors']} actors; EDA report: {(out / 'report.md').resolve()}"
+        f"{summary['n_clips']} clips ({genders}), {summary['n_actors']} actors, "
+        f"{summary['left_out']['files']} files left out; EDA report: {(out / 'report.md').resolve()}"
     )
 
 

@@ -1,6 +1,9 @@
 """The body of evaluate.py: checkpoint -> model and data settings -> test on a split -> results in the run dir.
 
 python evaluate.py ckpt_path=PATH [split=test|val|train|all] [data.root=DIR]
+python evaluate.py ckpt_path=PATH data=ravdess data.root=DIR split=all          # another corpus (cross-corpus)
+
+The preprocessing and modalities always come from the checkpoint; `data=<corpus>` swaps only which clips are read.
 """
 
 from __future__ import annotations
@@ -12,12 +15,24 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import build_datamodule, build_net, resolve_precision, run_info
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("train", "val", "test", "all")
+# What `data=<corpus>` replaces in the checkpoint's data settings: which clips, and how to load them.
+CORPUS_KEYS = ("dataset", "root", "manifest", "label_map", "options")
+LOADER_KEYS = (
+    "eval_batch_size",
+    "num_workers",
+    "cache",
+    "cache_dir",
+    "decoder",
+    "pin_memory",
+    "persistent_workers",
+)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -68,6 +83,14 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
     return module, config
 
 
+def _same_path(a, b) -> bool:
+    return (
+        a is not None
+        and b is not None
+        and Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict:
     if cfg.split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
@@ -75,16 +98,22 @@ def evaluate(cfg: DictConfig) -> dict:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     module, train_cfg = model_from_checkpoint(checkpoint)
     data_cfg = train_cfg.data
-    overrides = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if v is not None}
-    same_root = "root" not in overrides or str(Path(overrides["root"]).resolve()) == str(
-        Path(data_cfg.root).resolve()
+    given = OmegaConf.to_container(cfg.data, resolve=True)
+    if given.get("dataset"):  # data=<corpus> on the command line: read those clips instead
+        overrides = {k: given.get(k) for k in CORPUS_KEYS + LOADER_KEYS}
+    else:
+        overrides = {k: v for k, v in given.items() if v is not None}
+    corpus = {k: overrides.get(k, data_cfg.get(k)) for k in CORPUS_KEYS}
+    same_corpus = corpus.get("dataset", "cremad") == data_cfg.get("dataset", "cremad") and _same_path(
+        corpus.get("manifest") or corpus.get("root"), data_cfg.get("manifest") or data_cfg.get("root")
     )
     with open_dict(data_cfg):
-        data_cfg.merge_with(overrides)
+        for key, value in overrides.items():
+            data_cfg[key] = value  # replaced, not merged: another corpus's options must not mix with these
         data_cfg.output_dir = str(run_dir)
         data_cfg.generate = None
         saved_split = Path(train_cfg.paths.output_dir) / "split.csv"
-        if same_root and saved_split.is_file() and not data_cfg.split.get("file"):
+        if same_corpus and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
     datamodule = build_datamodule(data_cfg, module.net.frame_input_spec(), eval_split=cfg.split)
     trainer = L.Trainer(
@@ -95,25 +124,30 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_checkpointing=False,
         default_root_dir=str(run_dir),
     )
+    loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
+    log_config(loggers, cfg, checkpoint_config=checkpoint["cremad_lit"]["config"])
     trainer.test(module, datamodule=datamodule)
-    actors = (
-        datamodule.actors(cfg.split)
-        if cfg.split != "all"
-        else sorted(int(a) for a in datamodule.clips["actor_id"].unique())
-    )
+    actors = datamodule.actors(cfg.split)
     metrics = write_results(
         run_dir,
         module.test_results,
         module.test_predictions,
+        loggers,
         extra={
+            "task": "eval",
             "split": cfg.split,
+            "split_by": datamodule.split_by,
+            "dataset": datamodule.dataset,
+            "cross_corpus": not same_corpus,
             "actors": actors,
             "checkpoint": str(cfg.ckpt_path),
-            "data_root": str(data_cfg.root),
+            "data_root": str(data_cfg.get("manifest") or data_cfg.root),
             **run_info(),
         },
         data_root=datamodule.root,
     )
+    log_predictions_table(loggers, module.test_predictions, datamodule, key=f"{cfg.split}/predictions")
+    finish_loggers(loggers)
     print(
         f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"
     )

@@ -9,6 +9,7 @@ confusion matrix and per-clip predictions.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import lightning as L
@@ -42,6 +43,27 @@ def make_metrics(num_classes: int, sync: bool = True) -> MetricCollection:
     )
 
 
+def _results(values: dict) -> dict:
+    return {
+        "accuracy": float(values["acc"]),
+        "precision_macro": float(values["precision_macro"]),
+        "recall_macro": float(values["recall_macro"]),
+        "f1_macro": float(values["f1_macro"]),
+        "per_class_f1": {e: float(v) for e, v in zip(EMOTIONS, values["f1_per_class"], strict=True)},
+        "confusion_matrix": values["confusion"].int().tolist(),
+        "n_test": int(values["confusion"].sum()),
+    }
+
+
+def results_from_predictions(predictions: list[dict]) -> dict:
+    """Accuracy, macro P/R/F1, per-class F1 and the confusion matrix of per-clip predictions ({label, probs})."""
+    metrics = make_metrics(len(EMOTIONS), sync=False)
+    metrics.update(
+        torch.tensor([p["probs"] for p in predictions]), torch.tensor([p["label"] for p in predictions])
+    )
+    return _results(metrics.compute())
+
+
 class EmotionModule(L.LightningModule):
     def __init__(
         self,
@@ -51,6 +73,7 @@ class EmotionModule(L.LightningModule):
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
         num_classes: int = len(EMOTIONS),
+        mixup_alpha: float = 0.0,
     ):
         super().__init__()
         # Modules and partials stay out of hparams: checkpoints hold plain data only (safe to load weights_only).
@@ -60,7 +83,7 @@ class EmotionModule(L.LightningModule):
             "class_weights",
             torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
         )
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.mixup_alpha = label_smoothing, mixup_alpha
         self.val_metrics = make_metrics(num_classes)
         self.test_metrics = make_metrics(num_classes)
         self.test_predictions: list[dict] = []
@@ -78,11 +101,26 @@ class EmotionModule(L.LightningModule):
     def training_step(self, batch: dict | None, batch_idx: int):
         if batch is None:  # every clip of the batch failed to decode (already logged)
             return None
-        loss = self._loss(self(batch), batch["label"])
+        mixing = self.mixup_alpha > 0
+        loss = self._mixup_loss(batch) if mixing else self._loss(self(batch), batch["label"])
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["label"])
         )
         return loss
+
+    def _mixup_loss(self, batch: dict) -> torch.Tensor:
+        """Mixup: train on blends of clip pairs (every modality blended alike) against the blended labels."""
+        share = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
+        partner = torch.randperm(len(batch["label"]), device=batch["label"].device)
+        mixed = {
+            key: share * value + (1 - share) * value[partner]
+            for key, value in batch.items()
+            if key in ("frames", "mel")
+        }
+        logits = self({**batch, **mixed})
+        return share * self._loss(logits, batch["label"]) + (1 - share) * self._loss(
+            logits, batch["label"][partner]
+        )
 
     def _evaluate(self, batch: dict | None, stage: str, metrics: MetricCollection):
         if batch is None:
@@ -139,22 +177,10 @@ class EmotionModule(L.LightningModule):
         predictions = self._gather_predictions()
         values = self._log_epoch_metrics("test", self.test_metrics)
         if predictions:  # exact metrics over the unique test clips (DDP pads its shards with repeated clips)
-            metrics = make_metrics(len(EMOTIONS), sync=False)
-            metrics.update(
-                torch.tensor([p["probs"] for p in predictions]),
-                torch.tensor([p["label"] for p in predictions]),
-            )
-            values = metrics.compute()
+            self.test_results = results_from_predictions(predictions)
+        else:
+            self.test_results = _results(values)
         self.test_predictions = predictions
-        self.test_results = {
-            "accuracy": float(values["acc"]),
-            "precision_macro": float(values["precision_macro"]),
-            "recall_macro": float(values["recall_macro"]),
-            "f1_macro": float(values["f1_macro"]),
-            "per_class_f1": {e: float(v) for e, v in zip(EMOTIONS, values["f1_per_class"], strict=True)},
-            "confusion_matrix": values["confusion"].int().tolist(),
-            "n_test": int(values["confusion"].sum()),
-        }
 
     def _gather_predictions(self) -> list[dict]:
         predictions = self.test_predictions
@@ -173,9 +199,17 @@ class EmotionModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
+        # Per-step schedules (OneCycleLR) need the run's length, which only the trainer knows.
+        per_step = "total_steps" in inspect.signature(self.scheduler_factory.func).parameters
+        extra = (
+            {"total_steps": int(self.trainer.estimated_stepping_batches)}
+            if per_step and "total_steps" not in self.scheduler_factory.keywords
+            else {}
+        )
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step" if per_step else "epoch"},
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cremad_lit
-from cremad_lit.data.catalog import EXPECTED_LAYOUT
+from cremad_lit.data.adapters.cremad import EXPECTED_LAYOUT
+from cremad_lit.data.catalog import build_catalog
 
 log = logging.getLogger(__name__)
 AUDIO_ONLY_SPEC = {"image_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -54,11 +55,34 @@ def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
 
 
 def check_data_root(data_cfg: DictConfig) -> None:
-    root = Path(str(data_cfg.root))
     if data_cfg.get("generate"):
         return
+    if data_cfg.get("dataset", "cremad") == "manifest":
+        if not data_cfg.get("manifest") or not Path(str(data_cfg.manifest)).expanduser().is_file():
+            raise FileNotFoundError(
+                f"no manifest at data.manifest={data_cfg.get('manifest')} (a CSV: see conf/data/manifest.yaml)"
+            )
+        return
+    root = Path(str(data_cfg.root))
     if not root.is_dir():
-        raise FileNotFoundError(f"no dataset at data.root={root}: {EXPECTED_LAYOUT}")
+        layout = (
+            EXPECTED_LAYOUT if data_cfg.get("dataset", "cremad") == "cremad" else f"a {data_cfg.dataset} root"
+        )
+        raise FileNotFoundError(f"no dataset at data.root={root}: {layout}")
+
+
+def load_catalog(data_cfg: DictConfig, modalities=None):
+    """The clips table the data config names (any adapter), without building a DataModule."""
+    check_data_root(data_cfg)
+    manifest = data_cfg.get("manifest")
+    return build_catalog(
+        None if manifest else data_cfg.root,
+        data_cfg.get("dataset", "cremad"),
+        modalities,
+        OmegaConf.to_container(data_cfg.label_map) if data_cfg.get("label_map") else None,
+        manifest,
+        OmegaConf.to_container(data_cfg.options) if data_cfg.get("options") else None,
+    )
 
 
 def build_datamodule(data_cfg: DictConfig, frame_spec: dict | None, **overrides):

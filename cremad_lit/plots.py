@@ -8,12 +8,15 @@ Every function writes a PNG atomically (temp file + rename) and returns its path
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+# Category labels such as RAVDESS's "01"/"02" look numeric; matplotlib's note about it is noise here.
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -99,12 +102,23 @@ def plot_crosstab(table: pd.DataFrame, path, title: str) -> Path:
     return _save(figure, path)
 
 
-def plot_grouped_bars(table: pd.DataFrame, path, title: str, ylabel: str) -> Path:
-    """One group of bars per row of `table`, one bar per column (e.g. metrics per configuration)."""
+def plot_grouped_bars(
+    table: pd.DataFrame, path, title: str, ylabel: str, errors: pd.DataFrame | None = None
+) -> Path:
+    """One group of bars per row of `table`, one bar per column (e.g. metrics per configuration); `errors` (same
+    shape) draws error bars, such as the std over runs."""
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(table) + 2), 4))
     width = 0.8 / max(1, table.shape[1])
     for k, column in enumerate(table.columns):
-        axis.bar(np.arange(len(table)) + k * width, table[column].values, width, label=str(column))
+        yerr = errors[column].fillna(0).values if errors is not None else None
+        axis.bar(
+            np.arange(len(table)) + k * width,
+            table[column].values,
+            width,
+            yerr=yerr,
+            capsize=3,
+            label=str(column),
+        )
     axis.set_xticks(
         np.arange(len(table)) + 0.4 - width / 2,
         [str(i) for i in table.index],

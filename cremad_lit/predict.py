@@ -1,9 +1,10 @@
-"""Predict the six emotions' probabilities for any video files with a face and speech, whatever their names.
+"""Predict the six emotions' probabilities for any video files with a face and speech (or WAV files, for an
+audio-only model), whatever their names.
 
     python -m cremad_lit.predict ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt inputs=[a.flv,b.mp4]
     python -m cremad_lit.predict ckpt_path=... inputs=/path/to/folder
 
-The model and its preprocessing are rebuilt from the checkpoint; audio comes from each file's own track. Prints a table
+The model and its preprocessing are rebuilt from the checkpoint; audio comes from each video's own track. Prints a table
 and writes predictions.json, predictions.csv and one bar chart per clip (`<name>.png`) into its run dir. Files that
 cannot be decoded are reported with the reason and skipped.
 """
@@ -19,14 +20,15 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from cremad_lit import EMOTIONS
+from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.cache import write_json
-from cremad_lit.data.catalog import VIDEO_EXTENSIONS
 from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
 from cremad_lit.data.media import MediaError
 from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
 from cremad_lit.plots import plot_counts
 
 log = logging.getLogger(__name__)
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS  # a WAV suits an audio-only model
 
 
 def expand_inputs(inputs) -> list[Path]:
@@ -34,13 +36,13 @@ def expand_inputs(inputs) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, map(str, items)):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS)
         elif item.is_file():
             files.append(item)
         else:
             raise FileNotFoundError(f"input {item} does not exist")
     if not files:
-        raise FileNotFoundError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in {items}")
+        raise FileNotFoundError(f"no media files ({', '.join(MEDIA_EXTENSIONS)}) in {items}")
     return files
 
 
@@ -48,13 +50,16 @@ def predict_files(module, train_cfg: DictConfig, files: list[Path], device: str 
     spec = module.net.frame_input_spec() or {"image_size": 224, "mean": (0.5,) * 3, "std": (0.5,) * 3}
     settings = dict(train_cfg.data.preprocessing)
     settings["image_size"] = spec["image_size"]
-    prep = Preprocessing(**settings)
     modalities = module.net.modalities
+    prep = Preprocessing(**settings, modalities=modalities)
     module = module.to(device).eval()
     results = []
     for path in files:
         try:
-            sample = extract_clip(str(path), "", prep, train_cfg.data.decoder, modalities)
+            is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+            sample = extract_clip(
+                "" if is_audio else str(path), str(path) if is_audio else "", prep, train_cfg.data.decoder
+            )
         except MediaError as error:
             log.warning("skipped %s: %s", error.path, error.reason)
             results.append({"file": str(path), "error": error.reason})

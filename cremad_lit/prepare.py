@@ -15,7 +15,6 @@ import hydra
 from omegaconf import DictConfig
 
 from cremad_lit.data.cache import write_json
-from cremad_lit.data.catalog import build_catalog
 from cremad_lit.pipeline import build_datamodule, frame_spec_without_weights
 
 
@@ -26,9 +25,9 @@ def main(cfg: DictConfig) -> None:
         from cremad_lit.data.synthetic import generate
 
         generate(datamodule.root, **datamodule.generate)
-    report = datamodule.cache.build(
-        build_catalog(datamodule.root), datamodule.decoder, datamodule.prepare_workers, cfg.retry_skipped
-    )
+    clips = datamodule.catalog()
+    report = datamodule.cache.build(clips, datamodule.decoder, datamodule.prepare_workers, cfg.retry_skipped)
+    report["rejected"] = clips.attrs["rejected"]
     out = Path(cfg.paths.output_dir)
     write_json(out / "prepare_report.json", report)
     write_json(datamodule.cache.dir / "prepare_report.json", report)

@@ -1,10 +1,14 @@
-"""Turn a multirun directory into a results table: mean +- std of each metric per configuration, plus every run.
+"""Turn a multirun directory (or several) into a results table: mean ± std of each metric per configuration.
 
     python train.py -m model=effnet_lstm,resnet_vit_lstm seed=0,1,2        # prints its multirun dir
     python -m cremad_lit.report logs/train/multiruns/<time>
+    python -m cremad_lit.report logs/speech                                  # baseline and deep runs side by side
 
-Runs are grouped by their command-line overrides, leaving out the replicate axes (seed, split.fold), so seeds and
-folds become the spread. Writes report.csv, report.md, runs.csv and report.png into DIR and prints the table.
+Every metrics.json below DIR is one run (train.py, evaluate.py or the baseline command). Runs are grouped by their
+overrides, leaving out the replicate axes (seed, split.fold), so seeds and folds become the spread. Labels show only
+what varies between the groups. Baseline runs and, where the test clips have crowd votes, the human crowd appear as
+rows of their own. Writes report.md, report.csv, runs.csv, report.png (accuracy and macro F1 with std error bars)
+and report_per_class.png (F1 per emotion per configuration) into DIR and prints the table.
 """
 
 from __future__ import annotations
@@ -21,38 +25,69 @@ from cremad_lit.plots import plot_grouped_bars
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 REPLICATE_KEYS = ("seed", "split.fold")
+# Overrides that say where things are, not what was run.
+LOCATION_KEYS = (
+    "hydra.",
+    "paths.",
+    "data.root",
+    "data.manifest",
+    "data.cache",
+    "data.num_workers",
+    "data.prepare_workers",
+    "logger",
+)
+HUMAN_CHANNELS = ("voice", "face", "audiovisual")
 
 
-def _overrides(run_dir: Path) -> list[str]:
+def _overrides(run_dir: Path) -> dict[str, str]:
     path = run_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in yaml.safe_load(path.read_text()) or []] if path.is_file() else []
+    overrides = [str(o) for o in yaml.safe_load(path.read_text()) or []] if path.is_file() else []
+    pairs = (o.split("=", 1) for o in overrides if "=" in o)
+    return {key.lstrip("+~"): value for key, value in pairs if not key.lstrip("+~").startswith(LOCATION_KEYS)}
 
 
 def collect_runs(root: str | Path) -> pd.DataFrame:
+    """One row per metrics.json under `root`: its settings, replicate values, metrics and per-class F1."""
     rows = []
     for metrics_file in sorted(Path(root).glob("**/metrics.json")):
         run_dir = metrics_file.parent
         metrics = json.loads(metrics_file.read_text())
-        overrides = _overrides(run_dir)
-        replicate = {
-            o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1]
-            for o in overrides
-            if o.split("=", 1)[0].lstrip("+~") in REPLICATE_KEYS
+        settings = _overrides(run_dir)
+        task = metrics.get("task", "train")
+        if task == "baseline":
+            settings.setdefault("method", metrics.get("method", "egemaps_logreg"))
+        row = {
+            "task": task,
+            "settings": {k: v for k, v in settings.items() if k not in REPLICATE_KEYS},
+            "run": str(run_dir.relative_to(root)),
+            **{k: settings[k] for k in REPLICATE_KEYS if k in settings},
         }
-        config = (
-            " ".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in REPLICATE_KEYS)
-            or "(defaults)"
-        )
-        row = {"config": config, "run": str(run_dir.relative_to(root)), **replicate}
         row.update({m: metrics[m] for m in METRICS})
         row.update({f"f1_{e}": metrics["per_class_f1"][e] for e in EMOTIONS})
         row["n_test"] = metrics["n_test"]
+        row["split_by"] = metrics.get("split_by", "actor")
+        for channel in HUMAN_CHANNELS:
+            if metrics.get("human_baseline"):
+                row[f"human_{channel}"] = metrics["human_baseline"][channel]
         rows.append(row)
     if not rows:
-        raise FileNotFoundError(
-            f"no metrics.json under {root}: point at a multirun (or run) directory of train.py"
-        )
-    return pd.DataFrame(rows)
+        raise FileNotFoundError(f"no metrics.json under {root}: point at a multirun (or run) directory")
+    runs = pd.DataFrame(rows)
+    runs.insert(0, "config", labels(runs))
+    return runs.drop(columns="settings")
+
+
+def labels(runs: pd.DataFrame) -> list[str]:
+    """Per run: the task (when tasks differ) and only the settings that differ between runs."""
+    keys = sorted({k for settings in runs["settings"] for k in settings})
+    varying = [k for k in keys if len({s.get(k) for s in runs["settings"]}) > 1]
+    mixed_tasks = runs["task"].nunique() > 1
+    result = []
+    for task, settings in zip(runs["task"], runs["settings"], strict=True):
+        parts = [task] if mixed_tasks and task != "train" else []
+        parts += [f"{k}={settings.get(k, 'default')}" for k in varying]
+        result.append(" ".join(parts) or ("all runs" if not mixed_tasks else task))
+    return result
 
 
 def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -63,12 +98,61 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+def human_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The crowd's accuracy on the same test clips (mean ± std over the runs that had crowd votes)."""
+    columns = [f"human_{c}" for c in HUMAN_CHANNELS if f"human_{c}" in runs]
+    if not columns:
+        return pd.DataFrame()
+    first = runs[runs["config"] == runs["config"].iloc[0]]  # each configuration tests the same clips
+    return pd.DataFrame(
+        {
+            "runs": [int(first[c].notna().sum()) for c in columns],
+            "accuracy_mean": [first[c].mean() for c in columns],
+            "accuracy_std": [first[c].std(ddof=1) if first[c].notna().sum() > 1 else 0.0 for c in columns],
+        },
+        index=[f"human crowd ({c.removeprefix('human_')})" for c in columns],
+    )
+
+
+def reading(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """One line: the best configuration by mean accuracy, and on how many shared seeds/folds it beat every other."""
+    best = summary["accuracy_mean"].idxmax()
+    score = f"{summary.loc[best, 'accuracy_mean']:.3f} ± {summary.loc[best, 'accuracy_std']:.3f} accuracy"
+    if len(summary) < 2:
+        return f"Reading: one configuration, {score} over {int(summary.loc[best, 'runs'])} runs."
+    line = f"Reading: `{best}` is best ({score})"
+    replicate = [k for k in REPLICATE_KEYS if k in runs]
+    if not replicate:
+        return line + f", ahead of {len(summary) - 1} other configuration(s) on average."
+    scores = runs.pivot_table(index=replicate, columns="config", values="accuracy")
+    shared = scores.dropna()
+    wins = int((shared[best].to_numpy()[:, None] > shared.drop(columns=best).to_numpy()).all(axis=1).sum())
+    return line + f", ahead of every other configuration on {wins} of {len(shared)} shared {'/'.join(replicate)} values."
+
+
+def _cell(row, metric: str) -> str:
+    mean = row.get(f"{metric}_mean")
+    if mean is None or pd.isna(mean):
+        return ""
+    return f"{mean:.3f} ± {row[f'{metric}_std']:.3f}"
+
+
 def to_markdown(summary: pd.DataFrame) -> str:
     header = "| configuration | runs | " + " | ".join(METRICS) + " |"
     lines = [header, "| --- | ---: |" + " ---: |" * len(METRICS)]
     for config, row in summary.iterrows():
-        cells = " | ".join(f"{row[f'{m}_mean']:.3f} ± {row[f'{m}_std']:.3f}" for m in METRICS)
+        cells = " | ".join(_cell(row, m) for m in METRICS)
         lines.append(f"| `{config}` | {int(row['runs'])} | {cells} |")
+    return "\n".join(lines)
+
+
+def per_class_markdown(summary: pd.DataFrame) -> str:
+    lines = ["| configuration | " + " | ".join(EMOTIONS) + " |", "| --- |" + " ---: |" * len(EMOTIONS)]
+    for config, row in summary.iterrows():
+        if f"f1_{EMOTIONS[0]}_mean" in row and not pd.isna(row[f"f1_{EMOTIONS[0]}_mean"]):
+            lines.append(
+                f"| `{config}` | " + " | ".join(f"{row[f'f1_{e}_mean']:.2f}" for e in EMOTIONS) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -76,27 +160,45 @@ def write_report(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     runs = collect_runs(root)
     summary = summarise_runs(runs)
+    humans = human_rows(runs)
+    table = pd.concat([summary, humans]) if len(humans) else summary
     runs.to_csv(root / "runs.csv", index=False)
-    summary.to_csv(root / "report.csv")
+    table.to_csv(root / "report.csv")
+    leaky = (
+        " Some runs use a random clip split (split.by=clip): leaky, not comparable with actor splits."
+        if (runs["split_by"] == "clip").any()
+        else ""
+    )
     (root / "report.md").write_text(
-        f"# Results: {root}\n\nmean ± std over seeds/folds\n\n{to_markdown(summary)}\n\n![report](report.png)\n"
+        f"# Results: {root}\n\nTest metrics, mean ± std over seeds/folds (runs per row).{leaky}\n\n{to_markdown(table)}\n\n"
+        f"{reading(runs, summary)}\n\n"
+        f"![report](report.png)\n\n## F1 per emotion (mean)\n\n{per_class_markdown(summary)}\n\n"
+        "![per class](report_per_class.png)\n"
     )
+    bars = table[["accuracy_mean"]].rename(columns={"accuracy_mean": "accuracy"})
+    errors = table[["accuracy_std"]].rename(columns={"accuracy_std": "accuracy"})
+    bars["f1_macro"], errors["f1_macro"] = table["f1_macro_mean"], table["f1_macro_std"]
     plot_grouped_bars(
-        summary[["accuracy_mean", "f1_macro_mean"]].rename(columns=lambda c: c.replace("_mean", "")),
-        root / "report.png",
-        "Test metrics per configuration (mean over runs)",
-        "score",
+        bars, root / "report.png", "Test metrics per configuration (mean ± std over runs)", "score", errors
     )
-    return summary
+    per_class = summary[[f"f1_{e}_mean" for e in EMOTIONS]].rename(columns=lambda c: c[3:-5])
+    plot_grouped_bars(
+        per_class, root / "report_per_class.png", "F1 per emotion per configuration (mean over runs)", "F1"
+    )
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Summarise a train.py multirun directory.")
+    parser = argparse.ArgumentParser(description="Summarise train.py / baseline multirun directories.")
     parser.add_argument("directory")
     args = parser.parse_args(argv)
-    summary = write_report(args.directory)
-    print(to_markdown(summary))
-    print(f"\nwritten: {Path(args.directory).resolve() / 'report.md'} (and report.csv, runs.csv, report.png)")
+    table = write_report(args.directory)
+    print(to_markdown(table))
+    runs = pd.read_csv(Path(args.directory) / "runs.csv")
+    print("\n" + reading(runs, table[table.index.isin(runs["config"])]))
+    print(
+        f"\nwritten: {Path(args.directory).resolve() / 'report.md'} (and report.csv, runs.csv, report.png, report_per_class.png)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,27 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.cache import write_json
+from cremad_lit.data.splits import LEAKY_WARNING
+from cremad_lit.loggers import build_loggers, finish_loggers, log_model_artifacts, log_predictions_table
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import build_datamodule, build_net, resolve_precision, run_info
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
-
-
-def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, resuming: bool) -> list:
-    loggers = []
-    for config in (logger_cfg or {}).values():
-        if config is None or "_target_" not in config:
-            continue
-        previous = _wandb_run_id(run_dir) if resuming and config._target_.endswith("WandbLogger") else None
-        # A resumed run continues the same W&B run (same id) instead of starting a new one.
-        loggers.append(instantiate(config, id=previous, resume="allow") if previous else instantiate(config))
-    return loggers
-
-
-def _wandb_run_id(run_dir: Path) -> str | None:
-    runs = sorted((run_dir / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
-    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
 def write_resume_command(run_dir: Path) -> Path:
@@ -104,6 +90,8 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
+    if cfg.split.get("by", "actor") == "clip":
+        log.warning(LEAKY_WARNING)
     L.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg.model)
     datamodule = build_datamodule(cfg.data, net.frame_input_spec())
@@ -120,11 +108,12 @@ def train(cfg: DictConfig) -> float | None:
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         class_weights=class_weights,
         label_smoothing=cfg.loss.label_smoothing,
+        mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     resume_from = resolve_checkpoint(cfg.get("ckpt_path"), run_dir)
-    loggers = build_loggers(cfg.get("logger"), run_dir, resuming=resume_from is not None)
+    loggers = build_loggers(cfg, run_dir, resuming=resume_from is not None)
     trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), bool(loggers)), loggers)
     info = run_info()
     if trainer.is_global_zero:
@@ -137,12 +126,15 @@ def train(cfg: DictConfig) -> float | None:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     checkpointing = trainer.checkpoint_callback
-    best = checkpointing.best_model_path if checkpointing else ""
-    # Sweepers get the monitored metric of the best checkpoint (the one tested), not of the last epoch.
-    best_score = checkpointing.best_model_score if checkpointing else None
-    monitored = best_score if best_score is not None else trainer.callback_metrics.get(cfg.monitor.metric)
+    tested = checkpointing.best_model_path if checkpointing else ""
+    # Sweepers get the monitored metric of the tested checkpoint: the best one, or with test_checkpoint=last the end.
+    monitored = checkpointing.best_model_score if checkpointing else None
+    if cfg.get("test_checkpoint", "best") == "last" and checkpointing and checkpointing.last_model_path:
+        tested, monitored = checkpointing.last_model_path, None
+    if monitored is None:
+        monitored = trainer.callback_metrics.get(cfg.monitor.metric)
     if cfg.get("test_after_fit", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        trainer.test(module, datamodule=datamodule, ckpt_path=tested or None, weights_only=True)
         if trainer.is_global_zero:
             metrics = write_results(
                 run_dir,
@@ -150,9 +142,12 @@ def train(cfg: DictConfig) -> float | None:
                 module.test_predictions,
                 trainer.loggers,
                 extra={
+                    "task": "train",
                     "split": "test",
+                    "split_by": datamodule.split_by,
+                    "dataset": datamodule.dataset,
                     "test_actors": datamodule.actors("test"),
-                    "checkpoint": best or None,
+                    "checkpoint": tested or None,
                     "monitor": {cfg.monitor.metric: float(monitored) if monitored is not None else None},
                     **info,
                 },
@@ -164,9 +159,11 @@ def train(cfg: DictConfig) -> float | None:
                 metrics["f1_macro"],
                 metrics["n_test"],
             )
-    for logger in loggers:
-        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish") and trainer.is_global_zero:
-            logger.experiment.finish()
+            log_predictions_table(loggers, module.test_predictions, datamodule)
+    if trainer.is_global_zero and cfg.get("logger") and cfg.logger.get("wandb", {}).get("log_model"):
+        log_model_artifacts(loggers, tested or None, run_dir)
+    if trainer.is_global_zero:
+        finish_loggers(loggers)
     if trainer.is_global_zero:
         print(
             f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n  confusion matrix: {run_dir / 'confusion.png'}\n  curves: {run_dir / 'curves.png'}"

@@ -17,6 +17,8 @@ SHARED = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared"))
 META = SHARED / "cremad-meta"
 SAMPLES = SHARED / "cremad-samples"
 SAMPLE_FLVS = sorted((SAMPLES / "VideoFlash").glob("*.flv"))
+RAVDESS = SHARED / "ravdess-speech"
+RAVDESS_48K = SHARED / "ravdess-speech-48k"
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +33,32 @@ def samples_dir() -> Path:
     if not SAMPLE_FLVS:
         pytest.skip(f"real CREMA-D samples not found at {SAMPLES} (set CREMAD_LIT_SHARED)")
     return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir() -> Path:
+    if not (RAVDESS / "Actor_01").is_dir():
+        pytest.skip(f"RAVDESS speech not found at {RAVDESS} (set CREMAD_LIT_SHARED)")
+    return RAVDESS
+
+
+def write_manifest(path: Path, wavs: list[Path], extra_rows: list[dict] | None = None) -> Path:
+    """A manifest of RAVDESS wavs (relative paths where possible), with emotion names and speakers from the names."""
+    import pandas as pd
+
+    names = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry", "06": "fearful", "07": "disgust"}
+    rows = [
+        {
+            "audio_path": os.path.relpath(wav, path.parent),
+            "speaker": f"spk{wav.stem[-2:]}",
+            "emotion": names[wav.stem.split("-")[2]],
+            "gender": "m" if int(wav.stem[-2:]) % 2 else "f",
+        }
+        for wav in wavs
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows + list(extra_rows or [])).to_csv(path, index=False)
+    return path
 
 
 @pytest.fixture(scope="session")

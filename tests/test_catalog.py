@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from cremad_lit.data.catalog import BadName, build_catalog, load_demographics, parse_name
+from cremad_lit.data.adapters.cremad import BadName, load_demographics, parse_name
+from cremad_lit.data.catalog import build_catalog
 
 
 def test_real_names_catalogue_exactly(real_names_root):
@@ -106,7 +107,7 @@ def test_missing_or_empty_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist.*VideoFlash.*data=synthetic"):
         build_catalog(tmp_path / "nowhere")
     (tmp_path / "notes.txt").touch()
-    with pytest.raises(FileNotFoundError, match="no video files.*official layout"):
+    with pytest.raises(FileNotFoundError, match="no CREMA-D media.*official layout"):
         build_catalog(tmp_path)
 
 
@@ -131,8 +132,11 @@ def test_bundled_demographics_match_the_real_table(meta_dir):
 
 def test_real_sample_clips_catalogue(samples_dir, tmp_path):
     shutil.copytree(samples_dir, tmp_path / "cremad")
-    clips = build_catalog(tmp_path / "cremad").set_index("clip_id")
-    # 6 videos of actor 1001; the 30 WAVs pair only where a video exists (1001 ANG), the MP3s are not videos
+    everything = build_catalog(tmp_path / "cremad")
+    # 6 videos of actor 1001 and 30 WAVs (one pairs with the 1001 ANG video): 35 clips, 29 of them audio-only
+    assert len(everything) == 35 and (everything["video_path"] == "").sum() == 29
+    clips = build_catalog(tmp_path / "cremad", modalities=["audio", "video"]).set_index("clip_id")
+    # asking for video leaves the audio-only clips out (and says so); the MP3s are not videos
     assert sorted(clips.index) == [f"1001_DFA_{e}_XX" for e in ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")]
     assert clips.loc["1001_DFA_ANG_XX", "audio_path"].endswith("AudioWAV/1001_DFA_ANG_XX.wav")
     assert clips.loc["1001_DFA_HAP_XX", "audio_path"] == ""

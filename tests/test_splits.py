@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cremad_lit.data.catalog import load_demographics
+from cremad_lit.data.adapters.cremad import load_demographics
 from cremad_lit.data.splits import check_actor_disjoint, load_split, make_split, save_split
 
 

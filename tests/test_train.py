@@ -94,6 +94,27 @@ def test_wandb_offline_run_holds_config_curves_and_test_media(trained_run):
         row[0] for row in per_class["data"]
     ] == list(EMOTIONS)
 
+    # A readable run: named by its own overrides (not where its data live), grouped, typed and tagged.
+    [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert "model=tiny" in run.display_name and "trainer.max_epochs=2" in run.display_name
+    assert "data.root" not in run.display_name and "paths." not in run.display_name
+    assert run.run_group == "train" and run.job_type == "train"
+    assert set(run.tags) == {"model:tiny", "modalities:audio+video", "dataset:cremad", "split:actor"}
+    # The per-clip predictions table: one row per test clip, with the frame strip, the audio and the Mel image.
+    predictions = json.loads(next((media / "table").rglob("predictions*.table.json")).read_text())
+    assert predictions["columns"][:6] == ["clip_id", "actor", "true", "predicted", "correct", "confidence"]
+    assert len(predictions["data"]) == metrics["n_test"]
+    frames_col, audio_col, mel_col = (predictions["columns"].index(c) for c in ("frames", "audio", "mel"))
+    row = predictions["data"][0]
+    assert row[frames_col]["_type"] == "image-file" and row[mel_col]["_type"] == "image-file"
+    assert row[audio_col]["_type"] == "audio-file" and (files / row[audio_col]["path"]).is_file()
+    with Image.open(files / row[frames_col]["path"]) as strip:  # 2 frames of 32 px side by side
+        assert strip.size == (64, 32)
+    by_clip = {r[0]: r for r in predictions["data"]}
+    csv = pd.read_csv(run_dir / "predictions.csv").set_index("clip_id")
+    for clip_id, line in csv.iterrows():
+        assert by_clip[clip_id][2] == line["label"] and by_clip[clip_id][3] == line["pred"]
+
 
 @pytest.mark.slow
 def test_evaluate_reproduces_the_test_metrics(trained_run):
@@ -155,19 +176,32 @@ def test_multirun_jobs_and_report(synthetic_root, tmp_path):
         "-m",
         *common(synthetic_root, tmp_path),
         *TINY,
-        "logger=csv",
         "trainer.max_epochs=1",
         "data.modalities=[audio],[audio,video]",
+        "seed=0,1",
         f"hydra.sweep.dir={sweep}",
     )
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
-    assert jobs == ["0", "1"]
-    assert (sweep / "0" / "csv").is_dir()  # logger=csv wrote its metrics
+    assert jobs == ["0", "1", "2", "3"]
+    # W&B: each run named by what varies in the sweep, all in one group named after the multirun.
+    names, groups = [], set()
+    for job in jobs:
+        records = read_wandb_log(next((sweep / job / "wandb").rglob("run-*.wandb")))
+        [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        names.append(run.display_name)
+        groups.add(run.run_group)
+    assert sorted(names) == sorted(
+        f"data.modalities={m} seed={s}" for m in ("[audio]", "[audio,video]") for s in (0, 1)
+    )
+    assert groups == {f"train/{sweep.name}"}
     result = run_cli("-m", "cremad_lit.report", str(sweep))
     table = pd.read_csv(sweep / "report.csv", index_col=0)
-    assert len(table) == 2 and (table["runs"] == 1).all()
-    assert any("[audio]" in c for c in table.index) and "± " in (sweep / "report.md").read_text()
-    assert (sweep / "report.png").is_file() and "accuracy" in result.stdout
+    # Labels hold only what varied between configurations; the seeds are the spread.
+    assert sorted(table.index) == ["data.modalities=[audio,video]", "data.modalities=[audio]"]
+    assert (table["runs"] == 2).all() and (table["accuracy_std"] >= 0).all()
+    assert "± " in (sweep / "report.md").read_text() and "F1 per emotion" in (sweep / "report.md").read_text()
+    assert (sweep / "report.png").is_file() and (sweep / "report_per_class.png").is_file()
+    assert "accuracy" in result.stdout
 
 
 @pytest.mark.slow

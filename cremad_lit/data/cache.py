@@ -2,13 +2,14 @@
 
     python -m cremad_lit.prepare data.root=/path/to/CREMA-D       # the command; this module is its engine
 
-Layout: `<cache_dir>/<Preprocessing.key()>/settings.json`, `<clip_id>.npz` (uint8 frames, float16 Mel) and
+Layout: `<cache_dir>/<corpus>-<hash of its root>/<Preprocessing.key()>/settings.json`, `<clip_id>.npz` (uint8 frames, float16 Mel) and
 `skipped.json` (clip, path, reason of every clip that could not be used). Every file is written to a temporary name and
 renamed, so a run killed at any point leaves only whole entries and the next run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -43,10 +44,16 @@ def write_json(path: Path, payload) -> None:
     write_atomic(Path(path), lambda handle: handle.write(json.dumps(payload, indent=2, default=str).encode()))
 
 
+def source_key(dataset: str, location: str | os.PathLike) -> str:
+    """A cache namespace per corpus copy, so two roots (say real and generated CREMA-D) never share entries."""
+    resolved = str(Path(location).expanduser().resolve())
+    return f"{dataset}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+
+
 class ClipCache:
-    def __init__(self, cache_dir: str | os.PathLike, prep: Preprocessing):
+    def __init__(self, cache_dir: str | os.PathLike, prep: Preprocessing, source: str | None = None):
         self.prep = prep
-        self.dir = Path(cache_dir) / prep.key()
+        self.dir = Path(cache_dir) / (source or "") / prep.key()
 
     def entry(self, clip_id: str) -> Path:
         return self.dir / f"{clip_id}.npz"

@@ -1,30 +1,28 @@
-"""Catalog: scan a CREMA-D root and return one row per clip (names only, nothing is decoded).
+"""Catalog: scan a dataset root with its adapter and return one row per clip (names only, nothing is decoded).
 
-    python -m cremad_lit.data.catalog /path/to/CREMA-D        # prints a summary of the table
+    python -m cremad_lit.data.catalog /path/to/CREMA-D                      # prints a summary of the table
+    python -m cremad_lit.data.catalog ../shared/ravdess-speech ravdess
 
-Understands the official layout (`VideoFlash/*.flv`, `AudioWAV/*.wav`, `VideoDemographics.csv`), the Kaggle mp4
-copy whose names end in a gender code (`1001_DFA_ANG_XX_01.mp4`: 01 male, 02 female), and any nesting. The
-`clip_id` is always the canonical stem `1001_DFA_ANG_XX`, so it matches the WAV names and the crowd-vote table.
+Every adapter (`cremad_lit/data/adapters/`: cremad, ravdess, manifest) returns the same table (COLUMNS), so splits,
+cache, DataModule, EDA, report, evaluate and predict work unchanged. An audio-only clip has `video_path == ""`.
+Rows that cannot be used (a bad name, an unknown label, no speaker, a missing or empty file) are left out, warned
+about and listed in `table.attrs["rejected"]` ({path, reason, label}), which the run's prepare_report.json records.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
-from cremad_lit import EMOTIONS, INTENSITIES, STATEMENTS
+from cremad_lit import EMOTION_NAMES, EMOTIONS
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".flv", ".mp4", ".avi", ".mkv")
-AUDIO_EXTENSIONS = (".wav",)
-DEMOGRAPHICS_FILE = "VideoDemographics.csv"
+DATASETS = ("cremad", "ravdess", "manifest")
 COLUMNS = [
     "clip_id",
     "video_path",
@@ -38,127 +36,108 @@ COLUMNS = [
     "race",
     "ethnicity",
 ]
-EXPECTED_LAYOUT = (
-    "expected CREMA-D media under it: the official layout (VideoFlash/*.flv, AudioWAV/*.wav, "
-    "VideoDemographics.csv) or the Kaggle mp4 copy (1001_DFA_ANG_XX_01.mp4), at any depth, with video "
-    f"extensions {', '.join(VIDEO_EXTENSIONS)}. For the built-in generated dataset use data=synthetic "
-    "(or `python -m cremad_lit.data.synthetic --out DIR`)."
-)
-
-_NAME = re.compile(
-    r"^(?P<actor>\d{4})_(?P<statement>[A-Z]{3})_(?P<emotion>[A-Z]{3})_(?P<intensity>[A-Z]{2})(?:_(?P<gender>\d{2}))?$"
-)
-_GENDER_CODES = {"01": "male", "02": "female"}
-
-
-class BadName(ValueError):
-    """A file name that is not a CREMA-D clip name."""
+# Names people give the six emotions, besides the codes themselves (case-insensitive).
+EMOTION_ALIASES = {
+    **{code.lower(): code for code in EMOTIONS},
+    **{name: code for code, name in EMOTION_NAMES.items()},
+    "angry": "ANG",
+    "disgusted": "DIS",
+    "fearful": "FEA",
+    "scared": "FEA",
+    "happiness": "HAP",
+    "joy": "HAP",
+    "sadness": "SAD",
+}
 
 
-def parse_name(stem: str) -> dict:
-    """Split `1001_DFA_ANG_XX` (or `..._01`) into its fields, or raise BadName saying why."""
-    match = _NAME.match(stem)
-    if match is None:
-        raise BadName("name is not ActorID_Statement_Emotion_Intensity[_Gender]")
-    fields = match.groupdict()
-    if fields["statement"] not in STATEMENTS:
-        raise BadName(f"unknown statement code {fields['statement']!r}")
-    if fields["emotion"] not in EMOTIONS:
-        raise BadName(f"unknown emotion code {fields['emotion']!r}")
-    if fields["intensity"] not in INTENSITIES:
-        raise BadName(f"unknown intensity code {fields['intensity']!r}")
-    if fields["gender"] is not None and fields["gender"] not in _GENDER_CODES:
-        raise BadName(f"unknown gender code {fields['gender']!r} (01 male, 02 female)")
-    return {
-        "clip_id": f"{fields['actor']}_{fields['statement']}_{fields['emotion']}_{fields['intensity']}",
-        "actor_id": int(fields["actor"]),
-        "statement": fields["statement"],
-        "emotion": fields["emotion"],
-        "intensity": fields["intensity"],
-        "gender": _GENDER_CODES.get(fields["gender"]),
-    }
+class Rejected(ValueError):
+    """A row that cannot be used; the message is the reason."""
 
 
-def load_demographics(root: Path | None = None) -> pd.DataFrame:
-    """Actor table from `root/VideoDemographics.csv` if present, else the bundled copy (ODbL, see NOTICE.md)."""
-    local = root / DEMOGRAPHICS_FILE if root is not None else None
-    if local is not None and local.is_file():
-        table = pd.read_csv(local)
-    else:
-        with resources.files("cremad_lit.resources").joinpath(DEMOGRAPHICS_FILE).open() as handle:
-            table = pd.read_csv(handle)
-    table = table.rename(
-        columns={"ActorID": "actor_id", "Age": "age", "Sex": "sex", "Race": "race", "Ethnicity": "ethnicity"}
-    )
-    table["gender"] = table["sex"].str.lower()
-    return table[["actor_id", "gender", "age", "race", "ethnicity"]].set_index("actor_id")
+def emotion_code(label, label_map: dict | None = None) -> str:
+    """One of EMOTIONS for a label (a code or a common name, any case); `label_map` first maps any other label.
+
+    A label mapped to null in `label_map` is left out on purpose (RAVDESS's calm and surprised by default).
+    """
+    text = "" if label is None or (isinstance(label, float) and pd.isna(label)) else str(label).strip()
+    mapping = {str(k).strip().lower(): v for k, v in (label_map or {}).items()}
+    if text.lower() in mapping:
+        target = mapping[text.lower()]
+        if target is None:
+            raise Rejected(f"emotion {text!r} is left out by data.label_map")
+        text = str(target)
+    code = EMOTION_ALIASES.get(text.lower())
+    if code is None:
+        raise Rejected(
+            f"unknown emotion {text!r}: use one of {', '.join(EMOTIONS)} or a common name, or map it with data.label_map"
+        )
+    return code
 
 
-def _scan(root: Path) -> tuple[list[Path], dict[str, Path]]:
-    videos: list[Path] = []
-    wavs: dict[str, Path] = {}
-    for directory, subdirs, files in os.walk(root):
+def walk_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """Files under `root` (any depth, sorted) whose extension is in `extensions`."""
+    found = []
+    for directory, subdirs, files in os.walk(root, followlinks=True):  # datasets are often symlinked in
         subdirs.sort()
-        for name in sorted(files):
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix in VIDEO_EXTENSIONS:
-                videos.append(Path(directory, name))
-            elif suffix in AUDIO_EXTENSIONS:
-                wavs.setdefault(os.path.splitext(name)[0], Path(directory, name))
-    return videos, wavs
+        found += [Path(directory, n) for n in sorted(files) if os.path.splitext(n)[1].lower() in extensions]
+    return found
 
 
-def build_catalog(root: str | os.PathLike) -> pd.DataFrame:
-    """Return the clips table of `root` (columns COLUMNS), sorted by clip_id. Bad names are warned about and left out."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder; {EXPECTED_LAYOUT}")
-    videos, wavs = _scan(root)
-    if not videos:
-        raise FileNotFoundError(f"no video files found under {root}; {EXPECTED_LAYOUT}")
+def reject(rejected: list[dict], path, reason: str, label: str | None = None) -> None:
+    log.warning("leaving out %s: %s", path, reason)
+    rejected.append({"path": str(path), "reason": reason, "label": label})
 
-    rows: dict[str, dict] = {}
-    for path in videos:
-        try:
-            row = parse_name(path.stem)
-        except BadName as reason:
-            log.warning("skipping %s: %s", path, reason)
-            continue
-        if row["clip_id"] in rows:
-            log.warning(
-                "skipping %s: duplicate of clip %s already found at %s",
-                path,
-                row["clip_id"],
-                rows[row["clip_id"]]["video_path"],
+
+def build_catalog(
+    root: str | os.PathLike | None,
+    dataset: str = "cremad",
+    modalities=None,
+    label_map: dict | None = None,
+    manifest: str | None = None,
+    options: dict | None = None,
+) -> pd.DataFrame:
+    """The clips table of `root` read by the `dataset` adapter, sorted by clip_id; rejections in `.attrs["rejected"]`.
+
+    With `modalities`, clips lacking a file a modality needs are left out too (video needs a video file; audio needs
+    a WAV or a video, whose own track is used), and asking for video from a root without any is one clear error.
+    """
+    from cremad_lit.data.adapters import ADAPTERS
+
+    if dataset not in ADAPTERS:
+        raise ValueError(f"data.dataset must be one of {sorted(ADAPTERS)}, not {dataset!r}")
+    rows, rejected = ADAPTERS[dataset](root=root, manifest=manifest, label_map=label_map, **(options or {}))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    if modalities is not None and "video" in modalities and len(table):
+        if not (table["video_path"] != "").any():
+            where = manifest or root
+            raise ValueError(
+                f"data.modalities={list(modalities)} asks for video, but {where} holds no video files "
+                "(only audio): use data.modalities=[audio]"
             )
-            continue
-        wav = wavs.get(row["clip_id"])
-        row["video_path"] = str(path)
-        row["audio_path"] = str(wav) if wav is not None else ""
-        rows[row["clip_id"]] = row
-    if not rows:
-        raise FileNotFoundError(f"no file under {root} has a CREMA-D clip name; {EXPECTED_LAYOUT}")
-
-    table = pd.DataFrame(list(rows.values()))
-    demographics = load_demographics(root)
-    known = table["actor_id"].map(demographics["gender"])
-    table["gender"] = table["gender"].fillna(known)
-    for column in ("age", "race", "ethnicity"):
-        table[column] = table["actor_id"].map(demographics[column])
-    missing = sorted(table.loc[table["gender"].isna(), "actor_id"].unique())
-    if missing:
-        log.warning("no gender known for actors %s (not in the name nor in %s)", missing, DEMOGRAPHICS_FILE)
-        table["gender"] = table["gender"].fillna("unknown")
-    return table[COLUMNS].sort_values("clip_id", ignore_index=True)
+        for path in table.loc[table["video_path"] == "", "audio_path"]:
+            reject(rejected, path, "no video file for this clip (data.modalities includes video)")
+        table = table[table["video_path"] != ""]
+    if not len(table):
+        raise FileNotFoundError(f"no usable clip found under {manifest or root} ({len(rejected)} left out)")
+    table = table.sort_values("clip_id", ignore_index=True)
+    table.attrs["rejected"] = rejected
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m cremad_lit.data.catalog DATASET_ROOT")
-    table = build_catalog(argv[0])
-    print(f"{len(table)} clips, {table['actor_id'].nunique()} actors")
+    if len(argv) not in (1, 2):
+        raise SystemExit(f"usage: python -m cremad_lit.data.catalog DATASET_ROOT [{'|'.join(DATASETS)}]")
+    dataset = argv[1] if len(argv) == 2 else "cremad"
+    table = (
+        build_catalog(None, dataset, manifest=argv[0])
+        if dataset == "manifest"
+        else build_catalog(argv[0], dataset)
+    )
+    print(
+        f"{len(table)} clips, {table['actor_id'].nunique()} actors, {len(table.attrs['rejected'])} left out"
+    )
     print(table["emotion"].value_counts().sort_index().to_string())
 
 

@@ -20,11 +20,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from cremad_lit import EMOTIONS
-from cremad_lit.data.cache import ClipCache, write_json
+from cremad_lit.data.cache import ClipCache, source_key, write_json
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
-from cremad_lit.data.media import MediaError
-from cremad_lit.data.splits import check_actor_disjoint, load_split, make_split, save_split
+from cremad_lit.data.media import MediaError, read_audio
+from cremad_lit.data.splits import (
+    LEAKY_WARNING,
+    check_actor_disjoint,
+    load_split,
+    make_split,
+    save_split,
+    split_key,
+)
 
 log = logging.getLogger(__name__)
 MODALITIES = ("audio", "video")
@@ -32,9 +39,18 @@ CACHE_MODES = ("auto", "off", "require")
 
 
 class Augment:
-    """Train-time augmentation, the same for every frame of a clip: flip, small random resized crop, SpecAugment."""
+    """Train-time augmentation: for frames (the same for every frame of a clip) a flip and a small random resized
+    crop; for the Mel image `masks` SpecAugment frequency and time masks and a random circular time shift."""
 
-    def __init__(self, hflip: float = 0.5, crop_scale: float = 0.85, freq_mask: int = 8, time_mask: int = 16):
+    def __init__(
+        self,
+        hflip: float = 0.5,
+        crop_scale: float = 0.85,
+        freq_mask: int = 8,
+        time_mask: int = 16,
+        masks: int = 1,
+        time_shift: int = 0,
+    ):
         import torchaudio.transforms as T
         from torchvision.transforms import v2
 
@@ -43,9 +59,10 @@ class Augment:
         self._crop_type = v2.RandomResizedCrop
         # One crop transform per frame size, built on first use rather than for every clip.
         self._crops: dict[tuple[int, int], torch.nn.Module] = {}
+        self.time_shift = time_shift
         self.spec = (
-            torch.nn.Sequential(T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask))
-            if freq_mask or time_mask
+            torch.nn.Sequential(*[T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask)] * masks)
+            if (freq_mask or time_mask) and masks > 0
             else None
         )
 
@@ -60,6 +77,8 @@ class Augment:
         return frames
 
     def mel(self, mel: torch.Tensor) -> torch.Tensor:
+        if self.time_shift:
+            mel = mel.roll(int(torch.randint(-self.time_shift, self.time_shift + 1, ())), dims=-1)
         return self.spec(mel) if self.spec is not None else mel
 
 
@@ -124,8 +143,12 @@ def collate_skipping_bad(samples: list[dict]) -> dict | None:
 class CremaDataModule(L.LightningDataModule):
     def __init__(
         self,
-        root: str,
+        root: str | None,
         preprocessing: dict,
+        dataset: str = "cremad",
+        manifest: str | None = None,
+        label_map: dict | None = None,
+        options: dict | None = None,
         frame_mean=(0.5, 0.5, 0.5),
         frame_std=(0.5, 0.5, 0.5),
         modalities=MODALITIES,
@@ -152,7 +175,17 @@ class CremaDataModule(L.LightningDataModule):
             )
         if cache not in CACHE_MODES:
             raise ValueError(f"data.cache must be one of {CACHE_MODES}, not {cache!r}")
-        self.root, self.prep, self.modalities = str(root), Preprocessing(**preprocessing), modalities
+        if root is None and not manifest:
+            raise ValueError("data.root is not set (data.manifest=PATH.csv for data=manifest)")
+        # A manifest's clips live where its paths say; its folder stands for the root in reports.
+        self.root = str(Path(manifest).expanduser().parent if root is None else root)
+        self.dataset, self.manifest, self.label_map = (
+            dataset,
+            manifest,
+            dict(label_map) if label_map else label_map,
+        )
+        self.options = dict(options or {})
+        self.prep, self.modalities = Preprocessing(**preprocessing, modalities=modalities), modalities
         self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
         self.split_config = dict(split or {})
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -162,7 +195,8 @@ class CremaDataModule(L.LightningDataModule):
             persistent_workers=persistent_workers and num_workers > 0,
         )
         self.decoder, self.cache_mode, self.prepare_workers = decoder, cache, prepare_workers
-        self.cache = ClipCache(cache_dir, self.prep) if cache != "off" else None
+        self.cache_source = source_key(dataset, manifest or self.root)
+        self.cache = ClipCache(cache_dir, self.prep, self.cache_source) if cache != "off" else None
         augment = dict(augment or {})
         self.augment = (
             Augment(**{k: v for k, v in augment.items() if k != "enabled"})
@@ -175,6 +209,24 @@ class CremaDataModule(L.LightningDataModule):
         self.clips: pd.DataFrame | None = None
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, CremaDataset] = {}
+        self._catalog: pd.DataFrame | None = None
+
+    def catalog(self) -> pd.DataFrame:
+        """Every usable clip of the corpus for these modalities (read once); rejections in `.attrs["rejected"]`."""
+        if self._catalog is None:
+            self._catalog = build_catalog(
+                self.root if self.manifest is None else None,
+                self.dataset,
+                self.modalities,
+                self.label_map,
+                self.manifest,
+                self.options,
+            )
+        return self._catalog
+
+    @property
+    def split_by(self) -> str:
+        return str(self.split_config.get("by", "actor"))
 
     # -- on one process per node: generate the synthetic data, fill the cache --------------------------------------
     def prepare_data(self) -> None:
@@ -182,17 +234,23 @@ class CremaDataModule(L.LightningDataModule):
             from cremad_lit.data.synthetic import generate
 
             generate(self.root, **self.generate)
+        clips = self.catalog()
+        report = {
+            "dataset": self.dataset,
+            "root": self.manifest or self.root,
+            "rejected": clips.attrs["rejected"],
+        }
         if self.cache_mode == "auto":
-            report = self.cache.build(build_catalog(self.root), self.decoder, self.prepare_workers)
-            if self.output_dir is not None:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                write_json(self.output_dir / "prepare_report.json", report)
+            report.update(self.cache.build(clips, self.decoder, self.prepare_workers))
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.output_dir / "prepare_report.json", report)
 
     # -- on every process --------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        clips = build_catalog(self.root)
+        clips = self.catalog()
         if self.cache is not None:
             skipped = self.cache.skipped()
             if skipped:
@@ -212,6 +270,9 @@ class CremaDataModule(L.LightningDataModule):
         split_file = self.split_config.get("file")
         if split_file:
             self.split = load_split(split_file, clips)
+        elif self.eval_split == "all":  # evaluating every clip (another corpus, say): no split to make
+            actors = clips.groupby("actor_id", as_index=False)["gender"].first()
+            self.split = actors.assign(split="test")
         else:
             self.split = make_split(
                 clips,
@@ -219,9 +280,13 @@ class CremaDataModule(L.LightningDataModule):
                 folds=self.split_config.get("folds"),
                 fold=int(self.split_config.get("fold", 0)),
                 seed=int(self.split_config.get("seed", 0)),
+                by=self.split_by,
             )
-        check_actor_disjoint(self.split)
-        clips = clips.merge(self.split[["actor_id", "split"]], on="actor_id", how="left")
+            check_actor_disjoint(self.split)
+        key = split_key(self.split)
+        if key == "clip_id":
+            log.warning(LEAKY_WARNING)
+        clips = clips.merge(self.split[[key, "split"]], on=key, how="left")
         self.clips = clips
         if self.output_dir is not None and (self.trainer is None or self.trainer.is_global_zero):
             save_split(self.split, self.output_dir / "split.csv")
@@ -241,8 +306,33 @@ class CremaDataModule(L.LightningDataModule):
             "clips per split %s, actors per split %s", sizes, self.split["split"].value_counts().to_dict()
         )
 
-    def actors(self, split: str) -> list[int]:
-        return sorted(int(a) for a in self.split.loc[self.split["split"] == split, "actor_id"])
+    def actors(self, split: str) -> list:
+        """The actors (speakers) whose clips are in `split` (`all`: every one)."""
+        clips = self.clips if split == "all" else self.clips[self.clips["split"] == split]
+        return sorted(a.item() if hasattr(a, "item") else a for a in clips["actor_id"].unique())
+
+    def clip_media(self, clip_id: str) -> dict:
+        """What a person would look at for one clip: its actor, the stored frames and Mel (uint8 frames, dB Mel)
+        and its audio (16 kHz mono), for the predictions table. Empty where the clip cannot be decoded."""
+        row = self.clips.set_index("clip_id").loc[clip_id]
+        media = {"actor": row["actor_id"]}
+        try:
+            if self.cache is not None and self.cache.has(clip_id):
+                media.update(self.cache.load(clip_id))
+            else:
+                media.update(extract_clip(row["video_path"], row["audio_path"], self.prep, self.decoder))
+            if "audio" in self.modalities:
+                media["audio"] = read_audio(
+                    row["video_path"],
+                    row["audio_path"],
+                    self.prep.audio_source,
+                    self.prep.sample_rate,
+                    self.decoder,
+                )
+                media["sample_rate"] = self.prep.sample_rate
+        except MediaError as error:
+            log.warning("no media for %s in the predictions table: %s", clip_id, error)
+        return media
 
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training clips, mean 1, in EMOTIONS order."""

@@ -45,12 +45,16 @@ class Preprocessing:
     mel_width: int = 128
     audio_fit: str = "resize"
     max_duration_s: float | None = 10.0
+    modalities: tuple[str, ...] = ("audio", "video")  # what is decoded and stored
 
     def __post_init__(self):
         if self.face_crop not in FACE_CROPS:
             raise ValueError(f"face_crop must be one of {FACE_CROPS}, not {self.face_crop!r}")
         if self.audio_fit not in AUDIO_FITS:
             raise ValueError(f"audio_fit must be one of {AUDIO_FITS}, not {self.audio_fit!r}")
+        object.__setattr__(self, "modalities", tuple(m for m in ("audio", "video") if m in self.modalities))
+        if not self.modalities:
+            raise ValueError("modalities must include audio and/or video")
         if self.frames < 1 or self.image_size < 8:
             raise ValueError("frames must be >= 1 and image_size >= 8")
 
@@ -58,7 +62,15 @@ class Preprocessing:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Hash of the settings that shape what is stored (frame settings do not count for audio-only data)."""
+        settings = self.to_dict()
+        if "video" not in self.modalities:
+            for name in _VIDEO_SETTINGS:
+                settings.pop(name)
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+_VIDEO_SETTINGS = ("frames", "image_size", "face_crop", "face_margin")
 
 
 def centre_box(height: int, width: int) -> tuple[int, int, int]:
@@ -148,25 +160,31 @@ def log_mel(audio: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 
 def extract_clip(
-    video_path: str,
-    audio_path: str,
-    prep: Preprocessing,
-    decoder: str = "decord",
-    modalities=("audio", "video"),
+    video_path: str, audio_path: str, prep: Preprocessing, decoder: str = "decord", modalities=None
 ) -> dict:
-    """Decode and featurise one clip; raises MediaError (with path and reason) for anything unusable."""
-    info = probe_video(video_path, decoder)
-    if prep.max_duration_s is not None and info.duration > prep.max_duration_s:
-        raise MediaError(
-            video_path, f"clip is {info.duration:.1f} s long, over max_duration_s={prep.max_duration_s}"
-        )
+    """Decode and featurise one clip; raises MediaError (with path and reason) for anything unusable.
+
+    `modalities` (default: `prep.modalities`) says what to decode; an audio-only clip has `video_path == ""`.
+    """
+    modalities = prep.modalities if modalities is None else tuple(modalities)
+    if "video" in modalities and not video_path:
+        raise MediaError(audio_path, "no video file for this clip, but video was asked for")
+    if video_path:
+        _check_duration(video_path, probe_video(video_path, decoder).duration, prep)
     sample = {}
     if "video" in modalities:
         sample["frames"] = prepare_frames(read_frames(video_path, prep.frames, decoder), prep)
     if "audio" in modalities:
         audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate, decoder)
+        if not video_path:
+            _check_duration(audio_path, len(audio) / prep.sample_rate, prep)
         sample["mel"] = log_mel(audio, prep).astype(np.float16)
     return sample
+
+
+def _check_duration(path: str, seconds: float, prep: Preprocessing) -> None:
+    if prep.max_duration_s is not None and seconds > prep.max_duration_s:
+        raise MediaError(path, f"clip is {seconds:.1f} s long, over max_duration_s={prep.max_duration_s}")
 
 
 def normalise_frames(frames: torch.Tensor, mean, std) -> torch.Tensor:

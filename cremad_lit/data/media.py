@@ -199,6 +199,8 @@ def read_audio(
     """Audio of a clip: the paired WAV (`wav`), the video's track (`video`), or the WAV when there is one (`auto`)."""
     if source not in ("auto", "wav", "video"):
         raise ValueError(f"audio_source must be auto, wav or video, not {source!r}")
+    if not video_path:  # an audio-only clip: its file is all there is
+        return read_wav(audio_path, sample_rate)
     if source == "video" or (source == "auto" and not audio_path):
         return read_video_audio(video_path, sample_rate, decoder)
     if not audio_path:

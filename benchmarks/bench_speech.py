@@ -1,0 +1,152 @@
+"""Real speech benchmark: every method on the same 6 actor folds of RAVDESS (actors 01-18), actor-disjoint and clip split.
+
+    make bench-speech        # or: python benchmarks/bench_speech.py [--rows speech,egemaps] [--protocols actor]
+    python benchmarks/bench_speech.py --table-only    # rewrite the table from what has finished
+
+Each row x protocol is one Hydra multirun over split.fold=0..5 (train.py or the baseline command, exactly as a user
+runs them) into logs/bench-speech/<row>-<protocol>/; a finished one (6 metrics.json) is not run again, so an
+interrupted benchmark resumes. The table (mean ± std of test accuracy and macro F1 over the folds, wall time) goes
+into docs/benchmarks.md and is printed. Everything from scratch (no pretrained weights on these machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared")) / "ravdess-speech"
+FOLDS = 6
+AUDIO = ["data.modalities=[audio]"]
+PAPER = "paper settings (AdamW 5e-5, batch 8, <= 10 epochs, early stopping patience 3)"
+RECIPE = "experiment=speech settings"
+# name -> (label, command, overrides)
+ROWS = {
+    "majority": ("majority class (of the training actors)", "baseline", ["method=majority"]),
+    "egemaps": ("eGeMAPS functionals + logistic regression", "baseline", []),
+    "resnet18_paper": (
+        f"ResNet-18 (paper's Model 1 audio branch), {PAPER}",
+        "train",
+        ["experiment=paper_model1", *AUDIO, "model.audio_backbone.pretrained=false"],
+    ),
+    "effnet_paper": (
+        f"EfficientNet-B0 (paper's Model 2 audio branch), {PAPER}",
+        "train",
+        ["experiment=paper_model2", *AUDIO, "model.audio_backbone.pretrained=false"],
+    ),
+    "resnet18_recipe": (
+        f"ResNet-18, {RECIPE}",
+        "train",
+        [
+            "experiment=speech",
+            "model/backbone@model.audio_backbone=resnet18",
+            "model.audio_backbone.pretrained=false",
+        ],
+    ),
+    "effnet_recipe": (
+        f"EfficientNet-B0, {RECIPE}",
+        "train",
+        [
+            "experiment=speech",
+            "model/backbone@model.audio_backbone=efficientnet_b0",
+            "model.audio_backbone.pretrained=false",
+        ],
+    ),
+    "speech": ("**experiment=speech** (half-width ResNet-18, recipe)", "train", ["experiment=speech"]),
+}
+PROTOCOLS = ("actor", "clip")
+
+
+def sweep_dir(row: str, protocol: str) -> Path:
+    return REPO / "logs" / "bench-speech" / f"{row}-{protocol}"
+
+
+def finished(row: str, protocol: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep_dir(row, protocol).glob("*/metrics.json"))]
+
+
+def run(row: str, protocol: str) -> float:
+    _, command, overrides = ROWS[row]
+    entry = ["train.py"] if command == "train" else ["-m", "cremad_lit.baseline"]
+    args = [
+        sys.executable,
+        *entry,
+        "--multirun",
+        "data=ravdess",
+        f"data.root={ROOT}",
+        *overrides,
+        f"split.folds={FOLDS}",
+        f"split.fold={','.join(map(str, range(FOLDS)))}",
+        f"split.by={protocol}",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "logger=none",
+        f"hydra.sweep.dir={sweep_dir(row, protocol)}",
+    ]
+    print(f"== {row} / {protocol}: {' '.join(args[1:])}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(args, cwd=REPO, check=True, env={**os.environ, "WANDB_SILENT": "true"})
+    seconds = time.perf_counter() - started
+    (sweep_dir(row, protocol) / "wall_seconds.txt").write_text(f"{seconds:.0f}\n")
+    return seconds
+
+
+def cell(results: list[dict], key: str) -> str:
+    if len(results) < FOLDS:
+        return f"({len(results)}/{FOLDS} folds)" if results else "not run"
+    values = np.array([r[key] for r in results])
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def table() -> str:
+    lines = [
+        "| method (RAVDESS actors 01-18, 6 folds) | actor-disjoint accuracy | macro F1 | clip split accuracy | macro F1 | minutes (actor + clip) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row, (label, _, _) in ROWS.items():
+        cells, minutes = [], []
+        for protocol in PROTOCOLS:
+            results = finished(row, protocol)
+            cells += [cell(results, "accuracy"), cell(results, "f1_macro")]
+            wall = sweep_dir(row, protocol) / "wall_seconds.txt"
+            minutes.append(f"{float(wall.read_text()) / 60:.1f}" if wall.is_file() else "-")
+        lines.append(f"| {label} | {' | '.join(cells)} | {' + '.join(minutes)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS))
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table from the finished runs")
+    args = parser.parse_args()
+    if not ROOT.is_dir():
+        raise SystemExit(f"RAVDESS speech not found at {ROOT} (set CREMAD_LIT_SHARED)")
+    for row in [] if args.table_only else args.rows.split(","):
+        for protocol in args.protocols.split(","):
+            if len(finished(row, protocol)) < FOLDS:
+                run(row, protocol)
+    body = (
+        "## Real speech (`make bench-speech`)\n\n"
+        f"Machine: {machine()}. RAVDESS audio-only speech, actors 01-18, the six shared emotions (792 clips); "
+        f"the same {FOLDS} folds for every method (`split.folds={FOLDS} split.fold=0..5`, seed 0): 3 test actors per "
+        "fold, 2 validation actors from the rest (early stopping, checkpoint and C chosen on them), 13 training actors. "
+        "The clip split deals clips into 6 emotion-stratified folds instead: every actor in train and test (leaky). "
+        "Mean ± std over the 6 folds; minutes = wall time of each 6-fold multirun.\n\n" + table()
+    )
+    write_section("bench-speech", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Classical baselines on exactly the split train.py would use, written like a training run (metrics.json, ...).
+
+    python -m cremad_lit.baseline data=ravdess data.root=../shared/ravdess-speech split.folds=6 split.fold=0
+    python -m cremad_lit.baseline -m data=ravdess data.root=DIR split.folds=6 split.fold=0,1,2,3,4,5 method=majority
+    python -m cremad_lit.report logs/baseline/multiruns/<time>
+
+`method=egemaps_logreg` (default): openSMILE's 88 eGeMAPSv02 functionals per clip (cached beside the clip cache),
+standardised, logistic regression with C chosen on the validation actors. `method=majority`: the training set's most
+frequent emotion. Writes metrics.json, confusion.png, predictions.csv, split.csv and prepare_report.json into its run
+dir, and logs to W&B like train.py when a logger is on. Defaults: conf/baseline.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, open_dict
+from tqdm import tqdm
+
+from cremad_lit import EMOTIONS
+from cremad_lit.data.cache import write_atomic, write_json
+from cremad_lit.data.media import MediaError, read_audio
+from cremad_lit.data.splits import LEAKY_WARNING
+from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
+from cremad_lit.module import results_from_predictions
+from cremad_lit.pipeline import build_datamodule, run_info
+from cremad_lit.results import write_results
+
+log = logging.getLogger(__name__)
+METHODS = ("egemaps_logreg", "majority")
+FEATURE_SET = "eGeMAPSv02"
+
+
+def _smile():
+    import opensmile
+
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+    )
+
+
+def _egemaps_one(job) -> tuple[str, np.ndarray | None, str | None]:
+    clip_id, video_path, audio_path, source, sample_rate, entry = job
+    try:
+        audio = read_audio(video_path, audio_path, source, sample_rate)
+        features = _smile().process_signal(audio, sample_rate).to_numpy(dtype=np.float32)[0]
+    except MediaError as error:
+        return clip_id, None, f"{error.path}: {error.reason}"
+    write_atomic(Path(entry), lambda handle: np.save(handle, features))
+    return clip_id, features, None
+
+
+def egemaps_features(clips, cache_dir: Path, prep, workers: int = 0) -> tuple[dict, list[dict]]:
+    """clip_id -> 88 eGeMAPS functionals, computed once per clip and cached; clips that fail are returned with why."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    features, skipped, jobs = {}, [], []
+    for row in clips.itertuples():
+        entry = cache_dir / f"{row.clip_id}.npy"
+        if entry.is_file():
+            features[row.clip_id] = np.load(entry)
+        else:
+            jobs.append(
+                (row.clip_id, row.video_path, row.audio_path, prep.audio_source, prep.sample_rate, str(entry))
+            )
+    if jobs:
+        if workers > 0:
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(
+                    tqdm(
+                        pool.map(_egemaps_one, jobs, chunksize=8),
+                        total=len(jobs),
+                        desc="eGeMAPS",
+                        unit="clip",
+                    )
+                )
+        else:
+            results = [_egemaps_one(job) for job in tqdm(jobs, desc="eGeMAPS", unit="clip")]
+        for clip_id, values, reason in results:
+            if values is None:
+                log.warning("skipped %s", reason)
+                skipped.append({"clip_id": clip_id, "reason": reason})
+            else:
+                features[clip_id] = values
+    return features, skipped
+
+
+def fit_and_predict(method: str, train, val, test, c_grid) -> tuple[object, dict]:
+    """Fit on train (choosing C on val for the logistic regression); return the model and what was chosen."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    (x_train, y_train), (x_val, y_val) = train, val
+    if method == "majority":
+        return DummyClassifier(strategy="most_frequent").fit(x_train, y_train), {}
+    scores = {}
+    for c in c_grid:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=float(c), max_iter=5000))
+        model.fit(x_train, y_train)
+        scores[float(c)] = float(model.score(x_val, y_val)) if len(y_val) else 0.0
+    best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=best, max_iter=5000)).fit(x_train, y_train)
+    return model, {"C": best, "val_accuracy_by_C": scores}
+
+
+def run_baseline(cfg: DictConfig) -> float:
+    if cfg.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {cfg.method!r}")
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.split.get("by", "actor") == "clip":
+        log.warning(LEAKY_WARNING)
+    data_cfg = cfg.data.copy()
+    with open_dict(data_cfg):
+        data_cfg.modalities = ["audio"]  # features come from the audio; the split is the same as train.py's
+    datamodule = build_datamodule(data_cfg, None, cache="off")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    clips = datamodule.clips
+    feature_dir = (
+        Path(cfg.paths.cache_dir)
+        / datamodule.cache_source
+        / f"egemaps-{FEATURE_SET}-{datamodule.prep.sample_rate}"
+    )
+    if cfg.method == "majority":
+        features, skipped = {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
+    else:
+        features, skipped = egemaps_features(
+            clips, feature_dir, datamodule.prep, int(cfg.data.prepare_workers)
+        )
+    write_json(
+        run_dir / "prepare_report.json", {"rejected": clips.attrs.get("rejected", []), "skipped": skipped}
+    )
+
+    def arrays(split: str):
+        part = clips[(clips["split"] == split) & clips["clip_id"].isin(features)]
+        x = np.stack([features[c] for c in part["clip_id"]]) if len(part) else np.zeros((0, 1))
+        return x, part["emotion"].map(EMOTIONS.index).to_numpy(), part["clip_id"].tolist()
+
+    x_train, y_train, _ = arrays("train")
+    x_val, y_val, _ = arrays("val")
+    x_test, y_test, test_ids = arrays("test")
+    model, chosen = fit_and_predict(
+        cfg.method, (x_train, y_train), (x_val, y_val), (x_test, y_test), cfg.C_grid
+    )
+    probabilities = np.zeros((len(y_test), len(EMOTIONS)))
+    probabilities[:, model.classes_] = model.predict_proba(x_test)
+    predictions = [
+        {"clip_id": c, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
+        for c, y, p in zip(test_ids, y_test, probabilities, strict=True)
+    ]
+    val_accuracy = float(model.score(x_val, y_val)) if len(y_val) else float("nan")
+    loggers = build_loggers(cfg, run_dir, resuming=False, job_type="baseline")
+    log_config(loggers, cfg)
+    metrics = write_results(
+        run_dir,
+        results_from_predictions(predictions),
+        predictions,
+        loggers,
+        extra={
+            "task": "baseline",
+            "method": cfg.method,
+            "split": "test",
+            "split_by": datamodule.split_by,
+            "dataset": datamodule.dataset,
+            "test_actors": datamodule.actors("test"),
+            "val_accuracy": val_accuracy,
+            "chosen": chosen,
+            "n_train": int(len(y_train)),
+            **run_info(),
+        },
+        data_root=datamodule.root,
+    )
+    log_predictions_table(loggers, predictions, datamodule)
+    finish_loggers(loggers)
+    print(
+        f"{cfg.method}: test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on "
+        f"{metrics['n_test']} clips (val accuracy {val_accuracy:.4f}{', C=' + str(chosen['C']) if chosen else ''})\n"
+        f"run dir: {run_dir.resolve()}"
+    )
+    return val_accuracy
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="baseline")
+def main(cfg: DictConfig) -> float:
+    return run_baseline(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""RAVDESS: `Actor_01/03-01-05-01-02-01-01.wav` (or flat), audio-only speech, audio-video and video-only mp4.
+
+    python -m cremad_lit.eda data=ravdess data.root=../shared/ravdess-speech
+    python train.py experiment=speech data=ravdess data.root=/path/to/RAVDESS
+
+Name fields: modality (01 audio-video mp4, 02 video-only mp4, 03 audio-only wav), vocal channel (01 speech,
+02 song), emotion (01 neutral 02 calm 03 happy 04 sad 05 angry 06 fearful 07 disgust 08 surprised), intensity
+(01 normal, 02 strong), statement (01, 02), repetition, actor (odd male, even female). The files of one recording
+(its wav and its mp4s) are one clip, `clip_id` = the name without its modality field (`01-05-01-02-01-01`).
+`data.label_map` maps the eight emotions to the six shared ones (calm and surprised left out by default);
+song is left out unless `data.options.vocal_channels=[speech,song]`. 48 kHz and stereo audio are resampled to 16 kHz mono.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cremad_lit.data.catalog import Rejected, emotion_code, reject, walk_files
+
+EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
+VOCAL_CHANNELS = {"01": "speech", "02": "song"}
+INTENSITIES = {"01": "normal", "02": "strong"}
+DEFAULT_LABEL_MAP = {"calm": None, "surprised": None}
+_NAME = re.compile(r"^(0[123])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})$")
+_KIND = {".wav": ("03",), ".mp4": ("01", "02")}
+
+
+def scan(root, manifest=None, label_map=None, vocal_channels=("speech",)) -> tuple[list[dict], list[dict]]:
+    if root is None or not Path(root).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"RAVDESS root {root} does not exist or is not a folder (expected Actor_XX/03-01-05-01-02-01-12.wav "
+            "and/or 01-/02-...mp4, or the files flat)"
+        )
+    label_map = DEFAULT_LABEL_MAP if label_map is None else label_map
+    rejected: list[dict] = []
+    clips: dict[str, dict] = {}
+    files = walk_files(Path(root).expanduser(), tuple(_KIND))
+    for path in files:
+        match = _NAME.match(path.stem)
+        if match is None or match.group(1) not in _KIND[path.suffix.lower()]:
+            reject(
+                rejected,
+                path,
+                "name is not a RAVDESS name (MM-VV-EE-II-SS-RR-AA, 03 for .wav, 01/02 for .mp4)",
+            )
+            continue
+        modality, channel, emotion, intensity, statement, repetition, actor = match.groups()
+        if VOCAL_CHANNELS[channel] not in vocal_channels:
+            reject(
+                rejected,
+                path,
+                f"vocal channel {VOCAL_CHANNELS[channel]} is left out (data.options.vocal_channels)",
+                EMOTIONS[emotion],
+            )
+            continue
+        try:
+            code = emotion_code(EMOTIONS[emotion], label_map)
+        except Rejected as reason:
+            reject(rejected, path, str(reason), EMOTIONS[emotion])
+            continue
+        clip_id = path.stem[3:]
+        row = clips.setdefault(
+            clip_id,
+            {
+                "clip_id": clip_id,
+                "video_path": "",
+                "audio_path": "",
+                "actor_id": int(actor),
+                "statement": statement,
+                "emotion": code,
+                "intensity": INTENSITIES[intensity],
+                "gender": "male" if int(actor) % 2 else "female",
+            },
+        )
+        if modality == "03":
+            if row["audio_path"]:
+                reject(rejected, path, f"duplicate of {row['audio_path']}")
+                continue
+            row["audio_path"] = str(path)
+        elif modality == "01" or not row["video_path"]:  # the audio-video mp4 wins over the silent one
+            row["video_path"] = str(path)
+    if not clips and not rejected:
+        raise FileNotFoundError(f"no RAVDESS files (.wav, .mp4) found under {root}")
+    return list(clips.values()), rejected

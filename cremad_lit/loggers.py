@@ -1,0 +1,193 @@
+"""Experiment loggers (W&B offline by default) that read like the experiment, and the per-clip predictions table.
+
+    python train.py -m model=effnet_lstm,resnet_vit_lstm seed=0,1,2      # W&B: one group per multirun,
+                                                                          # runs named "model=effnet_lstm seed=1"
+
+Run name: the overrides that vary within the multirun (a single run: its own overrides, minus paths and the like).
+Group: the multirun (a single run: its task). job_type: train / eval / baseline. Tags: model, modalities, dataset,
+split protocol. Anything set under `logger.wandb` (name, group, job_type, tags) wins over these.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cremad_lit import EMOTIONS
+
+log = logging.getLogger(__name__)
+# Overrides that say where things are or how fast they load, not what the experiment is.
+_NOT_IN_NAMES = (
+    "hydra.",
+    "paths.",
+    "logger.",
+    "ckpt_path",
+    "data.root",
+    "data.manifest",
+    "data.cache",
+    "data.num_workers",
+    "data.prepare_workers",
+    "data.persistent_workers",
+    "data.pin_memory",
+    "data.generate",
+)
+
+
+def _hydra():
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def swept_keys(argv: list[str] | None = None) -> set[str]:
+    """The keys a multirun sweeps over (`seed=0,1,2`, `model=a,b`, `x=range(3)`), read from its command line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [a for a in (sys.argv[1:] if argv is None else argv) if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(arguments)
+    except Exception:  # a value Hydra itself would reject; no name is better than a crash
+        return set()
+    return {o.get_key_element() for o in overrides if o.is_sweep_override()}
+
+
+def run_identity(cfg: DictConfig, job_type: str) -> dict:
+    """name, group, job_type and tags for this run (see the module docstring)."""
+    hydra_cfg = _hydra()
+    overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
+    multirun = hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    if multirun:
+        varying = swept_keys()
+        shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in varying]
+        group = f"{cfg.task_name}/{Path(hydra_cfg.sweep.dir).name}"
+    else:
+        shown = [o for o in overrides if not o.lstrip("+~").startswith(_NOT_IN_NAMES)]
+        group = str(cfg.task_name)
+    name = " ".join(shown) or (str(cfg.task_name) + (f" {hydra_cfg.job.num}" if multirun else ""))
+    choices = dict(hydra_cfg.runtime.choices) if hydra_cfg else {}
+    data = cfg.get("data") or {}
+    tags = [
+        f"model:{choices.get('model') or cfg.get('method') or 'checkpoint'}",
+        "modalities:" + "+".join(data.get("modalities") or ["audio"]),
+        f"dataset:{data.get('dataset') or 'cremad'}",
+    ]
+    split = cfg.get("split")
+    if isinstance(split, DictConfig):
+        tags.append(f"split:{split.get('by', 'actor')}")
+    return {"name": name[:128], "group": group[:128], "job_type": job_type, "tags": tags}
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool, job_type: str = "train") -> list:
+    """Instantiate `cfg.logger`'s loggers; a resumed run continues the same W&B run (same id)."""
+    loggers = []
+    for config in (cfg.get("logger") or {}).values():
+        if config is None or "_target_" not in config:
+            continue
+        if not config._target_.endswith("WandbLogger"):
+            loggers.append(instantiate(config))
+            continue
+        identity = run_identity(cfg, job_type)
+        extra = {k: v for k, v in identity.items() if not config.get(k)}
+        if config.get("tags"):
+            extra["tags"] = identity["tags"] + list(config.tags)
+        previous = _wandb_run_id(run_dir) if resuming else None
+        if previous:
+            extra.update(id=previous, resume="allow")
+        # Checkpoints go up as artifacts from here (log_model_artifacts), which also works offline.
+        loggers.append(instantiate(config, log_model=False, **extra))
+    return loggers
+
+
+def _wandb_run_id(run_dir: Path) -> str | None:
+    runs = sorted((run_dir / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def wandb_runs(loggers) -> list:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [logger.experiment for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def finish_loggers(loggers) -> None:
+    for run in wandb_runs(loggers):
+        run.finish()
+
+
+def log_model_artifacts(loggers, checkpoint: str | None, run_dir: Path) -> None:
+    """The tested checkpoint and split.csv as W&B artifacts (stored in the offline run too; `wandb sync` uploads)."""
+    import wandb
+
+    for run in wandb_runs(loggers):
+        if checkpoint:
+            model = wandb.Artifact(
+                f"model-{run.id}", type="model", metadata={"checkpoint": Path(checkpoint).name}
+            )
+            model.add_file(checkpoint)
+            run.log_artifact(model, aliases=["tested"])
+        split = run_dir / "split.csv"
+        if split.is_file():
+            table = wandb.Artifact(f"split-{run.id}", type="split")
+            table.add_file(str(split))
+            run.log_artifact(table)
+
+
+def frame_strip(frames: np.ndarray, height: int = 96) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames side by side as one image, at most `height` pixels high (a table of a thousand
+    clips stays small)."""
+    import cv2
+
+    if frames.shape[1] > height:
+        width = round(frames.shape[2] * height / frames.shape[1])
+        frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    return np.concatenate(list(frames), axis=1)
+
+
+def mel_image(mel: np.ndarray) -> np.ndarray:
+    """(1, F, W) dB Mel -> (F, W) uint8 with low frequencies at the bottom, for a W&B image."""
+    values = mel.astype(np.float32)[0][::-1]
+    low, high = np.percentile(values, [1, 99])
+    return (np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def log_predictions_table(
+    loggers, predictions: list[dict], datamodule, key: str = "test/predictions"
+) -> None:
+    """One row per clip: id, actor, true and predicted emotion, confidence, the six probabilities, and its media
+    (a strip of the sampled frames when it has video, the audio, the Mel image). Sort by confidence to find the
+    worst mistakes."""
+    runs = wandb_runs(loggers)
+    if not runs or not predictions:
+        return
+    import wandb
+
+    columns = ["clip_id", "actor", "true", "predicted", "correct", "confidence"]
+    columns += [f"p_{e}" for e in EMOTIONS] + ["frames", "audio", "mel"]
+    table = wandb.Table(columns=columns)
+    for prediction in predictions:
+        media = datamodule.clip_media(prediction["clip_id"])
+        probabilities = prediction["probs"]
+        table.add_data(
+            prediction["clip_id"],
+            str(media.get("actor", "")),
+            EMOTIONS[prediction["label"]],
+            EMOTIONS[prediction["pred"]],
+            prediction["label"] == prediction["pred"],
+            float(max(probabilities)),
+            *[float(p) for p in probabilities],
+            wandb.Image(frame_strip(media["frames"])) if "frames" in media else None,
+            wandb.Audio(media["audio"], sample_rate=media["sample_rate"]) if "audio" in media else None,
+            wandb.Image(mel_image(media["mel"])) if "mel" in media else None,
+        )
+    for run in runs:
+        run.log({key: table})
+
+
+def log_config(loggers, cfg: DictConfig, **extra) -> None:
+    for logger in loggers:
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **extra})

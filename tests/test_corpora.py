@@ -1,0 +1,281 @@
+"""Corpora beyond CREMA-D's video layout, on the real RAVDESS speech in ../shared: adapters, audio-only CREMA-D,
+48 kHz / stereo decoding, manifests with bad rows, and the clip-split flag."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import wave
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cremad_lit.data.catalog import build_catalog, emotion_code
+from cremad_lit.data.features import Preprocessing, extract_clip
+from cremad_lit.data.media import read_wav
+from cremad_lit.data.splits import make_split
+from tests.conftest import RAVDESS_48K, common, run_cli, write_manifest
+
+
+def test_ravdess_eda_counts_the_real_clips(ravdess_dir, tmp_path):
+    run_cli(
+        "-m",
+        "cremad_lit.eda",
+        "data=ravdess",
+        f"data.root={ravdess_dir}",
+        f"hydra.run.dir={tmp_path / 'eda'}",
+    )
+    summary = json.loads((tmp_path / "eda" / "summary.json").read_text())
+    assert summary["n_clips"] == 792 and summary["n_actors"] == 18
+    assert summary["counts"]["emotion"] == {
+        "ANG": 144,
+        "DIS": 144,
+        "FEA": 144,
+        "HAP": 144,
+        "NEU": 72,
+        "SAD": 144,
+    }
+    assert summary["counts"]["gender"] == {"female": 396, "male": 396}
+    assert summary["counts"]["intensity"] == {"normal": 432, "strong": 360}
+    assert (tmp_path / "eda" / "emotion_pie.png").is_file()
+
+
+def channels(path) -> int:
+    with wave.open(str(path)) as handle:
+        return handle.getnchannels()
+
+
+def test_ravdess_48k_stereo_and_left_out_emotions(ravdess_dir, tmp_path):
+    clips = build_catalog(RAVDESS_48K, "ravdess")
+    assert list(clips["clip_id"]) == ["01-05-02-01-01-01"] and clips.loc[0, "emotion"] == "ANG"
+    assert sorted(r["label"] for r in clips.attrs["rejected"]) == ["calm", "calm", "surprised"]
+    # The EDA counts what the label map left out.
+    run_cli(
+        "-m",
+        "cremad_lit.eda",
+        "data=ravdess",
+        f"data.root={RAVDESS_48K}",
+        f"hydra.run.dir={tmp_path / 'eda'}",
+    )
+    summary = json.loads((tmp_path / "eda" / "summary.json").read_text())
+    assert summary["left_out"]["by_label"] == {"calm": 2, "surprised": 1}
+    # calm can be mapped instead of dropped
+    mapped = build_catalog(RAVDESS_48K, "ravdess", label_map={"calm": "NEU", "surprised": None})
+    assert sorted(mapped["emotion"]) == ["ANG", "NEU", "NEU"]
+
+    native = RAVDESS_48K / "Actor_01" / "03-01-05-02-01-01-01.wav"
+    with wave.open(str(native)) as handle:
+        assert handle.getframerate() == 48000
+    stereo = [p for p in RAVDESS_48K.rglob("*.wav") if channels(p) == 2]
+    assert len(stereo) == 3
+    for path in stereo:
+        with wave.open(str(path)) as handle:
+            seconds = handle.getnframes() / handle.getframerate()
+        audio = read_wav(str(path))
+        assert audio.ndim == 1 and abs(len(audio) - seconds * 16000) <= 2
+    # The 48 kHz original decodes to the same signal as the shared 16 kHz copy of it.
+    ours = read_wav(str(native))
+    theirs = read_wav(str(ravdess_dir / "Actor_01" / "03-01-05-02-01-01-01.wav"))
+    n = min(len(ours), len(theirs))
+    assert abs(len(ours) - len(theirs)) <= 2
+    assert np.corrcoef(ours[:n], theirs[:n])[0, 1] > 0.99
+    sample = extract_clip("", str(native), Preprocessing(modalities=("audio",)))
+    assert set(sample) == {"mel"} and sample["mel"].shape == (1, 64, 128)
+
+
+def link_actors(ravdess_dir, root, actors):
+    """A RAVDESS root holding some of the shared actors (symlinked folders, as users link datasets in)."""
+    root.mkdir(parents=True)
+    for actor in actors:
+        (root / f"Actor_{actor:02d}").symlink_to(ravdess_dir / f"Actor_{actor:02d}")
+    return root
+
+
+def test_emotion_names_and_label_map():
+    assert [
+        emotion_code(x) for x in ("anger", "Angry", "disgust", "FEARFUL", "happiness", "neutral", "sadness")
+    ] == ["ANG", "ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+    assert emotion_code("frustrated", {"Frustrated": "ang"}) == "ANG"
+    with pytest.raises(ValueError, match="unknown emotion 'bored'"):
+        emotion_code("bored")
+
+
+@pytest.fixture(scope="module")
+def audio_only_cremad(samples_dir, tmp_path_factory):
+    """The official AudioWAV/ folder alone, and the flat `Crema/` copy, both of the 30 real WAVs."""
+    root = tmp_path_factory.mktemp("cremad-audio")
+    shutil.copytree(samples_dir / "AudioWAV", root / "official" / "AudioWAV")
+    (root / "flat" / "Crema").mkdir(parents=True)
+    for wav in (samples_dir / "AudioWAV").glob("*.wav"):
+        shutil.copy(wav, root / "flat" / "Crema" / wav.name)
+    return root
+
+
+@pytest.mark.parametrize("layout", ["official", "flat"])
+def test_audio_only_cremad_roots(audio_only_cremad, layout):
+    clips = build_catalog(audio_only_cremad / layout, modalities=["audio"])
+    assert len(clips) == 30 and (clips["video_path"] == "").all() and clips["actor_id"].nunique() == 30
+    assert set(clips["gender"]) == {"male", "female"}  # from the bundled actor table
+    with pytest.raises(ValueError, match=r"asks for video.*holds no video files.*data.modalities=\[audio\]"):
+        build_catalog(audio_only_cremad / layout, modalities=["audio", "video"])
+
+
+def test_audio_only_cremad_trains_and_video_is_one_clear_error(audio_only_cremad, tmp_path):
+    root = audio_only_cremad / "flat"
+    base = [*common(root, tmp_path), "model=tiny", "trainer=cpu", "logger=none", "data.num_workers=0"]
+    run_cli(
+        "train.py",
+        *base,
+        "data.modalities=[audio]",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'a'}",
+    )
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["n_test"] > 0 and metrics["split_by"] == "actor"
+    video = run_cli("train.py", *base, f"hydra.run.dir={tmp_path / 'b'}", check=False)
+    assert video.returncode != 0 and "holds no video files" in video.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_manifest(ravdess_dir, tmp_path_factory):
+    """8 real RAVDESS wavs of 4 speakers, plus one row of every kind of bad input."""
+    folder = tmp_path_factory.mktemp("manifest")
+    (folder / "empty.wav").touch()
+    (folder / "notes.wav").write_text("not audio at all\n" * 100)
+    good = ravdess_dir / "Actor_02" / "03-01-03-01-01-01-02.wav"
+    (folder / "truncated.wav").write_bytes(good.read_bytes()[:30])  # cut inside the header
+    wavs = [
+        ravdess_dir / f"Actor_{a:02d}" / f"03-01-{e}-01-01-01-{a:02d}.wav"
+        for a in (1, 2, 3, 4)
+        for e in ("05", "03")
+    ]
+    bad = [
+        {"audio_path": "missing.wav", "speaker": "spk09", "emotion": "angry"},
+        {"audio_path": "empty.wav", "speaker": "spk09", "emotion": "angry"},
+        {"audio_path": "notes.wav", "speaker": "spk09", "emotion": "angry"},
+        {"audio_path": "truncated.wav", "speaker": "spk09", "emotion": "happy"},
+        {"audio_path": str(wavs[0]), "speaker": "spk09", "emotion": "bored", "clip_id": "bored"},
+        {"audio_path": str(wavs[1]), "speaker": "", "emotion": "angry", "clip_id": "nobody"},
+    ]
+    return write_manifest(folder / "clips.csv", wavs, bad)
+
+
+def test_bad_manifest_rows_are_reported_and_the_good_ones_go_on(bad_manifest, tmp_path):
+    run_cli(
+        "-m",
+        "cremad_lit.prepare",
+        "data=manifest",
+        f"data.manifest={bad_manifest}",
+        "data.modalities=[audio]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'prep'}",
+    )
+    report = json.loads((tmp_path / "prep" / "prepare_report.json").read_text())
+    rejected = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in report["rejected"]}
+    skipped = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in report["skipped"]}
+    assert "file does not exist" in rejected["missing.wav"] and "empty" in rejected["empty.wav"]
+    assert "unknown emotion 'bored'" in rejected["03-01-05-01-01-01-01.wav"]
+    assert "no speaker" in rejected["03-01-03-01-01-01-01.wav"]
+    assert set(skipped) == {"notes.wav", "truncated.wav"} and all("decod" in r for r in skipped.values())
+    assert report["clips"] == 10 and report["decoded_now"] == 10  # 8 good + the 2 undecodable
+
+
+def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp_path):
+    """Train experiment=speech briefly on 6 RAVDESS actors (the data=ravdess adapter, real files), then evaluate the
+    checkpoint on 2 other actors through a manifest: the six classes, the checkpoint's preprocessing."""
+    train_root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    run_cli(
+        "train.py",
+        "experiment=speech",
+        "data=ravdess",
+        *common(train_root, tmp_path),
+        "model/backbone@model.audio_backbone=test_efficientnet",
+        "data.preprocessing.hop_length=1024",
+        "trainer.max_epochs=2",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'train'}",
+    )
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert metrics["dataset"] == "ravdess" and metrics["n_test"] == 44 * len(metrics["test_actors"])
+    history = pd.read_csv(tmp_path / "train" / "history.csv")
+    assert list(history["epoch"]) == [0, 1] and (history["speed/clips_per_s"] > 0).all()
+
+    others = sorted((ravdess_dir / "Actor_17").glob("*.wav")) + sorted(
+        (ravdess_dir / "Actor_18").glob("*.wav")
+    )
+    manifest = write_manifest(tmp_path / "other" / "clips.csv", others)
+    run_cli(
+        "evaluate.py",
+        f"ckpt_path={metrics['checkpoint']}",
+        "data=manifest",
+        f"data.manifest={manifest}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "split=all",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    cross = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert cross["cross_corpus"] and cross["dataset"] == "manifest" and cross["n_test"] == 88
+    assert cross["actors"] == ["spk17", "spk18"]
+    predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    assert len(predictions) == 88 and set(predictions["label"]) == {"ANG", "DIS", "FEA", "HAP", "NEU", "SAD"}
+    assert (predictions["label"] == predictions["pred"]).mean() == pytest.approx(cross["accuracy"])
+    assert (tmp_path / "eval" / "confusion.png").is_file()
+
+
+def test_baselines_on_trains_split_and_the_leaky_clip_flag(ravdess_dir, tmp_path):
+    """eGeMAPS + logistic regression beats the majority class on the same actor fold; split.by=clip says so loudly."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 9))
+    base = ["data=ravdess", *common(root, tmp_path), "split.folds=4", "split.fold=1", "logger=none"]
+    results = {}
+    for method in ("egemaps_logreg", "majority"):
+        run_cli("-m", "cremad_lit.baseline", *base, f"method={method}", f"hydra.run.dir={tmp_path / method}")
+        results[method] = json.loads((tmp_path / method / "metrics.json").read_text())
+    egemaps, majority = results["egemaps_logreg"], results["majority"]
+    assert egemaps["test_actors"] == majority["test_actors"] and egemaps["n_test"] == 88
+    assert egemaps["task"] == "baseline" and egemaps["chosen"]["C"] in (0.01, 0.1, 1.0, 10.0)
+    assert egemaps["accuracy"] > majority["accuracy"] + 0.1
+    split = pd.read_csv(tmp_path / "majority" / "split.csv")
+    assert set(split.loc[split["split"] == "test", "actor_id"]) == set(egemaps["test_actors"])
+
+    leaky = run_cli("-m", "cremad_lit.baseline", *base, "split.by=clip", f"hydra.run.dir={tmp_path / 'clip'}")
+    assert "LEAKY" in leaky.stdout + leaky.stderr
+    clip = json.loads((tmp_path / "clip" / "metrics.json").read_text())
+    assert clip["split_by"] == "clip" and egemaps["split_by"] == "actor"
+    split = pd.read_csv(tmp_path / "clip" / "split.csv")
+    assert split["clip_id"].is_unique and len(split) == 352
+    actors_per_split = split.groupby("split")["actor_id"].nunique()
+    assert (actors_per_split == 8).all()  # every actor on every side: what makes it leaky
+
+
+def test_clip_split_folds_cover_every_clip_once(ravdess_dir):
+    clips = build_catalog(ravdess_dir, "ravdess")
+    tested = []
+    for fold in range(6):
+        split = make_split(clips, folds=6, fold=fold, by="clip")
+        test = split[split["split"] == "test"]
+        tested += list(test["clip_id"])
+        assert test["emotion"].value_counts().max() - test["emotion"].value_counts().min() <= 13
+    assert sorted(tested) == sorted(clips["clip_id"])
+
+
+def test_report_labels_only_what_varies(ravdess_dir, tmp_path):
+    """Baseline runs of two methods and two protocols under one folder: one row each, labelled by what differs."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "logger=none", "method=majority"]
+    for fold in (0, 1):
+        run_cli(
+            "-m",
+            "cremad_lit.baseline",
+            *base,
+            f"split.fold={fold}",
+            f"hydra.run.dir={tmp_path / 'runs' / f'a{fold}'}",
+        )
+    run_cli(
+        "-m", "cremad_lit.baseline", *base, "split.by=clip", f"hydra.run.dir={tmp_path / 'runs' / 'clip'}"
+    )
+    result = run_cli("-m", "cremad_lit.report", str(tmp_path / "runs"))
+    table = pd.read_csv(tmp_path / "runs" / "report.csv", index_col=0)
+    assert sorted(table.index) == ["split.by=clip", "split.by=default"]
+    assert table["runs"].sum() == 3 and "leaky" in (tmp_path / "runs" / "report.md").read_text()
+    assert "accuracy" in result.stdout
