@@ -127,7 +127,10 @@ def reading(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
     scores = runs.pivot_table(index=replicate, columns="config", values="accuracy")
     shared = scores.dropna()
     wins = int((shared[best].to_numpy()[:, None] > shared.drop(columns=best).to_numpy()).all(axis=1).sum())
-    return line + f", ahead of every other configuration on {wins} of {len(shared)} shared {'/'.join(replicate)} values."
+    return (
+        line
+        + f", ahead of every other configuration on {wins} of {len(shared)} shared {'/'.join(replicate)} values."
+    )
 
 
 def _cell(row, metric: str) -> str:

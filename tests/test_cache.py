@@ -73,5 +73,7 @@ def test_prepare_command_writes_report(synthetic_root, tmp_path):
     )
     assert "96 clips in" in result.stdout and "0 skipped" in result.stdout
     assert (out / "prepare_report.json").is_file()
-    [key_dir] = (tmp_path / "cache").iterdir()
+    [corpus_dir] = (tmp_path / "cache").iterdir()  # one namespace per corpus copy, one folder per settings
+    assert corpus_dir.name.startswith("cremad-")
+    [key_dir] = corpus_dir.iterdir()
     assert '"image_size": 96' in (key_dir / "settings.json").read_text()  # the tiny model's frame size

@@ -25,9 +25,12 @@ from tests.conftest import train_args as args
 
 def outcome(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {k: metrics[k] for k in ("accuracy", "f1_macro", "confusion_matrix", "test_actors")}, pd.read_csv(
-        run_dir / "history.csv"
-    )
+    history = pd.read_csv(run_dir / "history.csv")
+    assert (history["speed/clips_per_s"] > 0).all() and history["speed/data_wait_share"].between(0, 1).all()
+    learning = history.drop(
+        columns=[c for c in history if c.startswith("speed/")]
+    )  # timings differ run to run
+    return {k: metrics[k] for k in ("accuracy", "f1_macro", "confusion_matrix", "test_actors")}, learning
 
 
 @pytest.mark.slow
@@ -249,3 +252,10 @@ def test_evaluation_reports_the_human_baseline_on_the_same_clips(
         and len(comparison) == 6
     )
     assert (out / "human_vs_model.png").is_file()
+    # The report puts the crowd beside the model, on the same clips.
+    run_cli("-m", "cremad_lit.report", str(out))
+    report = pd.read_csv(out / "report.csv", index_col=0)
+    for channel in ("voice", "face", "audiovisual"):
+        assert report.loc[f"human crowd ({channel})", "accuracy_mean"] == pytest.approx(
+            metrics["human_baseline"][channel]
+        )

@@ -103,13 +103,21 @@ def test_wandb_offline_run_holds_config_curves_and_test_media(trained_run):
     # The per-clip predictions table: one row per test clip, with the frame strip, the audio and the Mel image.
     predictions = json.loads(next((media / "table").rglob("predictions*.table.json")).read_text())
     assert predictions["columns"][:6] == ["clip_id", "actor", "true", "predicted", "correct", "confidence"]
+    assert predictions["columns"][-3:] == ["frames", "audio", "mel"]
     assert len(predictions["data"]) == metrics["n_test"]
-    frames_col, audio_col, mel_col = (predictions["columns"].index(c) for c in ("frames", "audio", "mel"))
-    row = predictions["data"][0]
-    assert row[frames_col]["_type"] == "image-file" and row[mel_col]["_type"] == "image-file"
-    assert row[audio_col]["_type"] == "audio-file" and (files / row[audio_col]["path"]).is_file()
-    with Image.open(files / row[frames_col]["path"]) as strip:  # 2 frames of 32 px side by side
-        assert strip.size == (64, 32)
+    assert [row[-3:] for row in predictions["data"]] == [["Image", "Audio", "Image"]] * metrics["n_test"]
+    # The media travel in the table's artifact: one audio file and two images (frames, Mel) per clip.
+    [artifact] = [
+        r.artifact
+        for r in records
+        if r.WhichOneof("record_type") == "artifact" and "predictions" in r.artifact.name
+    ]
+    entries = {e.path: e for e in artifact.manifest.contents}
+    audio = [p for p in entries if p.startswith("media/audio/") and p.endswith(".wav")]
+    images = [p for p in entries if p.startswith("media/images/") and p.endswith(".png")]
+    assert len(audio) == metrics["n_test"] and len(images) == 2 * metrics["n_test"]
+    strips = [Image.open(entries[p].local_path).size for p in images]
+    assert (64, 32) in strips  # 2 frames of 32 px side by side (the others: 64x128 Mel images)
     by_clip = {r[0]: r for r in predictions["data"]}
     csv = pd.read_csv(run_dir / "predictions.csv").set_index("clip_id")
     for clip_id, line in csv.iterrows():
