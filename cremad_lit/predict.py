@@ -51,14 +51,18 @@ def predict_files(module, train_cfg: DictConfig, files: list[Path], device: str 
     settings = dict(train_cfg.data.preprocessing)
     settings["image_size"] = spec["image_size"]
     modalities = module.net.modalities
-    prep = Preprocessing(**settings, modalities=modalities)
+    prep = Preprocessing(**settings)
     module = module.to(device).eval()
     results = []
     for path in files:
         try:
             is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
             sample = extract_clip(
-                "" if is_audio else str(path), str(path) if is_audio else "", prep, train_cfg.data.decoder
+                "" if is_audio else str(path),
+                str(path) if is_audio else "",
+                prep,
+                train_cfg.data.decoder,
+                modalities,
             )
         except MediaError as error:
             log.warning("skipped %s: %s", error.path, error.reason)

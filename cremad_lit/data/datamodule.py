@@ -185,7 +185,7 @@ class CremaDataModule(L.LightningDataModule):
             dict(label_map) if label_map else label_map,
         )
         self.options = dict(options or {})
-        self.prep, self.modalities = Preprocessing(**preprocessing, modalities=modalities), modalities
+        self.prep, self.modalities = Preprocessing(**preprocessing), modalities
         self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
         self.split_config = dict(split or {})
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -320,7 +320,11 @@ class CremaDataModule(L.LightningDataModule):
             if self.cache is not None and self.cache.has(clip_id):
                 media.update(self.cache.load(clip_id))
             else:
-                media.update(extract_clip(row["video_path"], row["audio_path"], self.prep, self.decoder))
+                media.update(
+                    extract_clip(
+                        row["video_path"], row["audio_path"], self.prep, self.decoder, self.modalities
+                    )
+                )
             if "audio" in self.modalities:
                 media["audio"] = read_audio(
                     row["video_path"],

@@ -45,16 +45,12 @@ class Preprocessing:
     mel_width: int = 128
     audio_fit: str = "resize"
     max_duration_s: float | None = 10.0
-    modalities: tuple[str, ...] = ("audio", "video")  # what is decoded and stored
 
     def __post_init__(self):
         if self.face_crop not in FACE_CROPS:
             raise ValueError(f"face_crop must be one of {FACE_CROPS}, not {self.face_crop!r}")
         if self.audio_fit not in AUDIO_FITS:
             raise ValueError(f"audio_fit must be one of {AUDIO_FITS}, not {self.audio_fit!r}")
-        object.__setattr__(self, "modalities", tuple(m for m in ("audio", "video") if m in self.modalities))
-        if not self.modalities:
-            raise ValueError("modalities must include audio and/or video")
         if self.frames < 1 or self.image_size < 8:
             raise ValueError("frames must be >= 1 and image_size >= 8")
 
@@ -62,15 +58,7 @@ class Preprocessing:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Hash of the settings that shape what is stored (frame settings do not count for audio-only data)."""
-        settings = self.to_dict()
-        if "video" not in self.modalities:
-            for name in _VIDEO_SETTINGS:
-                settings.pop(name)
-        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
-_VIDEO_SETTINGS = ("frames", "image_size", "face_crop", "face_margin")
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def centre_box(height: int, width: int) -> tuple[int, int, int]:
@@ -164,9 +152,11 @@ def extract_clip(
 ) -> dict:
     """Decode and featurise one clip; raises MediaError (with path and reason) for anything unusable.
 
-    `modalities` (default: `prep.modalities`) says what to decode; an audio-only clip has `video_path == ""`.
+    `modalities` says what to decode; by default everything the clip has (an audio-only clip has `video_path == ""`),
+    which is what the cache stores, so audio-visual, audio-only and video-only runs share one cache.
     """
-    modalities = prep.modalities if modalities is None else tuple(modalities)
+    if modalities is None:
+        modalities = ("audio", "video") if video_path else ("audio",)
     if "video" in modalities and not video_path:
         raise MediaError(audio_path, "no video file for this clip, but video was asked for")
     if video_path:
