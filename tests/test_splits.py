@@ -55,7 +55,7 @@ def test_guard_rejects_an_actor_in_two_splits():
     bad = pd.DataFrame({"actor_id": [1, 1, 2], "split": ["train", "test", "test"]})
     with pytest.raises(AssertionError, match="more than one split"):
         check_actor_disjoint(bad)
-    with pytest.raises(AssertionError, match="train split has no actor"):
+    with pytest.raises(AssertionError, match="train split is empty"):
         check_actor_disjoint(pd.DataFrame({"actor_id": [1], "split": ["test"]}))
 
 
