@@ -114,10 +114,9 @@ def run_baseline(cfg: DictConfig) -> float:
     run_dir = Path(cfg.paths.output_dir)
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
-    data_cfg = cfg.data.copy()
-    with open_dict(data_cfg):
-        data_cfg.modalities = ["audio"]  # features come from the audio; the split is the same as train.py's
-    datamodule = build_datamodule(data_cfg, None, cache="off")
+    with open_dict(cfg):
+        cfg.data.modalities = ["audio"]  # features come from the audio (the split is the same as train.py's)
+    datamodule = build_datamodule(cfg.data, None, cache="off")
     datamodule.prepare_data()
     datamodule.setup("test")
     clips = datamodule.clips

@@ -71,11 +71,11 @@ def run_identity(cfg: DictConfig, job_type: str) -> dict:
     name = " ".join(shown) or (str(cfg.task_name) + (f" {hydra_cfg.job.num}" if multirun else ""))
     choices = dict(hydra_cfg.runtime.choices) if hydra_cfg else {}
     data = cfg.get("data") or {}
-    tags = [
-        f"model:{choices.get('model') or cfg.get('method') or 'checkpoint'}",
-        "modalities:" + "+".join(data.get("modalities") or ["audio"]),
-        f"dataset:{data.get('dataset') or 'cremad'}",
-    ]
+    tags = [f"model:{choices.get('model') or cfg.get('method') or 'checkpoint'}"]
+    if data.get("modalities"):  # evaluate.py without data=<corpus> takes them from the checkpoint
+        tags.append("modalities:" + "+".join(data.modalities))
+    if data.get("dataset"):
+        tags.append(f"dataset:{data.dataset}")
     split = cfg.get("split")
     if isinstance(split, DictConfig):
         tags.append(f"split:{split.get('by', 'actor')}")
