@@ -221,6 +221,27 @@ def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp
     assert len(predictions) == 88 and set(predictions["label"]) == {"ANG", "DIS", "FEA", "HAP", "NEU", "SAD"}
     assert (predictions["label"] == predictions["pred"]).mean() == pytest.approx(cross["accuracy"])
     assert (tmp_path / "eval" / "confusion.png").is_file()
+    # An audio-only checkpoint predicts straight from WAV files, here the native 48 kHz stereo original.
+    native = RAVDESS_48K / "Actor_01" / "03-01-05-02-01-01-01.wav"
+    run_cli(
+        "-m",
+        "cremad_lit.predict",
+        f"ckpt_path={metrics['checkpoint']}",
+        f"inputs=[{native}]",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
+    predicted = pd.read_csv(tmp_path / "predict" / "predictions.csv")
+    assert len(predicted) == 1 and predicted.loc[0, "prediction"] in (
+        "ANG",
+        "DIS",
+        "FEA",
+        "HAP",
+        "NEU",
+        "SAD",
+    )
+    assert predicted[["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]].sum(axis=1).iloc[0] == pytest.approx(
+        1.0, abs=1e-4
+    )
 
 
 def test_baselines_on_trains_split_and_the_leaky_clip_flag(ravdess_dir, tmp_path):
