@@ -20,9 +20,9 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED) ## Create .venv and install cremad-lit with its dev tools
 
-demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+test audio-visual vs audio vs video on CPU
+demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+test audio-visual vs audio vs video on CPU (2 jobs at a time, 1 thread each)
 	$(PYTHON) -m cremad_lit.eda data=synthetic paths.data_dir=$(DATA_DIR)
-	$(PYTHON) train.py --multirun experiment=demo paths.data_dir=$(DATA_DIR) 'data.modalities=[audio,video],[audio],[video]' seed=0,1,2 hydra.sweep.dir=$(DEMO_DIR)
+	OMP_NUM_THREADS=1 $(PYTHON) train.py --multirun hydra/launcher=parallel experiment=demo paths.data_dir=$(DATA_DIR) 'data.modalities=[audio,video],[audio],[video]' seed=0,1,2 hydra.sweep.dir=$(DEMO_DIR)
 	$(PYTHON) -m cremad_lit.report $(DEMO_DIR)
 	@echo "Demo done. Report: $(DEMO_DIR)/report.md (mean ± std over seeds 0-1-2, each with its own actor split)."
 	@echo "  Per run: $(DEMO_DIR)/<n>/metrics.json, confusion.png, curves.png (runs.csv maps n to its settings); EDA: newest logs/eda/runs/*/report.md"

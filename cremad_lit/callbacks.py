@@ -6,6 +6,7 @@ python train.py    # conf/callbacks/default.yaml adds both; see <run dir>/histor
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ _COLUMNS = {
     "speed/clips_per_s": "speed/clips_per_s",
     "speed/data_wait_share": "speed/data_wait_share",
 }
+
+log = logging.getLogger(__name__)
 
 
 class TrainingSpeed(L.Callback):
@@ -66,6 +69,13 @@ class EpochHistory(L.Callback):
         tmp = self.output_dir / f".history.{os.getpid()}.tmp"
         pd.DataFrame(self.rows).to_csv(tmp, index=False)
         os.replace(tmp, self.output_dir / "history.csv")
+        # One line per epoch in train.log (and the console), readable where progress bars are off or interleaved.
+        log.info(
+            "%s epoch %d: %s",
+            self.output_dir.name,
+            row["epoch"],
+            ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k != "epoch"),
+        )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.rows:

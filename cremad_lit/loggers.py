@@ -44,6 +44,16 @@ def _hydra():
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
+def sweep_arguments(sweep_dir: str | Path) -> list[str]:
+    """The multirun's own command-line overrides, from the `multirun.yaml` Hydra writes before any job starts.
+
+    Read from there rather than sys.argv, which jobs of the joblib and SLURM launchers do not share."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file():
+        return sys.argv[1:]
+    return list(OmegaConf.load(saved).hydra.overrides.task)
+
+
 def swept_keys(argv: list[str] | None = None) -> set[str]:
     """The keys a multirun sweeps over (`seed=0,1,2`, `model=a,b`, `x=range(3)`), read from its command line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -62,7 +72,7 @@ def run_identity(cfg: DictConfig, job_type: str) -> dict:
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
     multirun = hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN"
     if multirun:
-        varying = swept_keys()
+        varying = swept_keys(sweep_arguments(hydra_cfg.sweep.dir))
         shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in varying]
         group = f"{cfg.task_name}/{Path(hydra_cfg.sweep.dir).name}"
     else:

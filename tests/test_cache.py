@@ -77,3 +77,17 @@ def test_prepare_command_writes_report(synthetic_root, tmp_path):
     assert corpus_dir.name.startswith("cremad-")
     [key_dir] = corpus_dir.iterdir()
     assert '"image_size": 96' in (key_dir / "settings.json").read_text()  # the tiny model's frame size
+
+
+def _build_in_process(cache_dir: str, root: str, count: int) -> int:
+    clips = build_catalog(root).head(count)
+    return ClipCache(cache_dir, Preprocessing(frames=2, image_size=32)).build(clips)["decoded_now"]
+
+
+def test_parallel_builders_wait_for_each_other(synthetic_root, tmp_path):
+    """Two jobs of a parallel sweep starting at once: one decodes, the other waits and finds everything cached."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        decoded = pool.starmap(_build_in_process, [(str(tmp_path), str(synthetic_root), 6)] * 2)
+    assert sorted(decoded) == [0, 6]

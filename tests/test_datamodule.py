@@ -98,3 +98,17 @@ def test_bad_options(synthetic_root):
         CremaDataModule(str(synthetic_root), PREP, modalities=("smell",))
     with pytest.raises(ValueError, match="cache"):
         CremaDataModule(str(synthetic_root), PREP, cache="sometimes")
+
+
+def test_voice_augmentations_stretch_bands_and_change_loudness():
+    from cremad_lit.data.datamodule import MEL_DB_STD, Augment, stretch
+
+    mel = torch.zeros(1, 64, 128)
+    mel[:, 20] = 1.0  # one Mel band lit
+    higher = stretch(mel, 1.2, 1.0)  # a higher voice: the band moves up by about 20%
+    assert higher.shape == mel.shape and int(higher[0, :, 64].argmax()) == 24
+    faster = stretch(torch.arange(128.0).expand(1, 64, 128), 1.0, 0.5)  # half the frames, the end padded
+    assert faster.shape == (1, 64, 128) and faster[0, 0, -1] == faster[0, 0, 63] and faster[0, 0, 10] > 15
+    louder = Augment(freq_mask=0, time_mask=0, gain_db=6).mel(mel)
+    offset = louder - mel
+    assert torch.allclose(offset, offset[0, 0, 0]) and 0 < abs(float(offset[0, 0, 0])) <= 6 / MEL_DB_STD

@@ -157,3 +157,25 @@ def test_pretrained_file_loads_local_weights(tmp_path):
 def test_unknown_backbone_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown timm backbone 'efficientnet_b99'"):
         Backbone("efficientnet_b99", pretrained=False)
+
+
+@pytest.mark.parametrize("audio_norm", ["none", "clip", "bins"])
+def test_audio_norm_takes_out_loudness_inside_the_model(audio_norm):
+    torch.manual_seed(0)
+    net = AudioVisualNet(("audio",), None, tiny_backbone(), None, ConcatFusion, audio_norm=audio_norm).eval()
+    mel = torch.randn(2, 1, 64, 128)
+    louder = {"mel": mel + 0.5}  # +10 dB in the data's scaling: a louder speaker or a hotter microphone
+    channel = {"mel": mel + torch.linspace(-1, 1, 64).view(1, 1, 64, 1)}  # a different frequency response
+    with torch.no_grad():
+        base = net({"mel": mel})
+        same_loud, same_channel = (
+            net(louder).allclose(base, atol=1e-4),
+            net(channel).allclose(base, atol=1e-4),
+        )
+    assert same_loud == (audio_norm != "none")
+    assert same_channel == (audio_norm == "bins")
+
+
+def test_unknown_audio_norm_is_a_clear_error():
+    with pytest.raises(ValueError, match="audio_norm must be one of"):
+        AudioVisualNet(("audio",), None, tiny_backbone(), None, ConcatFusion, audio_norm="loud")

@@ -45,6 +45,8 @@ def test_train_writes_metrics_plots_split_and_checkpoints(trained_run):
     )
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history["epoch"]) == [0, 1] and history[["train/loss", "val/loss"]].notna().all().all()
+    log_text = (run_dir / "train.log").read_text()  # one readable line per epoch, also with progress bars off
+    assert f"{run_dir.name} epoch 1: train/loss" in log_text and "val/acc" in log_text
     assert metrics["monitor"]["val/loss"] == pytest.approx(
         history["val/loss"].min(), rel=1e-6
     )  # the best, returned to sweepers
@@ -184,6 +186,7 @@ def test_multirun_jobs_and_report(synthetic_root, tmp_path):
         "-m",
         *common(synthetic_root, tmp_path),
         *TINY,
+        "hydra/launcher=parallel",  # two jobs at a time in joblib workers, which do not share the command line
         "trainer.max_epochs=1",
         "data.modalities=[audio],[audio,video]",
         "seed=0,1",

@@ -22,6 +22,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; parallel jobs may then decode the same clip twice (harmless, atomic)
+    fcntl = None
+
 from cremad_lit.data.features import Preprocessing, extract_clip
 from cremad_lit.data.media import MediaError
 
@@ -88,6 +93,13 @@ class ClipCache:
     ) -> dict:
         """Decode every clip of `clips` that is not cached yet; return a report (also saved as skipped.json)."""
         self.open()
+        # One builder at a time: jobs of a parallel sweep that start together wait, then find the clips cached.
+        with open(self.dir / ".lock", "w") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._build(clips, decoder, workers, retry_skipped)
+
+    def _build(self, clips: pd.DataFrame, decoder: str, workers: int, retry_skipped: bool) -> dict:
         skipped = {} if retry_skipped else self.skipped()
         todo = clips[~clips["clip_id"].map(lambda c: self.has(c) or c in skipped)]
         started = time.perf_counter()

@@ -17,12 +17,19 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from cremad_lit import EMOTIONS
 from cremad_lit.data.cache import ClipCache, source_key, write_json
 from cremad_lit.data.catalog import build_catalog
-from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
+from cremad_lit.data.features import (
+    MEL_DB_STD,
+    Preprocessing,
+    extract_clip,
+    normalise_frames,
+    normalise_mel,
+)
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
@@ -50,6 +57,9 @@ class Augment:
         time_mask: int = 16,
         masks: int = 1,
         time_shift: int = 0,
+        gain_db: float = 0.0,
+        freq_warp: float = 0.0,
+        time_warp: float = 0.0,
     ):
         import torchaudio.transforms as T
         from torchvision.transforms import v2
@@ -60,6 +70,7 @@ class Augment:
         # One crop transform per frame size, built on first use rather than for every clip.
         self._crops: dict[tuple[int, int], torch.nn.Module] = {}
         self.time_shift = time_shift
+        self.gain_db, self.freq_warp, self.time_warp = gain_db, freq_warp, time_warp
         self.spec = (
             torch.nn.Sequential(*[T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask)] * masks)
             if (freq_mask or time_mask) and masks > 0
@@ -76,10 +87,28 @@ class Augment:
             frames = self._crops[size](frames)
         return frames
 
-    def mel(self, mel: torch.Tensor) -> torch.Tensor:
+    def mel(self, mel: torch.Tensor) -> torch.Tensor:  # 1 x F x W, normalised dB
+        if self.gain_db:
+            mel = mel + float(torch.empty(()).uniform_(-self.gain_db, self.gain_db)) / MEL_DB_STD
+        if self.freq_warp or self.time_warp:
+            mel = stretch(mel, _factor(self.freq_warp), _factor(self.time_warp))
         if self.time_shift:
             mel = mel.roll(int(torch.randint(-self.time_shift, self.time_shift + 1, ())), dims=-1)
         return self.spec(mel) if self.spec is not None else mel
+
+
+def _factor(amount: float) -> float:
+    return float(torch.empty(()).uniform_(1 - amount, 1 + amount)) if amount else 1.0
+
+
+def stretch(mel: torch.Tensor, freq: float, time: float) -> torch.Tensor:
+    """Stretch a 1 x F x W image by these factors, then crop or edge-pad it back to F x W (low bands and onset kept)."""
+    bands, width = mel.shape[-2:]
+    size = (max(1, round(bands * freq)), max(1, round(width * time)))
+    resized = F.interpolate(mel[None], size=size, mode="bilinear", align_corners=False)[0]
+    resized = resized[..., :bands, :width]
+    pad = (0, width - resized.shape[-1], 0, bands - resized.shape[-2])
+    return F.pad(resized[None], pad, mode="replicate")[0] if any(pad) else resized
 
 
 class CremaDataset(Dataset):

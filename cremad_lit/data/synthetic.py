@@ -159,9 +159,11 @@ def render_frames(clip: Clip, duration: float, rng: np.random.Generator) -> np.n
     talk_rate = rng.uniform(3.0, 5.0)
     bob = rng.uniform(0, 2 * np.pi)
     frames = np.empty((count, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    background = np.empty((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    background[:] = actor.background
     for i, s in enumerate(ramp):
-        frame = np.empty((HEIGHT, WIDTH, 3), dtype=np.uint8)
-        frame[:] = actor.background
+        frame = frames[i]
+        frame[:] = background
         r = actor.face_radius * (1 + lean * s)
         cx = actor.face_center[0] + 4 * np.sin(2 * np.pi * 0.7 * t[i] + bob)
         cy = actor.face_center[1] + 3 * np.cos(2 * np.pi * 0.5 * t[i] + bob)
@@ -204,10 +206,11 @@ def render_frames(clip: Clip, duration: float, rng: np.random.Generator) -> np.n
         upper = np.stack([mx + xs * half, lip - mouth_open * r * (1 - xs**2)], axis=1)
         lower = np.stack([mx + xs * half, lip + mouth_open * r * (1 - xs**2)], axis=1)[::-1]
         cv2.fillPoly(frame, [np.concatenate([upper, lower]).astype(np.int32)], (60, 20, 40), cv2.LINE_AA)
-        # Sensor-like noise in 4x4 blocks; int16 keeps this the cheap part of rendering.
-        noise = rng.normal(0, 6, size=(HEIGHT // 4, WIDTH // 4, 3)).astype(np.int16)
-        noisy = frame.astype(np.int16) + cv2.resize(noise, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
-        frames[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+    # Sensor-like noise in 4x4 blocks, drawn for the whole clip at once (the same numbers as frame by frame).
+    noise = rng.normal(0, 6, size=(count, HEIGHT // 4, WIDTH // 4, 3)).astype(np.int16)
+    for frame, frame_noise in zip(frames, noise, strict=True):
+        upsampled = cv2.resize(frame_noise, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
+        cv2.add(frame, upsampled, dst=frame, dtype=cv2.CV_8U)  # saturates at 0 and 255
     return frames
 
 

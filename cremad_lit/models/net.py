@@ -18,6 +18,10 @@ from torch import nn
 from cremad_lit import EMOTIONS
 from cremad_lit.models.backbones import Backbone
 
+# none: the corpus-wide dB scaling of the data only | clip: each Mel image to zero mean, unit std | bins: each Mel
+# band to zero mean over time (cepstral mean normalisation: takes out the microphone and room), then unit std.
+AUDIO_NORMS = ("none", "clip", "bins")
+
 
 class AudioVisualNet(nn.Module):
     def __init__(
@@ -28,8 +32,12 @@ class AudioVisualNet(nn.Module):
         temporal: Callable[..., nn.Module] | None = None,
         fusion: Callable[..., nn.Module] | None = None,
         num_classes: int = len(EMOTIONS),
+        audio_norm: str = "none",
     ):
         super().__init__()
+        if audio_norm not in AUDIO_NORMS:
+            raise ValueError(f"audio_norm must be one of {AUDIO_NORMS}, not {audio_norm!r}")
+        self.audio_norm = audio_norm
         self.modalities = tuple(m for m in ("video", "audio") if m in modalities)
         if not self.modalities:
             raise ValueError(f"modalities must include audio and/or video, got {list(modalities)}")
@@ -52,10 +60,17 @@ class AudioVisualNet(nn.Module):
         per_frame = self.video_backbone(frames.flatten(0, 1)).view(batch, steps, -1)
         return self.temporal(per_frame)
 
+    def normalise_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        # Inside the model, so evaluate and predict apply it from the checkpoint with nothing to keep in step.
+        if self.audio_norm == "none":
+            return mel
+        centred = mel - mel.mean(dim=-1 if self.audio_norm == "bins" else (-2, -1), keepdim=True)
+        return centred / centred.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
+
     def forward(self, batch: dict) -> torch.Tensor:
         embeddings = []
         if "video" in self.modalities:
             embeddings.append(self.embed_video(batch["frames"]))
         if "audio" in self.modalities:
-            embeddings.append(self.audio_backbone(batch["mel"]))
+            embeddings.append(self.audio_backbone(self.normalise_audio(batch["mel"])))
         return self.fusion(embeddings)
