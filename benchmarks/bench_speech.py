@@ -113,15 +113,23 @@ def table() -> str:
         "| method (RAVDESS actors 01-18, 6 folds) | actor-disjoint accuracy | macro F1 | clip split accuracy | macro F1 | minutes (actor + clip) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    elsewhere = {}
     for row, (label, _, _) in ROWS.items():
         cells, minutes = [], []
         for protocol in PROTOCOLS:
             results = finished(row, protocol)
             cells += [cell(results, "accuracy"), cell(results, "f1_macro")]
             wall = sweep_dir(row, protocol) / "wall_seconds.txt"
-            minutes.append(f"{float(wall.read_text()) / 60:.1f}" if wall.is_file() else "-")
+            # Folds run by hand on another machine (the same overrides) leave a machine.txt saying where.
+            other = sweep_dir(row, protocol) / "machine.txt"
+            if other.is_file():
+                elsewhere[f"{row}-{protocol}"] = other.read_text().strip()
+                minutes.append("†")
+            else:
+                minutes.append(f"{float(wall.read_text()) / 60:.1f}" if wall.is_file() else "-")
         lines.append(f"| {label} | {' | '.join(cells)} | {' + '.join(minutes)} |")
-    return "\n".join(lines)
+    notes = [f"† {', '.join(sorted(elsewhere))}: run on {text}." for text in sorted(set(elsewhere.values()))]
+    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes)
 
 
 def main() -> None:

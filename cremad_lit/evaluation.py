@@ -17,7 +17,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.module import EmotionModule
-from cremad_lit.pipeline import build_datamodule, build_net, resolve_precision, run_info
+from cremad_lit.pipeline import (
+    build_datamodule,
+    build_net,
+    frame_spec_without_weights,
+    resolve_precision,
+    run_info,
+)
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
@@ -115,7 +121,10 @@ def evaluate(cfg: DictConfig) -> dict:
         saved_split = Path(train_cfg.paths.output_dir) / "split.csv"
         if same_corpus and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
-    datamodule = build_datamodule(data_cfg, module.net.frame_input_spec(), eval_split=cfg.split)
+    frame_spec = module.net.frame_input_spec() or frame_spec_without_weights(
+        train_cfg.model
+    )  # the run's cache
+    datamodule = build_datamodule(data_cfg, frame_spec, eval_split=cfg.split)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,

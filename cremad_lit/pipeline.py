@@ -40,10 +40,13 @@ def build_net(model_cfg: DictConfig):
 
 
 def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
-    """The video backbone's input spec, read without downloading weights (for data-only commands)."""
+    """The video backbone's input spec, read without downloading weights (for data-only commands).
+
+    Audio-only configs still name a video backbone: its frame size keys the cache, so the audio-only runs of a model
+    share the cache of its audio-visual runs (entries hold every modality a clip has)."""
     from cremad_lit.models.backbones import backbone_input_spec
 
-    if "video" not in model_cfg.modalities:
+    if not model_cfg.get("video_backbone"):
         return AUDIO_ONLY_SPEC
     backbone = OmegaConf.to_container(model_cfg.video_backbone, resolve=True)
     extra = {

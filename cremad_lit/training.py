@@ -21,7 +21,13 @@ from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.loggers import build_loggers, finish_loggers, log_model_artifacts, log_predictions_table
 from cremad_lit.module import EmotionModule
-from cremad_lit.pipeline import build_datamodule, build_net, resolve_precision, run_info
+from cremad_lit.pipeline import (
+    build_datamodule,
+    build_net,
+    frame_spec_without_weights,
+    resolve_precision,
+    run_info,
+)
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
@@ -94,7 +100,7 @@ def train(cfg: DictConfig) -> float | None:
         log.warning(LEAKY_WARNING)
     L.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg.model)
-    datamodule = build_datamodule(cfg.data, net.frame_input_spec())
+    datamodule = build_datamodule(cfg.data, net.frame_input_spec() or frame_spec_without_weights(cfg.model))
 
     class_weights = None
     if cfg.loss.class_weights:

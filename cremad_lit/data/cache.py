@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +144,12 @@ def _init_worker() -> None:
 def _run(jobs, cache: ClipCache, decoder: str, workers: int):
     if workers <= 0:
         yield from (_prepare_one(job, cache, decoder) for job in jobs)
+        return
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
+        # Inside a joblib (loky) worker of a parallel sweep, spawned children cannot start: decode on threads,
+        # which the decoders, OpenCV and torch mostly run outside the GIL.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield from pool.map(_prepare_one, jobs, [cache] * len(jobs), [decoder] * len(jobs))
         return
     # spawn: forking a process that already runs torch/OpenMP threads can deadlock.
     context = multiprocessing.get_context("spawn")
