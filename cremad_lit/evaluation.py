@@ -20,7 +20,7 @@ from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import (
     build_datamodule,
     build_net,
-    frame_spec_without_weights,
+    cache_frame_spec,
     resolve_precision,
     run_info,
 )
@@ -121,10 +121,9 @@ def evaluate(cfg: DictConfig) -> dict:
         saved_split = Path(train_cfg.paths.output_dir) / "split.csv"
         if same_corpus and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
-    frame_spec = module.net.frame_input_spec() or frame_spec_without_weights(
-        train_cfg.model
-    )  # the run's cache
-    datamodule = build_datamodule(data_cfg, frame_spec, eval_split=cfg.split)
+    datamodule = build_datamodule(
+        data_cfg, cache_frame_spec(module.net, train_cfg.model), eval_split=cfg.split
+    )
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,

@@ -57,6 +57,11 @@ def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
     return backbone_input_spec(backbone["name"], backbone.get("input_size"), **extra)
 
 
+def cache_frame_spec(net, model_cfg: DictConfig) -> dict:
+    """The frame spec that keys a run's cache: the net's own, or for an audio-only net its config's video backbone."""
+    return net.frame_input_spec() or frame_spec_without_weights(model_cfg)
+
+
 def check_data_root(data_cfg: DictConfig) -> None:
     if data_cfg.get("generate"):
         return

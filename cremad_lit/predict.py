@@ -25,6 +25,7 @@ from cremad_lit.data.cache import write_json
 from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
 from cremad_lit.data.media import MediaError
 from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
+from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def expand_inputs(inputs) -> list[Path]:
 
 
 def predict_files(module, train_cfg: DictConfig, files: list[Path], device: str = "cpu") -> list[dict]:
-    spec = module.net.frame_input_spec() or {"image_size": 224, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    spec = module.net.frame_input_spec() or AUDIO_ONLY_SPEC
     settings = dict(train_cfg.data.preprocessing)
     settings["image_size"] = spec["image_size"]
     modalities = module.net.modalities

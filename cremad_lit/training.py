@@ -24,7 +24,7 @@ from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import (
     build_datamodule,
     build_net,
-    frame_spec_without_weights,
+    cache_frame_spec,
     resolve_precision,
     run_info,
 )
@@ -100,7 +100,7 @@ def train(cfg: DictConfig) -> float | None:
         log.warning(LEAKY_WARNING)
     L.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg.model)
-    datamodule = build_datamodule(cfg.data, net.frame_input_spec() or frame_spec_without_weights(cfg.model))
+    datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model))
 
     class_weights = None
     if cfg.loss.class_weights:
