@@ -13,17 +13,15 @@ dir, and logs to W&B like train.py when a logger is on. Defaults: conf/baseline.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, open_dict
-from tqdm import tqdm
 
 from cremad_lit import EMOTIONS
-from cremad_lit.data.cache import write_atomic, write_json
-from cremad_lit.data.media import MediaError, read_audio
+from cremad_lit.data.cache import write_json
+from cremad_lit.data.functionals import egemaps_features, feature_dir, normalise_by_speaker
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.module import results_from_predictions
@@ -32,60 +30,6 @@ from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
 METHODS = ("egemaps_logreg", "majority")
-FEATURE_SET = "eGeMAPSv02"
-
-
-def _smile():
-    import opensmile
-
-    return opensmile.Smile(
-        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
-    )
-
-
-def _egemaps_one(job) -> tuple[str, np.ndarray | None, str | None]:
-    clip_id, video_path, audio_path, source, sample_rate, entry = job
-    try:
-        audio = read_audio(video_path, audio_path, source, sample_rate)
-        features = _smile().process_signal(audio, sample_rate).to_numpy(dtype=np.float32)[0]
-    except MediaError as error:
-        return clip_id, None, f"{error.path}: {error.reason}"
-    write_atomic(Path(entry), lambda handle: np.save(handle, features))
-    return clip_id, features, None
-
-
-def egemaps_features(clips, cache_dir: Path, prep, workers: int = 0) -> tuple[dict, list[dict]]:
-    """clip_id -> 88 eGeMAPS functionals, computed once per clip and cached; clips that fail are returned with why."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    features, skipped, jobs = {}, [], []
-    for row in clips.itertuples():
-        entry = cache_dir / f"{row.clip_id}.npy"
-        if entry.is_file():
-            features[row.clip_id] = np.load(entry)
-        else:
-            jobs.append(
-                (row.clip_id, row.video_path, row.audio_path, prep.audio_source, prep.sample_rate, str(entry))
-            )
-    if jobs:
-        if workers > 0:
-            with ProcessPoolExecutor(workers) as pool:
-                results = list(
-                    tqdm(
-                        pool.map(_egemaps_one, jobs, chunksize=8),
-                        total=len(jobs),
-                        desc="eGeMAPS",
-                        unit="clip",
-                    )
-                )
-        else:
-            results = [_egemaps_one(job) for job in tqdm(jobs, desc="eGeMAPS", unit="clip")]
-        for clip_id, values, reason in results:
-            if values is None:
-                log.warning("skipped %s", reason)
-                skipped.append({"clip_id": clip_id, "reason": reason})
-            else:
-                features[clip_id] = values
-    return features, skipped
 
 
 def fit_and_predict(method: str, train, val, test, c_grid) -> tuple[object, dict]:
@@ -116,21 +60,20 @@ def run_baseline(cfg: DictConfig) -> float:
         log.warning(LEAKY_WARNING)
     with open_dict(cfg):
         cfg.data.modalities = ["audio"]  # features come from the audio (the split is the same as train.py's)
-    datamodule = build_datamodule(cfg.data, None, cache="off")
+    # Only the clips and the split: the features (and their speaker normalisation) are made below.
+    datamodule = build_datamodule(cfg.data, None, cache="off", speaker_norm="none", functionals="none")
     datamodule.prepare_data()
     datamodule.setup("test")
     clips = datamodule.clips
-    feature_dir = (
-        Path(cfg.paths.cache_dir)
-        / datamodule.cache_source
-        / f"egemaps-{FEATURE_SET}-{datamodule.prep.sample_rate}"
-    )
+    features_at = feature_dir(cfg.paths.cache_dir, datamodule.cache_source, datamodule.prep.sample_rate)
     if cfg.method == "majority":
         features, skipped = {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
     else:
         features, skipped = egemaps_features(
-            clips, feature_dir, datamodule.prep, int(cfg.data.prepare_workers)
+            clips, features_at, datamodule.prep, int(cfg.data.prepare_workers)
         )
+    speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
+    features = normalise_by_speaker(features, speakers, cfg.data.get("speaker_norm", "none"))
     write_json(
         run_dir / "prepare_report.json", {"rejected": clips.attrs.get("rejected", []), "skipped": skipped}
     )
@@ -163,6 +106,7 @@ def run_baseline(cfg: DictConfig) -> float:
         extra={
             "task": "baseline",
             "method": cfg.method,
+            "speaker_norm": cfg.data.get("speaker_norm", "none"),
             "split": "test",
             "split_by": datamodule.split_by,
             "dataset": datamodule.dataset,

@@ -6,7 +6,9 @@ audio-only model), whatever their names.
 
 The model and its preprocessing are rebuilt from the checkpoint; audio comes from each video's own track. Prints a table
 and writes predictions.json, predictions.csv and one bar chart per clip (`<name>.png`) into its run dir. Files that
-cannot be decoded are reported with the reason and skipped.
+cannot be decoded are reported with the reason and skipped. A model trained with `data.speaker_norm` normalises each
+speaker's files by that speaker's statistics: by default the files of one folder are one speaker (`speaker=folder`;
+`speaker=file` or `speaker=all` otherwise).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from omegaconf import DictConfig, ListConfig
 from cremad_lit import EMOTIONS
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.cache import write_json
+from cremad_lit.data.datamodule import speaker_stats
 from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
-from cremad_lit.data.media import MediaError
+from cremad_lit.data.functionals import egemaps_of_audio, normalise_by_speaker
+from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
@@ -47,53 +51,92 @@ def expand_inputs(inputs) -> list[Path]:
     return files
 
 
-def predict_files(module, train_cfg: DictConfig, files: list[Path], device: str = "cpu") -> list[dict]:
+SPEAKER_GROUPS = ("folder", "file", "all")
+
+
+def speaker_of(path: Path, grouping: str) -> str:
+    """Which files count as one speaker for a speaker-normalised model: those in one folder, each file, or all."""
+    if grouping not in SPEAKER_GROUPS:
+        raise ValueError(f"speaker must be one of {SPEAKER_GROUPS}, not {grouping!r}")
+    return {"folder": str(path.parent), "file": str(path), "all": ""}[grouping]
+
+
+def predict_files(
+    module, train_cfg: DictConfig, files: list[Path], device: str = "cpu", speaker: str = "folder"
+) -> list[dict]:
     spec = module.net.frame_input_spec() or AUDIO_ONLY_SPEC
     settings = dict(train_cfg.data.preprocessing)
     settings["image_size"] = spec["image_size"]
     modalities = module.net.modalities
     prep = Preprocessing(**settings)
+    with_functionals = getattr(module.net, "functionals", None) is not None
     module = module.to(device).eval()
-    results = []
+    results, batches = [], []
     for path in files:
+        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
         try:
-            is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
-            sample = extract_clip(
-                "" if is_audio else str(path),
-                str(path) if is_audio else "",
-                prep,
-                train_cfg.data.decoder,
-                modalities,
-            )
+            sample = extract_clip(video_path, audio_path, prep, train_cfg.data.decoder, modalities)
+            if with_functionals:
+                audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate)
+                sample["functionals"] = egemaps_of_audio(audio, prep.sample_rate)
         except MediaError as error:
             log.warning("skipped %s: %s", error.path, error.reason)
             results.append({"file": str(path), "error": error.reason})
             continue
         batch = {}
         if "frames" in sample:
-            batch["frames"] = normalise_frames(torch.from_numpy(sample["frames"]), spec["mean"], spec["std"])[
-                None
-            ].to(device)
+            frames = normalise_frames(torch.from_numpy(sample["frames"]), spec["mean"], spec["std"])
+            batch["frames"] = frames[None]
         if "mel" in sample:
-            batch["mel"] = normalise_mel(torch.from_numpy(sample["mel"]))[None].to(device)
+            batch["mel"] = normalise_mel(torch.from_numpy(sample["mel"]))[None]
+        if "functionals" in sample:
+            batch["functionals"] = torch.from_numpy(sample["functionals"])[None]
+        results.append({"file": str(path)})
+        batches.append((results[-1], batch))
+    speaker_norm = train_cfg.data.get("speaker_norm", "none")
+    if speaker_norm != "none" and "audio" in modalities:
+        normalise_speakers([b for _, b in batches], [r["file"] for r, _ in batches], speaker_norm, speaker)
+    for result, batch in batches:
         with torch.no_grad():
-            probabilities = module(batch).float().softmax(dim=1)[0].cpu().tolist()
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            probabilities = module(inputs).float().softmax(dim=1)[0].cpu().tolist()
         best = max(range(len(EMOTIONS)), key=probabilities.__getitem__)
-        results.append(
-            {
-                "file": str(path),
-                "prediction": EMOTIONS[best],
-                "probabilities": dict(zip(EMOTIONS, probabilities, strict=True)),
-            }
-        )
+        result["prediction"] = EMOTIONS[best]
+        result["probabilities"] = dict(zip(EMOTIONS, probabilities, strict=True))
     return results
+
+
+def normalise_speakers(batches: list[dict], files: list[str], mode: str, grouping: str) -> None:
+    """A model trained with data.speaker_norm sees each speaker's inputs normalised by that speaker's statistics:
+    here the groups of files that `grouping` calls one speaker. In place."""
+    speakers = [speaker_of(Path(file), grouping) for file in files]
+    lone = sum(speakers.count(s) == 1 for s in set(speakers))
+    if lone:
+        log.warning(
+            "speaker-normalised model: %d speaker group(s) (speaker=%s) have one file, normalised by itself; "
+            "more recordings of the speaker give a better estimate",
+            lone,
+            grouping,
+        )
+    stats = speaker_stats(((s, b["mel"][0]) for s, b in zip(speakers, batches, strict=True)), mode)
+    for name, batch in zip(speakers, batches, strict=True):
+        mean, std = stats[name]
+        batch["mel"] = (batch["mel"] - mean) / std
+    if batches and "functionals" in batches[0]:
+        features = {i: b["functionals"][0].numpy() for i, b in enumerate(batches)}
+        normalised = normalise_by_speaker(features, dict(enumerate(speakers)), mode)
+        for i, batch in enumerate(batches):
+            batch["functionals"] = torch.from_numpy(normalised[i])[None]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     module, train_cfg = model_from_checkpoint(load_checkpoint(cfg.ckpt_path))
-    results = predict_files(module, train_cfg, expand_inputs(cfg.inputs), device)
+    results = predict_files(
+        module, train_cfg, expand_inputs(cfg.inputs), device, cfg.get("speaker", "folder")
+    )
     out = Path(cfg.paths.output_dir)
     write_json(out / "predictions.json", results)
     rows = [

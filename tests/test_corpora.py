@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import wave
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,10 +218,24 @@ def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp
     cross = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert cross["cross_corpus"] and cross["dataset"] == "manifest" and cross["n_test"] == 88
     assert cross["actors"] == ["spk17", "spk18"]
-    predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv", dtype={"clip_id": str})
     assert len(predictions) == 88 and set(predictions["label"]) == {"ANG", "DIS", "FEA", "HAP", "NEU", "SAD"}
     assert (predictions["label"] == predictions["pred"]).mean() == pytest.approx(cross["accuracy"])
     assert (tmp_path / "eval" / "confusion.png").is_file()
+    # experiment=speech normalises each speaker by their own clips: predict, grouping files by folder (one actor's
+    # each), gives exactly evaluate's probabilities for the same clips.
+    run_cli(
+        "-m",
+        "cremad_lit.predict",
+        f"ckpt_path={metrics['checkpoint']}",
+        f"inputs=[{ravdess_dir / 'Actor_17'},{ravdess_dir / 'Actor_18'}]",
+        f"hydra.run.dir={tmp_path / 'predict_folders'}",
+    )
+    emotions = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+    by_folder = pd.read_csv(tmp_path / "predict_folders" / "predictions.csv")
+    by_folder.index = by_folder["file"].map(lambda f: Path(f).stem)
+    evaluated = predictions.set_index("clip_id")[[f"p_{e}" for e in emotions]]
+    assert np.allclose(by_folder.loc[evaluated.index, emotions].to_numpy(), evaluated.to_numpy(), atol=1e-4)
     # An audio-only checkpoint predicts straight from WAV files, here the native 48 kHz stereo original.
     native = RAVDESS_48K / "Actor_01" / "03-01-05-02-01-01-01.wav"
     run_cli(
@@ -300,3 +315,75 @@ def test_report_labels_only_what_varies(ravdess_dir, tmp_path):
     assert sorted(table.index) == ["split.by=clip", "split.by=default"]
     assert table["runs"].sum() == 3 and "leaky" in (tmp_path / "runs" / "report.md").read_text()
     assert "accuracy" in result.stdout
+
+
+def quieter_copies(wavs, folder, gain: float = 0.25) -> list:
+    """Float WAV copies of real recordings, `gain` times the amplitude (0.25: 12 dB quieter), under their own names."""
+    from scipy.io import wavfile
+
+    from cremad_lit.data.media import read_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for wav in wavs:
+        wavfile.write(folder / wav.name, 16000, (read_wav(str(wav)) * gain).astype(np.float32))
+        copies.append(folder / wav.name)
+    return copies
+
+
+def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
+    """The same real recordings as two speakers, one 12 dB quieter: with data.speaker_norm=mean their Mel images
+    match (without it they sit 12 dB apart); `standard` leaves each speaker zero mean and unit std in every band."""
+    import torch
+
+    from cremad_lit.data.datamodule import CremaDataModule
+
+    originals = sorted((ravdess_dir / "Actor_01").glob("*.wav"))[:8]
+    copies = quieter_copies(originals, tmp_path / "quiet")
+    manifest = write_manifest(tmp_path / "clips.csv", originals)
+    rows = pd.read_csv(manifest)
+    quiet = rows.assign(
+        audio_path=[str(c) for c in copies], speaker="quiet", clip_id=[f"quiet-{c.stem}" for c in copies]
+    )
+    pd.concat([rows.assign(clip_id=[w.stem for w in originals]), quiet]).to_csv(manifest, index=False)
+
+    def mels(speaker_norm: str, functionals: str = "none") -> tuple:
+        datamodule = CremaDataModule(
+            None,
+            {},
+            dataset="manifest",
+            manifest=str(manifest),
+            modalities=("audio",),
+            cache_dir=str(tmp_path / "cache"),
+            eval_split="all",
+            speaker_norm=speaker_norm,
+            functionals=functionals,
+        )
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        every = datamodule.datasets["all"]
+        key = "mel" if functionals == "none" else "functionals"
+        by_id = {every[i]["clip_id"]: every[i][key] for i in range(len(every))}
+        first = torch.stack([by_id[w.stem] for w in originals])
+        second = torch.stack([by_id[f"quiet-{w.stem}"] for w in originals])
+        return first, second
+
+    loud, soft = mels("none")
+    assert float((loud - soft).mean()) == pytest.approx(12 / 20, abs=0.02)  # 12 dB in normalised units
+    loud, soft = mels("mean")
+    assert float((loud - soft).abs().max()) < 0.02
+    loud, soft = mels("standard")
+    assert float((loud - soft).abs().max()) < 0.05
+    bands = loud.transpose(0, 2).flatten(1)  # band x (clips * frames) of one speaker
+    assert torch.allclose(bands.mean(dim=1), torch.zeros(64), atol=1e-3)
+    assert torch.allclose(bands.std(dim=1, unbiased=False), torch.ones(64), atol=1e-3)
+    # The 88 eGeMAPS functionals of each clip (data.functionals=egemaps), z-scored within each speaker.
+    loud, soft = mels("standard", functionals="egemaps")
+    assert loud.shape == (8, 88) and loud.dtype == torch.float32
+    varying = loud.std(dim=0) > 0.5  # features constant within this speaker's 8 clips stay 0
+    assert varying.sum() > 60 and torch.allclose(loud.mean(dim=0), torch.zeros(88), atol=1e-4)
+    assert torch.allclose(loud.std(dim=0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
+    with pytest.raises(ValueError, match="speaker_norm"):
+        CremaDataModule(None, {}, dataset="manifest", manifest=str(manifest), speaker_norm="yes")
+    with pytest.raises(ValueError, match="functionals"):
+        CremaDataModule(None, {}, dataset="manifest", manifest=str(manifest), functionals="mfcc")

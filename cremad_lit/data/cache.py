@@ -66,9 +66,10 @@ class ClipCache:
     def has(self, clip_id: str) -> bool:
         return self.entry(clip_id).is_file()
 
-    def load(self, clip_id: str) -> dict:
+    def load(self, clip_id: str, names=None) -> dict:
+        """The clip's stored arrays (`names`: only these, e.g. ("mel",); npz members are read one by one)."""
         with np.load(self.entry(clip_id)) as stored:
-            return {name: stored[name] for name in stored.files}
+            return {name: stored[name] for name in stored.files if names is None or name in names}
 
     def save(self, clip_id: str, sample: dict) -> None:
         write_atomic(self.entry(clip_id), lambda handle: np.savez(handle, **sample))

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm import tqdm
 
 from cremad_lit import EMOTIONS
 from cremad_lit.data.cache import ClipCache, source_key, write_json
@@ -30,6 +31,7 @@ from cremad_lit.data.features import (
     normalise_frames,
     normalise_mel,
 )
+from cremad_lit.data.functionals import FUNCTIONALS, egemaps_features, feature_dir, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
@@ -43,6 +45,9 @@ from cremad_lit.data.splits import (
 log = logging.getLogger(__name__)
 MODALITIES = ("audio", "video")
 CACHE_MODES = ("auto", "off", "require")
+# none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's clips: no labels used)
+# | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes.
+SPEAKER_NORMS = ("none", "mean", "standard")
 
 
 class Augment:
@@ -122,8 +127,11 @@ class CremaDataset(Dataset):
         cache: ClipCache | None = None,
         decoder: str = "decord",
         augment: Augment | None = None,
+        speaker_stats: dict | None = None,
+        functionals: dict | None = None,
     ):
         self.clips = clips.reset_index(drop=True)
+        self.speaker_stats, self.functionals = speaker_stats, functionals
         self.prep, self.modalities, self.cache, self.decoder, self.augment = (
             prep,
             tuple(modalities),
@@ -137,15 +145,21 @@ class CremaDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    def stored(self, row, modalities=None) -> dict:
+        """The clip's stored tensors (from the cache, else decoded now) for `modalities` (default: the dataset's);
+        MediaError if it cannot be decoded."""
+        modalities = modalities or self.modalities
+        if self.cache is not None and self.cache.has(row.clip_id):
+            names = [
+                name for modality, name in (("audio", "mel"), ("video", "frames")) if modality in modalities
+            ]
+            return self.cache.load(row.clip_id, names)
+        return extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, modalities)
+
     def __getitem__(self, index: int) -> dict:
         row = self.clips.iloc[index]
         try:
-            if self.cache is not None and self.cache.has(row.clip_id):
-                stored = self.cache.load(row.clip_id)
-            else:
-                stored = extract_clip(
-                    row.video_path, row.audio_path, self.prep, self.decoder, self.modalities
-                )
+            stored = self.stored(row)
         except MediaError as error:
             return {"clip_id": row.clip_id, "error": str(error)}
         sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
@@ -154,8 +168,45 @@ class CremaDataset(Dataset):
             sample["frames"] = self.augment.frames(frames) if self.augment else frames
         if "audio" in self.modalities:
             mel = normalise_mel(torch.from_numpy(stored["mel"]))
+            if self.speaker_stats is not None:
+                mean, std = self.speaker_stats[row.actor_id]
+                mel = (mel - mean) / std
             sample["mel"] = self.augment.mel(mel) if self.augment else mel
+        if self.functionals is not None:
+            sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
         return sample
+
+
+def speaker_stats(mels, mode: str) -> dict:
+    """speaker -> (mean, std), each 1 x F x 1: per-band statistics over all the normalised Mel images of a speaker,
+    from (speaker, mel) pairs (std 1 with mode="mean")."""
+    sums: dict = {}
+    for speaker, mel in mels:
+        mel = mel.double()
+        total = sums.setdefault(speaker, [0, 0.0, 0.0])
+        total[0] += mel.shape[-1]
+        total[1] = total[1] + mel.sum(dim=-1, keepdim=True)
+        total[2] = total[2] + (mel**2).sum(dim=-1, keepdim=True)
+    stats = {}
+    for speaker, (count, total, squares) in sums.items():
+        mean = total / count
+        std = (squares / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-2)
+        stats[speaker] = (mean.float(), std.float() if mode == "standard" else torch.ones_like(mean).float())
+    return stats
+
+
+def speaker_mel_stats(dataset: CremaDataset, mode: str) -> dict:
+    """`speaker_stats` of every actor of `dataset`, over all of their clips; undecodable clips are left out."""
+
+    def mels():
+        rows = dataset.clips.itertuples()
+        for row in tqdm(rows, total=len(dataset.clips), desc="speaker statistics", unit="clip"):
+            try:
+                yield row.actor_id, normalise_mel(torch.from_numpy(dataset.stored(row, ("audio",))["mel"]))
+            except MediaError:
+                continue
+
+    return speaker_stats(mels(), mode)
 
 
 def collate_skipping_bad(samples: list[dict]) -> dict | None:
@@ -195,6 +246,8 @@ class CremaDataModule(L.LightningDataModule):
         output_dir: str | None = None,
         generate: dict | None = None,
         eval_split: str = "test",
+        speaker_norm: str = "none",
+        functionals: str = "none",
     ):
         super().__init__()
         modalities = tuple(modalities)
@@ -202,6 +255,12 @@ class CremaDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.modalities must be a non-empty subset of {list(MODALITIES)}, not {list(modalities)}"
             )
+        if speaker_norm not in SPEAKER_NORMS:
+            raise ValueError(f"data.speaker_norm must be one of {SPEAKER_NORMS}, not {speaker_norm!r}")
+        if functionals not in FUNCTIONALS:
+            raise ValueError(f"data.functionals must be one of {FUNCTIONALS}, not {functionals!r}")
+        self.speaker_norm, self.functionals = speaker_norm, functionals
+        self.cache_dir = cache_dir
         if cache not in CACHE_MODES:
             raise ValueError(f"data.cache must be one of {CACHE_MODES}, not {cache!r}")
         if root is None and not manifest:
@@ -271,6 +330,8 @@ class CremaDataModule(L.LightningDataModule):
         }
         if self.cache_mode == "auto":
             report.update(self.cache.build(clips, self.decoder, self.prepare_workers))
+        if self.functionals != "none":
+            report["functionals_skipped"] = self.functional_features(clips)[1]
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.output_dir / "prepare_report.json", report)
@@ -312,6 +373,15 @@ class CremaDataModule(L.LightningDataModule):
                 by=self.split_by,
             )
             check_actor_disjoint(self.split)
+        functionals = None
+        if self.functionals != "none":
+            features, skipped = self.functional_features(clips)
+            if skipped:
+                log.warning("leaving out %d clips without eGeMAPS features: %s", len(skipped), skipped[:3])
+                clips = clips[clips["clip_id"].isin(features)]
+            speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
+            features = {c: features[c] for c in clips["clip_id"]}
+            functionals = normalise_by_speaker(features, speakers, self.speaker_norm)
         key = split_key(self.split)
         if key == "clip_id":
             log.warning(LEAKY_WARNING)
@@ -319,6 +389,12 @@ class CremaDataModule(L.LightningDataModule):
         self.clips = clips
         if self.output_dir is not None and (self.trainer is None or self.trainer.is_global_zero):
             save_split(self.split, self.output_dir / "split.csv")
+        speaker_stats = None
+        if self.speaker_norm != "none" and "audio" in self.modalities:
+            every_clip = CremaDataset(
+                clips, self.prep, self.modalities, self.frame_mean, self.frame_std, self.cache, self.decoder
+            )
+            speaker_stats = speaker_mel_stats(every_clip, self.speaker_norm)
         for name in ("train", "val", "test", "all"):
             self.datasets[name] = CremaDataset(
                 clips if name == "all" else clips[clips["split"] == name],
@@ -329,11 +405,18 @@ class CremaDataModule(L.LightningDataModule):
                 self.cache,
                 self.decoder,
                 self.augment if name == "train" else None,
+                speaker_stats,
+                functionals,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
         log.info(
             "clips per split %s, actors per split %s", sizes, self.split["split"].value_counts().to_dict()
         )
+
+    def functional_features(self, clips: pd.DataFrame) -> tuple[dict, list[dict]]:
+        """clip_id -> eGeMAPS functionals of `clips` (cached beside the clip cache), and the clips that failed."""
+        at = feature_dir(self.cache_dir, self.cache_source, self.prep.sample_rate)
+        return egemaps_features(clips, at, self.prep, self.prepare_workers)
 
     def actors(self, split: str) -> list:
         """The actors (speakers) whose clips are in `split` (`all`: every one)."""

@@ -5,7 +5,8 @@ image) -> fusion -> logits. Built by Hydra from `conf/model/`; every part arrive
     python train.py model=resnet_vit_lstm             # the paper's Model 1
     python train.py data.modalities=[audio]           # unimodal ablation: only the audio branch is built
 
-Input is the batch dict (`frames` B x T x 3 x H x W, `mel` B x 1 x F x W); the net never sees a path.
+Input is the batch dict (`frames` B x T x 3 x H x W, `mel` B x 1 x F x W, with a functionals branch `functionals`
+B x 88); the net never sees a path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class AudioVisualNet(nn.Module):
         fusion: Callable[..., nn.Module] | None = None,
         num_classes: int = len(EMOTIONS),
         audio_norm: str = "none",
+        functionals: Callable[..., nn.Module] | None = None,
     ):
         super().__init__()
         if audio_norm not in AUDIO_NORMS:
@@ -49,6 +51,10 @@ class AudioVisualNet(nn.Module):
         if "audio" in self.modalities:
             self.audio_backbone = audio_backbone(in_chans=1)
             embedding_sizes.append(self.audio_backbone.out_features)
+        # Hand-made utterance features (data.functionals=egemaps): one more embedding for the fusion head.
+        self.functionals = functionals() if functionals is not None else None
+        if self.functionals is not None:
+            embedding_sizes.append(self.functionals.out_features)
         self.fusion = fusion(in_features=embedding_sizes, num_classes=num_classes)
 
     def frame_input_spec(self) -> dict | None:
@@ -73,4 +79,10 @@ class AudioVisualNet(nn.Module):
             embeddings.append(self.embed_video(batch["frames"]))
         if "audio" in self.modalities:
             embeddings.append(self.audio_backbone(self.normalise_audio(batch["mel"])))
+        if self.functionals is not None:
+            if "functionals" not in batch:
+                raise KeyError(
+                    "this model has a functionals branch: the data must provide them (data.functionals=egemaps)"
+                )
+            embeddings.append(self.functionals(batch["functionals"]))
         return self.fusion(embeddings)
