@@ -3,7 +3,8 @@
     python -m cremad_lit.prepare data.root=/path/to/CREMA-D     # optional: fill the cache up front
     python train.py data.root=/path/to/CREMA-D                  # the DataModule is built from conf/data/
 
-A batch is a dict: `frames` B x T x 3 x H x W float, `mel` B x 1 x 64 x 128 float, `label` B long, `clip_id` list.
+A batch is a dict: `frames` B x T x 3 x H x W float, `mel` B x 1 x 64 x 128 float, `label` B long, `clip_id` list,
+and with `data.functionals=egemaps` `functionals` B x 88 float.
 Only the modalities asked for are decoded and batched. Clips that cannot be decoded are skipped with a logged reason
 (and listed in the cache's skipped.json), never crashing an epoch.
 """
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 MODALITIES = ("audio", "video")
 CACHE_MODES = ("auto", "off", "require")
 # none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's clips: no labels used)
-# | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes.
+# | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes. The functionals
+# (data.functionals) get the same, feature by feature. Without a cache the statistics cost one more decoding pass.
 SPEAKER_NORMS = ("none", "mean", "standard")
 
 
