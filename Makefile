@@ -7,18 +7,43 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format bench bench-data bench-train bench-speech clean
+.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-speech clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(INSTALLED): pyproject.toml
+# The measured torch set (README, "Installing"): the lock holds these; pyproject.toml keeps the ranges.
+LOCK_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.1
+UV_VERSION := 0.13.9
+
+# A fresh venv every time the lock changes, so it holds exactly the lock (pip checks every hash).
+$(INSTALLED): requirements.lock pyproject.toml
+	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet --editable '.[dev]'
+	$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
+	$(PYTHON) -m pip check
+	$(PYTHON) -m cremad_lit.doctor --quick
 	@touch $@
 
 install: $(INSTALLED) ## Create .venv and install cremad-lit with its dev tools
+
+lock: ## Re-resolve requirements.lock from pyproject.toml (uv, every platform, hashes); then make install and make test
+	$(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet uv==$(UV_VERSION)
+	printf '%s\n' $(LOCK_PINS) > .venv-lock/pins.txt
+	printf 'setuptools>=77\n' > .venv-lock/build.txt
+	UV_PYTHON_DOWNLOADS=never .venv-lock/bin/uv pip compile pyproject.toml .venv-lock/build.txt --extra dev \
+		--universal --python-version 3.10 --generate-hashes --constraint .venv-lock/pins.txt \
+		--custom-compile-command "make lock" --quiet --output-file requirements.lock
+	rm -rf .venv-lock
+
+check-latest: ## Throwaway venv with the newest versions pyproject.toml allows, then the fast tests (upstream breaks)
+	rm -rf .venv-latest
+	$(PY) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager --editable '.[dev]'
+	.venv-latest/bin/python -m cremad_lit.doctor --against-lock requirements.lock
+	CREMAD_LIT_UNLOCKED=1 .venv-latest/bin/python -m pytest -m "not slow" -p no:cacheprovider
 
 demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+test audio-visual vs audio vs video on CPU (2 jobs at a time, 1 thread each)
 	$(PYTHON) -m cremad_lit.eda data=synthetic paths.data_dir=$(DATA_DIR)
@@ -26,6 +51,9 @@ demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+te
 	$(PYTHON) -m cremad_lit.report $(DEMO_DIR)
 	@echo "Demo done. Report: $(DEMO_DIR)/report.md (mean ± std over seeds 0-1-2, each with its own actor split)."
 	@echo "  Per run: $(DEMO_DIR)/<n>/metrics.json, confusion.png, curves.png (runs.csv maps n to its settings); EDA: newest logs/eda/runs/*/report.md"
+
+doctor: $(INSTALLED) ## Check the environment: versions, native libraries, decoders, accelerator, cache space
+	$(PYTHON) -m cremad_lit.doctor
 
 test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does)
 	$(PYTHON) -m pytest
@@ -53,4 +81,4 @@ bench-speech: $(INSTALLED) ## Real speech (RAVDESS, 6 actor folds): baselines, p
 	$(PYTHON) benchmarks/bench_speech.py
 
 clean: ## Remove runs, generated data, caches and .venv
-	rm -rf logs data .pytest_cache .ruff_cache $(VENV) *.egg-info
+	rm -rf logs data .pytest_cache .ruff_cache $(VENV) .venv-latest .venv-lock *.egg-info

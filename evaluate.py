@@ -12,11 +12,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cremad_lit.evaluation import evaluate
+from cremad_lit.environment import require_environment
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
+    require_environment()  # before torch, Lightning and timm load: a broken install stops with the fix named
+    from cremad_lit.evaluation import evaluate
+
     return evaluate(cfg)["accuracy"]
 
 

@@ -15,13 +15,16 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from cremad_lit.training import train
+from cremad_lit.environment import require_environment
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    require_environment()  # before torch, Lightning and timm load: a broken install stops with the fix named
+    from cremad_lit.training import train
+
     return train(cfg)
 
 

@@ -23,6 +23,7 @@ from cremad_lit import EMOTIONS
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.functionals import egemaps_features, feature_dir, normalise_by_speaker
 from cremad_lit.data.splits import LEAKY_WARNING
+from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.module import results_from_predictions
 from cremad_lit.pipeline import build_datamodule, run_info
@@ -53,6 +54,7 @@ def fit_and_predict(method: str, train, val, test, c_grid) -> tuple[object, dict
 
 
 def run_baseline(cfg: DictConfig) -> float:
+    require_environment()  # a broken install stops here, before any clip is touched
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {cfg.method!r}")
     run_dir = Path(cfg.paths.output_dir)

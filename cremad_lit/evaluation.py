@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import (
@@ -98,6 +99,7 @@ def _same_path(a, b) -> bool:
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    require_environment()  # a broken install stops here, before any clip is touched
     if cfg.split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
     run_dir = Path(cfg.paths.output_dir)

@@ -28,6 +28,7 @@ from cremad_lit.data.datamodule import speaker_stats
 from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
 from cremad_lit.data.functionals import egemaps_of_audio, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
+from cremad_lit.environment import require_environment
 from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
@@ -132,6 +133,7 @@ def normalise_speakers(batches: list[dict], files: list[str], mode: str, groupin
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    require_environment()  # a broken install stops here, before any clip is touched
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     module, train_cfg = model_from_checkpoint(load_checkpoint(cfg.ckpt_path))
     results = predict_files(

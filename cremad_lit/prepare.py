@@ -15,11 +15,13 @@ import hydra
 from omegaconf import DictConfig
 
 from cremad_lit.data.cache import write_json
+from cremad_lit.environment import require_environment
 from cremad_lit.pipeline import build_datamodule, frame_spec_without_weights
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
+    require_environment()  # a broken install stops here, before any clip is touched
     datamodule = build_datamodule(cfg.data, frame_spec_without_weights(cfg.model), cache="auto")
     if datamodule.generate:  # data=synthetic: write whatever clips are missing
         from cremad_lit.data.synthetic import generate

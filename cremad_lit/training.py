@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
+from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_model_artifacts, log_predictions_table
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import (
@@ -95,6 +96,7 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def train(cfg: DictConfig) -> float | None:
+    require_environment()  # a broken install stops here, before any clip is touched
     run_dir = Path(cfg.paths.output_dir)
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
@@ -140,7 +142,11 @@ def train(cfg: DictConfig) -> float | None:
     if monitored is None:
         monitored = trainer.callback_metrics.get(cfg.monitor.metric)
     if cfg.get("test_after_fit", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=tested or None, weights_only=True)
+        if tested:
+            # Exactly the weights stored in the checkpoint, as evaluate.py loads them: test(ckpt_path=...) would let
+            # a WeightAveraging (EMA) callback put the raw, non-averaged weights back after loading.
+            module.load_state_dict(torch.load(tested, map_location="cpu", weights_only=True)["state_dict"])
+        trainer.test(module, datamodule=datamodule)
         if trainer.is_global_zero:
             metrics = write_results(
                 run_dir,

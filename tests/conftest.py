@@ -42,16 +42,30 @@ def ravdess_dir() -> Path:
     return RAVDESS
 
 
+def ravdess_emotion(wav: Path) -> str:
+    """The emotion name a RAVDESS file's name holds (any of its eight), read with the adapter's own table."""
+    from cremad_lit.data.adapters.ravdess import EMOTIONS as RAVDESS_EMOTIONS
+
+    return RAVDESS_EMOTIONS[wav.stem.split("-")[2]]
+
+
+def six_emotion_wavs(wavs) -> list[Path]:
+    """The files of the six emotions RAVDESS shares with CREMA-D (the adapter's default leaves out the others)."""
+    from cremad_lit.data.adapters.ravdess import DEFAULT_LABEL_MAP
+
+    return [wav for wav in wavs if ravdess_emotion(wav) not in DEFAULT_LABEL_MAP]
+
+
 def write_manifest(path: Path, wavs: list[Path], extra_rows: list[dict] | None = None) -> Path:
-    """A manifest of RAVDESS wavs (relative paths where possible), with emotion names and speakers from the names."""
+    """A manifest of RAVDESS wavs (relative paths where possible), with the emotion names and speakers their names
+    hold: whatever the folder has, calm and surprised included (a manifest without a label map leaves those out)."""
     import pandas as pd
 
-    names = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry", "06": "fearful", "07": "disgust"}
     rows = [
         {
             "audio_path": os.path.relpath(wav, path.parent),
             "speaker": f"spk{wav.stem[-2:]}",
-            "emotion": names[wav.stem.split("-")[2]],
+            "emotion": ravdess_emotion(wav),
             "gender": "m" if int(wav.stem[-2:]) % 2 else "f",
         }
         for wav in wavs
@@ -124,10 +138,16 @@ def train_args(root: Path, tmp: Path, *extra: str) -> list[str]:
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: int = 900, check: bool = True
+    *args: str, cwd: Path | None = None, timeout: int = 900, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run a project command the way a user does (a fresh Python process), returning its output."""
-    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "1",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     result = subprocess.run(
         [sys.executable, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=env
     )

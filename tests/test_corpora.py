@@ -16,7 +16,7 @@ from cremad_lit.data.catalog import build_catalog, emotion_code
 from cremad_lit.data.features import Preprocessing, extract_clip
 from cremad_lit.data.media import read_wav
 from cremad_lit.data.splits import make_split
-from tests.conftest import RAVDESS_48K, common, run_cli, write_manifest
+from tests.conftest import RAVDESS_48K, common, run_cli, six_emotion_wavs, write_manifest
 
 
 def test_ravdess_eda_counts_the_real_clips(ravdess_dir, tmp_path):
@@ -224,11 +224,21 @@ def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp
     assert (tmp_path / "eval" / "confusion.png").is_file()
     # experiment=speech normalises each speaker by their own clips: predict, grouping files by folder (one actor's
     # each), gives exactly evaluate's probabilities for the same clips.
+    folders = []
+    for actor in (
+        "Actor_17",
+        "Actor_18",
+    ):  # the clips evaluate saw: a speaker's statistics are over their files
+        folder = tmp_path / "predict_in" / actor
+        folder.mkdir(parents=True)
+        for wav in six_emotion_wavs(sorted((ravdess_dir / actor).glob("*.wav"))):
+            (folder / wav.name).symlink_to(wav)
+        folders.append(folder)
     run_cli(
         "-m",
         "cremad_lit.predict",
         f"ckpt_path={metrics['checkpoint']}",
-        f"inputs=[{ravdess_dir / 'Actor_17'},{ravdess_dir / 'Actor_18'}]",
+        f"inputs=[{folders[0]},{folders[1]}]",
         f"hydra.run.dir={tmp_path / 'predict_folders'}",
     )
     emotions = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -338,7 +348,7 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
 
     from cremad_lit.data.datamodule import CremaDataModule
 
-    originals = sorted((ravdess_dir / "Actor_01").glob("*.wav"))[:8]
+    originals = six_emotion_wavs(sorted((ravdess_dir / "Actor_01").glob("*.wav")))[:8]
     copies = quieter_copies(originals, tmp_path / "quiet")
     manifest = write_manifest(tmp_path / "clips.csv", originals)
     rows = pd.read_csv(manifest)

@@ -153,6 +153,45 @@ def test_evaluate_reproduces_the_test_metrics(trained_run):
 
 
 @pytest.mark.slow
+def test_train_and_evaluate_test_the_same_ema_weights(synthetic_root, tmp_path):
+    """The demo's configuration (EMA weights, augmentation, early stopping): train.py's test and evaluate.py on the
+    checkpoint it tested give the same numbers for every clip, and those are the averaged weights, not the raw ones."""
+    run_dir = tmp_path / "run"
+    run_cli(
+        "train.py",
+        "experiment=demo",
+        *common(synthetic_root, tmp_path),
+        *TINY,
+        "logger=none",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run_dir}",
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    checkpoint = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged), (
+        "EMA should differ from the raw weights"
+    )
+
+    run_cli("evaluate.py", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in (
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "per_class_f1",
+        "confusion_matrix",
+    ):
+        assert again[key] == metrics[key], key
+    columns = [f"p_{e}" for e in EMOTIONS]
+    tested = pd.read_csv(run_dir / "predictions.csv").set_index("clip_id")[columns]
+    evaluated = pd.read_csv(tmp_path / "eval" / "predictions.csv").set_index("clip_id")[columns]
+    assert len(tested) == metrics["n_test"] > 0
+    assert (tested.loc[evaluated.index] - evaluated).abs().to_numpy().max() < 1e-6
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["effnet_lstm", "resnet_vit_lstm"])
 def test_paper_models_fit_and_test_for_real(synthetic_root, tmp_path, model):
     """The paper's two architectures (no weights, small frames) through one real train/val/test pass."""

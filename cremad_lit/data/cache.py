@@ -3,8 +3,14 @@
     python -m cremad_lit.prepare data.root=/path/to/CREMA-D       # the command; this module is its engine
 
 Layout: `<cache_dir>/<corpus>-<hash of its root>/<Preprocessing.key()>/settings.json`, `<clip_id>.npz` (uint8 frames, float16 Mel) and
-`skipped.json` (clip, path, reason of every clip that could not be used). Every file is written to a temporary name and
-renamed, so a run killed at any point leaves only whole entries and the next run resumes where it stopped.
+`skipped.json` (clip, path, reason, and the size and modification time of its files, for every clip whose media could
+not be used). Every file is written to a temporary name and renamed, so a run killed at any point leaves only whole
+entries and the next run resumes where it stopped.
+
+Only a MediaError (a file that cannot be opened, is empty or truncated, has no audio, is too long, will not decode) is
+recorded as a skip. Any other exception is the environment's or the code's: it is reported, never stored, and when it
+hits the first clips or most of them the build stops (BrokenEnvironment) instead of writing the corpus off. A skip
+whose files changed since (repaired, replaced) is decoded again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ except ImportError:  # Windows: no lock; parallel jobs may then decode the same 
 
 from cremad_lit.data.features import Preprocessing, extract_clip
 from cremad_lit.data.media import MediaError
+from cremad_lit.environment import BrokenEnvironment
+
+# The build stops when its first this-many clips all fail with errors that are not bad media, or when most clips do.
+FIRST_CLIPS_FAILING = 3
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,16 @@ def write_json(path: Path, payload) -> None:
     write_atomic(Path(path), lambda handle: handle.write(json.dumps(payload, indent=2, default=str).encode()))
 
 
+def file_fingerprint(*paths: str) -> dict[str, list[int]]:
+    """Size and modification time (ns) of each existing file: a skip is only valid for the files it was made on."""
+    stamps = {}
+    for path in paths:
+        if path and os.path.exists(path):
+            stat = os.stat(path)
+            stamps[str(path)] = [stat.st_size, stat.st_mtime_ns]
+    return stamps
+
+
 def source_key(dataset: str, location: str | os.PathLike) -> str:
     """A cache namespace per corpus copy, so two roots (say real and generated CREMA-D) never share entries."""
     resolved = str(Path(location).expanduser().resolve())
@@ -59,6 +79,7 @@ class ClipCache:
     def __init__(self, cache_dir: str | os.PathLike, prep: Preprocessing, source: str | None = None):
         self.prep = prep
         self.dir = Path(cache_dir) / (source or "") / prep.key()
+        self.errors: dict[str, dict] = {}  # clips the last build could not prepare for a reason not their own
 
     def entry(self, clip_id: str) -> Path:
         return self.dir / f"{clip_id}.npz"
@@ -101,19 +122,39 @@ class ClipCache:
             return self._build(clips, decoder, workers, retry_skipped)
 
     def _build(self, clips: pd.DataFrame, decoder: str, workers: int, retry_skipped: bool) -> dict:
-        skipped = {} if retry_skipped else self.skipped()
+        skipped = {} if retry_skipped else self._still_valid_skips(clips)
         todo = clips[~clips["clip_id"].map(lambda c: self.has(c) or c in skipped)]
         started = time.perf_counter()
         jobs = list(zip(todo["clip_id"], todo["video_path"], todo["audio_path"], strict=True))
+        self.errors = {}
         if jobs:
-            results = _run(jobs, self, decoder, workers)
-            for clip_id, path, reason in tqdm(
-                results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
-            ):
-                if reason is not None:
-                    skipped[clip_id] = {"clip_id": clip_id, "path": path, "reason": reason}
-                    log.warning("skipped %s: %s", path, reason)
-            write_json(self.skipped_file, sorted(skipped.values(), key=lambda r: r["clip_id"]))
+            done, results = 0, _run(jobs, self, decoder, workers)
+            try:
+                for clip_id, path, reason, error in tqdm(
+                    results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
+                ):
+                    done += 1
+                    skipped.pop(clip_id, None)
+                    if reason is not None:
+                        row = todo.loc[todo["clip_id"] == clip_id].iloc[0]
+                        files = file_fingerprint(row["video_path"], row["audio_path"])
+                        skipped[clip_id] = {
+                            "clip_id": clip_id,
+                            "path": path,
+                            "reason": reason,
+                            "files": files,
+                        }
+                        log.warning("skipped %s: %s", path, reason)
+                    elif error is not None:
+                        self.errors[clip_id] = {"clip_id": clip_id, "path": path, "error": error}
+                        log.error("could not prepare %s (not a media problem, not recorded): %s", path, error)
+                        if len(self.errors) == done == min(FIRST_CLIPS_FAILING, len(jobs)):
+                            raise BrokenEnvironment(self._stop_message(done))
+                if len(self.errors) > len(jobs) / 2:
+                    raise BrokenEnvironment(self._stop_message(done))
+            finally:
+                results.close()  # on a stop: cancel what the workers have not started
+                write_json(self.skipped_file, sorted(skipped.values(), key=lambda r: r["clip_id"]))
         report = {
             "cache_dir": str(self.dir),
             "settings": self.prep.to_dict(),
@@ -121,19 +162,42 @@ class ClipCache:
             "decoded_now": len(jobs),
             "seconds": round(time.perf_counter() - started, 2),
             "skipped": [skipped[c] for c in clips["clip_id"] if c in skipped],
+            # Left out of this run only: retried by the next one.
+            "errors": list(self.errors.values()),
         }
         return report
 
+    def _still_valid_skips(self, clips: pd.DataFrame) -> dict[str, dict]:
+        """The recorded skips whose files are unchanged; older records without a fingerprint are retried."""
+        paths = clips.set_index("clip_id")[["video_path", "audio_path"]]
+        valid = {}
+        for clip_id, record in self.skipped().items():
+            if clip_id not in paths.index:
+                valid[clip_id] = record  # not asked for now: keep it as it is
+            elif record.get("files") and record["files"] == file_fingerprint(*paths.loc[clip_id]):
+                valid[clip_id] = record
+        return valid
+
+    def _stop_message(self, done: int) -> str:
+        first = next(iter(self.errors.values()))
+        return (
+            f"stopped preparing {self.dir}: {len(self.errors)} of the {done} clips tried so far failed with errors "
+            f"that are not bad media, e.g. {first['path']}: {first['error']}\n"
+            "Nothing was recorded as skipped for them, so the next run decodes them again. This is most likely the "
+            "environment (a library that does not load or run): python -m cremad_lit.doctor names it."
+        )
+
 
 def _prepare_one(job, cache: ClipCache, decoder: str):
+    """(clip_id, path, media reason or None, other error or None): only bad media becomes a skip."""
     clip_id, video_path, audio_path = job
     try:
         cache.save(clip_id, extract_clip(video_path, audio_path, cache.prep, decoder))
-        return clip_id, video_path, None
+        return clip_id, video_path, None, None
     except MediaError as error:
-        return clip_id, error.path, error.reason
-    except Exception as error:  # an unexpected decoder failure must not stop the other clips
-        return clip_id, video_path, f"{type(error).__name__}: {error}"
+        return clip_id, error.path, error.reason, None
+    except Exception as error:  # reported and counted by the caller; one odd failure must not stop the others
+        return clip_id, video_path or audio_path, None, f"{type(error).__name__}: {error}"
 
 
 def _init_worker() -> None:
@@ -149,10 +213,14 @@ def _run(jobs, cache: ClipCache, decoder: str, workers: int):
     if multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
         # Inside a joblib (loky) worker of a parallel sweep, spawned children cannot start: decode on threads,
         # which the decoders, OpenCV and torch mostly run outside the GIL.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            yield from pool.map(_prepare_one, jobs, [cache] * len(jobs), [decoder] * len(jobs))
-        return
-    # spawn: forking a process that already runs torch/OpenMP threads can deadlock.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        yield from pool.map(_prepare_one, jobs, [cache] * len(jobs), [decoder] * len(jobs), chunksize=8)
+        pool = ThreadPoolExecutor(max_workers=workers)
+        results = pool.map(_prepare_one, jobs, [cache] * len(jobs), [decoder] * len(jobs))
+    else:
+        # spawn: forking a process that already runs torch/OpenMP threads can deadlock.
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+        results = pool.map(_prepare_one, jobs, [cache] * len(jobs), [decoder] * len(jobs), chunksize=8)
+    try:
+        yield from results
+    finally:  # a build that stops early must not decode the rest first
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -231,7 +231,7 @@ def synthesize_voice(clip: Clip, duration: float, rate: int, rng: np.random.Gene
     return (voice + rng.normal(0, 0.004, size=t.shape)).astype(np.float32)
 
 
-def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     tmp = path.with_name(path.name + ".tmp")
     with wave.open(str(tmp), "wb") as handle:
@@ -286,7 +286,7 @@ def write_clip(clip: Clip, out: Path, layout: str) -> str:
     if layout == "official":
         encode_video(out / "VideoFlash" / f"{clip.stem}.flv", frames, video_audio, "flv")
         wav = synthesize_voice(clip, duration, WAV_RATE, np.random.default_rng(clip.seed + 1))
-        _write_wav(out / "AudioWAV" / f"{clip.stem}.wav", wav, WAV_RATE)
+        write_wav(out / "AudioWAV" / f"{clip.stem}.wav", wav, WAV_RATE)
     else:
         gender = "01" if clip.actor.sex == "Male" else "02"
         encode_video(out / f"{clip.stem}_{gender}.mp4", frames, video_audio, "mp4")

@@ -1,0 +1,198 @@
+"""What to run when something is wrong: the stack's versions, every native library loaded, a generated clip decoded
+through each decoder path, the accelerator and precision train.py would use, and the cache folder's free space.
+
+    python -m cremad_lit.doctor                              # exits non-zero naming the broken part and the fix
+    python -m cremad_lit.doctor --quick                      # native libraries only (make install ends with this)
+    python -m cremad_lit.doctor --against-lock requirements.lock    # also: what differs from the lock (check-latest)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cremad_lit.environment import REINSTALL, Check, _version, check_native, failure_message
+
+STACK = [
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "timm",
+    "decord",
+    "av",
+    "opencv-python-headless",
+    "torchmetrics",
+    "wandb",
+    "pandas",
+    "matplotlib",
+    "numpy",
+    "opensmile",
+    "scikit-learn",
+]
+
+
+def decode_checks(workdir: Path) -> list[Check]:
+    """Write a tiny FLV1/MP3 clip and its WAV with PyAV, then decode them the ways the pipeline does."""
+    from cremad_lit.data.features import Preprocessing, extract_clip
+    from cremad_lit.data.media import read_frames, read_video_audio, read_wav
+    from cremad_lit.data.synthetic import VIDEO_AUDIO_RATE, encode_video, write_wav
+
+    video, wav = workdir / "doctor.flv", workdir / "doctor.wav"
+    t = np.arange(VIDEO_AUDIO_RATE) / VIDEO_AUDIO_RATE
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t)
+    frames = np.zeros((30, 360, 480, 3), np.uint8)
+    frames[:, 100:260, 160:320] = (np.arange(30) * 8)[:, None, None, None]
+    checks = []
+    try:
+        encode_video(video, frames, tone, "flv")
+        write_wav(wav, tone[::3], 14700)
+        checks.append(Check("encode FLV1/MP3 (PyAV)", True, detail=f"{video.stat().st_size} bytes"))
+    except Exception as error:
+        return [
+            Check("encode FLV1/MP3 (PyAV)", False, detail=f"{type(error).__name__}: {error}", fix=REINSTALL)
+        ]
+    steps = [
+        ("frames, decord", lambda: read_frames(str(video), 8, "decord").shape),
+        ("frames, PyAV", lambda: read_frames(str(video), 8, "pyav").shape),
+        ("video's audio, decord", lambda: read_video_audio(str(video), 16000, "decord").shape),
+        ("video's audio, PyAV", lambda: read_video_audio(str(video), 16000, "pyav").shape),
+        ("WAV, resampled to 16 kHz", lambda: read_wav(str(wav), 16000).shape),
+        (
+            "clip features (face crop, Mel)",
+            lambda: {
+                k: v.shape
+                for k, v in extract_clip(
+                    str(video), str(wav), Preprocessing(image_size=64, face_crop="haar")
+                ).items()
+            },
+        ),
+    ]
+    for name, step in steps:
+        try:
+            checks.append(Check(f"decode: {name}", True, detail=str(step())))
+        except Exception as error:
+            checks.append(
+                Check(f"decode: {name}", False, detail=f"{type(error).__name__}: {error}", fix=REINSTALL)
+            )
+    return checks
+
+
+def accelerator_check() -> Check:
+    import torch
+
+    from cremad_lit.pipeline import resolve_precision
+
+    precision = resolve_precision("auto", "auto")
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    else:
+        device = f"CPU only ({torch.get_num_threads()} threads; torch built for CUDA {torch.version.cuda})"
+    return Check("accelerator", True, detail=f"{device}; trainer.precision=auto gives {precision}")
+
+
+def cache_check(cache_dir: Path) -> Check:
+    existing = cache_dir
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free / 2**30
+    ok = free >= 1.0
+    return Check(
+        "cache folder",
+        ok,
+        detail=f"{cache_dir.resolve()} ({'exists' if cache_dir.exists() else 'not created yet'}), {free:.1f} GiB free",
+        fix="" if ok else "free some space or point paths.cache_dir at a larger disk",
+    )
+
+
+def lock_differences(lock_file: Path) -> list[str]:
+    """Installed packages whose version is not the lock's (names normalised as in PEP 503)."""
+    import importlib.metadata
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    locked: dict[str, set[str]] = {}
+    for line in lock_file.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if match:
+            locked.setdefault(norm(match.group(1)), set()).add(match.group(2))
+    rows = []
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: norm(d.metadata["Name"])):
+        name = norm(dist.metadata["Name"])
+        if name in ("cremad-lit", "pip"):  # the project itself, and the venv's own installer
+            continue
+        pinned = locked.get(name)
+        if pinned is None:
+            rows.append(f"{name} {dist.version} (not in the lock)")
+        elif dist.version not in pinned:
+            rows.append(f"{name} {dist.version} (lock: {' / '.join(sorted(pinned))})")
+    return rows
+
+
+def show(check: Check) -> None:
+    mark = "ok  " if check.ok else "FAIL"
+    print(
+        f"  [{mark}] {check.name}{' ' + check.version if check.version else ''}{': ' + check.detail if check.detail else ''}"
+    )
+    if not check.ok and check.fix:
+        print(f"         fix: {check.fix}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cremad_lit.doctor", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only load the native libraries")
+    parser.add_argument(
+        "--cache-dir", default="data/cache", help="the cache folder to report on (paths.cache_dir)"
+    )
+    parser.add_argument(
+        "--against-lock", type=Path, help="list installed versions that differ from this lock file"
+    )
+    args = parser.parse_args(argv)
+
+    print(
+        f"cremad-lit {_version('cremad-lit')} on Python {platform.python_version()} ({platform.platform()})"
+    )
+    print("  " + ", ".join(f"{name} {_version(name)}" for name in STACK))
+    print("native libraries:")
+    checks = check_native()
+    for check in checks:
+        show(check)
+    native_ok = all(c.ok for c in checks)
+    if not args.quick and native_ok:
+        print("decoding a generated clip:")
+        with tempfile.TemporaryDirectory(prefix="cremad-doctor-") as tmp:
+            for check in decode_checks(Path(tmp)):
+                show(check)
+                checks.append(check)
+        print("where runs go:")
+        for check in (accelerator_check(), cache_check(Path(args.cache_dir))):
+            show(check)
+            checks.append(check)
+    if args.against_lock:
+        differences = lock_differences(args.against_lock)
+        print(f"installed versions that differ from {args.against_lock} ({len(differences)}):")
+        for row in differences:
+            print(f"  {row}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        print(
+            "\n" + failure_message(failed).replace("so nothing was started", "so runs would stop"),
+            file=sys.stderr,
+        )
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
