@@ -21,9 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DOC, machine, write_section  # noqa: E402
+
+from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared")) / "ravdess-speech"
@@ -41,6 +44,11 @@ ROWS = {
         "eGeMAPS functionals + logistic regression, speaker-normalised",
         "baseline",
         ["data.speaker_norm=standard"],
+    ),
+    "compare_speaker": (
+        "ComParE 2016 functionals (6,373) + logistic regression, speaker-normalised",
+        "baseline",
+        ["method=compare_logreg", "data.speaker_norm=standard"],
     ),
     "resnet18_paper": (
         f"ResNet-18 (paper's Model 1 audio branch), {PAPER}",
@@ -82,7 +90,14 @@ ROWS = {
         "train",
         ["experiment=speech"],
     ),
+    "speech_compare": (
+        "experiment=speech with the ComParE branch instead of eGeMAPS",
+        "train",
+        ["experiment=speech", "data.functionals=compare", "model.functionals.in_features=6373"],
+    ),
 }
+# The strongest classical baseline: every other row is paired with it.
+REFERENCE = "compare_speaker"
 PROTOCOLS = ("actor", "clip")
 
 
@@ -145,26 +160,79 @@ def published() -> tuple[dict, list[str]]:
     return rows, [line for line in lines if line.startswith("† ")]
 
 
+def test_predictions(row: str, protocol: str = "actor") -> pd.DataFrame | None:
+    """Every fold's test predictions of a finished row, pooled, when they name each clip's speaker."""
+    files = sorted(sweep_dir(row, protocol).glob("*/predictions.csv"))
+    if len(files) < FOLDS:
+        return None
+    tables = [pd.read_csv(f, dtype={"speaker": str, "clip_id": str}) for f in files]
+    return pd.concat(tables, ignore_index=True) if all("speaker" in t for t in tables) else None
+
+
+def interval_cell(row: str) -> str:
+    predictions = test_predictions(row)
+    if predictions is None:
+        return ""
+    interval = accuracy_interval(predictions)
+    return f"[{interval['low']:.3f}, {interval['high']:.3f}]"
+
+
+def paired_lines() -> list[str]:
+    """Every row with actor-fold predictions against the reference: folds better, the pooled difference and its 95%
+    interval by bootstrap over the 18 test speakers."""
+    reference = test_predictions(REFERENCE)
+    if reference is None:
+        return []
+    by_fold = {r["test_actors"][0]: r["accuracy"] for r in finished(REFERENCE, "actor")}
+    lines = [
+        f"Paired with {ROWS[REFERENCE][0]} on the same 6 actor folds (accuracy difference):",
+        "",
+        "| method | folds better / worse | pooled difference | 95% interval (18 test speakers) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row, (label, _, _) in ROWS.items():
+        predictions = test_predictions(row)
+        if row == REFERENCE or predictions is None:
+            continue
+        folds = {r["test_actors"][0]: r["accuracy"] for r in finished(row, "actor")}
+        better = sum(folds[a] > by_fold[a] for a in folds if a in by_fold)
+        worse = sum(folds[a] < by_fold[a] for a in folds if a in by_fold)
+        paired = paired_difference(predictions, reference)
+        lines.append(
+            f"| {label} | {better} / {worse} | {paired['difference']:+.3f} | "
+            f"[{paired['low']:+.3f}, {paired['high']:+.3f}] |"
+        )
+    return lines
+
+
 def table() -> str:
     published_rows, published_notes = published()
     kept_notes = []
     lines = [
-        "| method (RAVDESS actors 01-18, 6 folds) | actor-disjoint accuracy | macro F1 | clip split accuracy | macro F1 | minutes (actor + clip) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method (RAVDESS actors 01-18, 6 folds) | actor-disjoint accuracy | 95% interval (speakers) | macro F1 | clip split accuracy | macro F1 | minutes (actor + clip) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     elsewhere = {}
     for row, (label, _, _) in ROWS.items():
-        if not any(finished(row, protocol) for protocol in PROTOCOLS) and label in published_rows:
-            lines.append(published_rows[label])
+        old = published_rows[label].split(" | ") if label in published_rows else None
+        if old is not None and len(old) == 6:  # published before the interval column
+            old.insert(2, "")
+        if old is not None and not any(finished(row, protocol) for protocol in PROTOCOLS):
+            lines.append(" | ".join(old))
             kept_notes += [note for note in published_notes if f"{row}-" in note and note not in kept_notes]
             continue
         cells, minutes = [], []
         for protocol in PROTOCOLS:
             results = finished(row, protocol)
-            cells += [cell(results, "accuracy"), cell(results, "f1_macro")]
             wall = sweep_dir(row, protocol) / "wall_seconds.txt"
             # Folds run by hand on another machine (the same overrides) leave a machine.txt saying where.
             other = sweep_dir(row, protocol) / "machine.txt"
+            if not results and old is not None:  # this protocol not re-run here: its published cells
+                cells += old[1:4] if protocol == "actor" else old[4:6]
+                minutes.append(old[6].strip(" |").split(" + ")[PROTOCOLS.index(protocol)])
+                continue
+            metrics = [cell(results, "accuracy"), cell(results, "f1_macro")]
+            cells += [metrics[0], interval_cell(row), metrics[1]] if protocol == "actor" else metrics
             if other.is_file():
                 elsewhere[f"{row}-{protocol}"] = other.read_text().strip()
                 minutes.append("†")
@@ -172,7 +240,12 @@ def table() -> str:
                 minutes.append(f"{float(wall.read_text()) / 60:.1f}" if wall.is_file() else "-")
         lines.append(f"| {label} | {' | '.join(cells)} | {' + '.join(minutes)} |")
     notes = [f"† {', '.join(sorted(elsewhere))}: run on {text}." for text in sorted(set(elsewhere.values()))]
-    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes + kept_notes)
+    paired = paired_lines()
+    return (
+        "\n".join(lines)
+        + "".join(f"\n\n{note}" for note in notes + kept_notes)
+        + ("\n\n" + "\n".join(paired) if paired else "")
+    )
 
 
 def main() -> None:

@@ -5,8 +5,9 @@
     python -m cremad_lit.report logs/baseline/multiruns/<time>
 
 `method=egemaps_logreg` (default): openSMILE's 88 eGeMAPSv02 functionals per clip (cached beside the clip cache),
-standardised, logistic regression with C chosen on the validation actors. `method=majority`: the training set's most
-frequent emotion. Writes metrics.json, confusion.png, predictions.csv, split.csv and prepare_report.json into its run
+standardised, logistic regression with C chosen on the validation actors. `method=compare_logreg`: the same on the
+6,373 ComParE 2016 functionals. `method=majority`: the training set's most frequent emotion. `data.speaker_norm=standard`
+z-scores each speaker's features over that speaker's clips first. Writes metrics.json, confusion.png, predictions.csv, split.csv and prepare_report.json into its run
 dir, and logs to W&B like train.py when a logger is on. Defaults: conf/baseline.yaml.
 """
 
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from cremad_lit import EMOTIONS
 from cremad_lit.data.cache import write_json
-from cremad_lit.data.functionals import egemaps_features, feature_dir, normalise_by_speaker
+from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
@@ -30,7 +31,8 @@ from cremad_lit.pipeline import build_datamodule, run_info
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
-METHODS = ("egemaps_logreg", "majority")
+# method -> the functionals it reads (None: no features)
+METHODS = {"egemaps_logreg": "egemaps", "compare_logreg": "compare", "majority": None}
 
 
 def fit_and_predict(method: str, train, val, test, c_grid) -> tuple[object, dict]:
@@ -56,7 +58,7 @@ def fit_and_predict(method: str, train, val, test, c_grid) -> tuple[object, dict
 def run_baseline(cfg: DictConfig) -> float:
     require_environment()  # a broken install stops here, before any clip is touched
     if cfg.method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {cfg.method!r}")
+        raise ValueError(f"method must be one of {tuple(METHODS)}, not {cfg.method!r}")
     run_dir = Path(cfg.paths.output_dir)
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
@@ -67,12 +69,15 @@ def run_baseline(cfg: DictConfig) -> float:
     datamodule.prepare_data()
     datamodule.setup("test")
     clips = datamodule.clips
-    features_at = feature_dir(cfg.paths.cache_dir, datamodule.cache_source, datamodule.prep.sample_rate)
-    if cfg.method == "majority":
+    kind = METHODS[cfg.method]
+    if kind is None:
         features, skipped = {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
     else:
-        features, skipped = egemaps_features(
-            clips, features_at, datamodule.prep, int(cfg.data.prepare_workers)
+        features_at = feature_dir(
+            cfg.paths.cache_dir, datamodule.cache_source, datamodule.prep.sample_rate, kind
+        )
+        features, skipped = functionals_features(
+            clips, features_at, datamodule.prep, int(cfg.data.prepare_workers), kind
         )
     speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
     features = normalise_by_speaker(features, speakers, cfg.data.get("speaker_norm", "none"))
@@ -119,6 +124,7 @@ def run_baseline(cfg: DictConfig) -> float:
             **run_info(),
         },
         data_root=datamodule.root,
+        speakers=speakers,
     )
     log_predictions_table(loggers, predictions, datamodule)
     finish_loggers(loggers)

@@ -2,22 +2,26 @@
 
 python evaluate.py ckpt_path=PATH [split=test|val|train|all] [data.root=DIR]
 python evaluate.py ckpt_path=PATH data=ravdess data.root=DIR split=all          # another corpus (cross-corpus)
+python evaluate.py ckpt_path=[A,B,C] split=all ...      # an ensemble: the mean of their probabilities (ensemble_weights=)
+python evaluate.py ckpt_path=logs/train/multiruns/<time> data=... split=all   # every run's tested checkpoint
 
 The preprocessing and modalities always come from the checkpoint; `data=<corpus>` swaps only which clips are read.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
-from cremad_lit.module import EmotionModule
+from cremad_lit.module import EmotionModule, results_from_predictions
 from cremad_lit.pipeline import (
     build_datamodule,
     build_net,
@@ -98,12 +102,29 @@ def _same_path(a, b) -> bool:
     )
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    require_environment()  # a broken install stops here, before any clip is touched
-    if cfg.split not in EVAL_SPLITS:
-        raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
-    run_dir = Path(cfg.paths.output_dir)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+def checkpoint_paths(ckpt_path) -> list[str]:
+    """One checkpoint, a list of them, or a run / multirun folder: there, the checkpoint each run tested (the
+    `checkpoint` of every train metrics.json below it)."""
+    if isinstance(ckpt_path, (list, tuple, ListConfig)):
+        return [p for item in ckpt_path for p in checkpoint_paths(item)]
+    path = Path(str(ckpt_path))
+    if not path.is_dir():
+        return [str(path)]
+    found = []
+    for metrics_file in sorted(path.glob("**/metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        if metrics.get("task", "train") == "train" and metrics.get("checkpoint"):
+            found.append(str(metrics["checkpoint"]))
+    if not found:
+        raise FileNotFoundError(
+            f"no train.py run with a tested checkpoint under {path} (its metrics.json files)"
+        )
+    return found
+
+
+def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
+    """Test one checkpoint on the clips cfg names: its module, predictions, datamodule and what it was tested on."""
+    checkpoint = load_checkpoint(ckpt_path)
     module, train_cfg = model_from_checkpoint(checkpoint)
     data_cfg = train_cfg.data
     given = OmegaConf.to_container(cfg.data, resolve=True)
@@ -118,7 +139,7 @@ def evaluate(cfg: DictConfig) -> dict:
     with open_dict(data_cfg):
         for key, value in overrides.items():
             data_cfg[key] = value  # replaced, not merged: another corpus's options must not mix with these
-        data_cfg.output_dir = str(run_dir)
+        data_cfg.output_dir = str(out_dir)
         data_cfg.generate = None
         saved_split = Path(train_cfg.paths.output_dir) / "split.csv"
         if same_corpus and saved_split.is_file() and not data_cfg.split.get("file"):
@@ -132,34 +153,111 @@ def evaluate(cfg: DictConfig) -> dict:
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
         logger=False,
         enable_checkpointing=False,
-        default_root_dir=str(run_dir),
+        default_root_dir=str(out_dir),
     )
-    loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
-    log_config(loggers, cfg, checkpoint_config=checkpoint["cremad_lit"]["config"])
     trainer.test(module, datamodule=datamodule)
-    actors = datamodule.actors(cfg.split)
+    return {
+        "path": str(ckpt_path),
+        "checkpoint": checkpoint,
+        "module": module,
+        "datamodule": datamodule,
+        "same_corpus": same_corpus,
+        "data_root": str(data_cfg.get("manifest") or data_cfg.root),
+        "predictions": module.test_predictions,
+    }
+
+
+def average_predictions(members: list[dict], weights) -> list[dict]:
+    """The weighted mean of the members' probabilities for every clip all of them were tested on."""
+    weights = np.asarray(weights if weights is not None else [1.0] * len(members), dtype=np.float64)
+    if len(weights) != len(members) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"ensemble_weights must be {len(members)} non-negative numbers, not {list(weights)}")
+    weights = weights / weights.sum()
+    by_member = [{p["clip_id"]: p for p in m["predictions"]} for m in members]
+    shared = sorted(set.intersection(*(set(b) for b in by_member)))
+    if not shared:
+        raise ValueError(
+            "the checkpoints share no test clip (fold models each test their own actors): "
+            "evaluate them together with split=all, or on another corpus"
+        )
+    fused = []
+    for clip_id in shared:
+        probs = sum(w * np.asarray(b[clip_id]["probs"]) for w, b in zip(weights, by_member, strict=True))
+        fused.append(
+            {
+                "clip_id": clip_id,
+                "label": by_member[0][clip_id]["label"],
+                "pred": int(probs.argmax()),
+                "probs": probs.tolist(),
+            }
+        )
+    return fused
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    require_environment()  # a broken install stops here, before any clip is touched
+    if cfg.split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
+    run_dir = Path(cfg.paths.output_dir)
+    paths = checkpoint_paths(cfg.ckpt_path)
+    members = [
+        test_checkpoint(cfg, path, run_dir if len(paths) == 1 else run_dir / "members" / str(i))
+        for i, path in enumerate(paths)
+    ]
+    first = members[0]
+    datamodule = first["datamodule"]
+    ensemble = {}
+    if len(members) == 1:
+        results, predictions = first["module"].test_results, first["predictions"]
+    else:
+        weights = cfg.get("ensemble_weights")
+        predictions = average_predictions(members, list(weights) if weights is not None else None)
+        results = results_from_predictions(predictions)
+        ensemble = {
+            "ensemble": {
+                "members": paths,
+                "weights": list(weights) if weights is not None else [1.0] * len(members),
+                "member_accuracy": [
+                    results_from_predictions(
+                        [p for p in m["predictions"] if p["clip_id"] in {q["clip_id"] for q in predictions}]
+                    )["accuracy"]
+                    for m in members
+                ],
+            }
+        }
+        log.info("ensemble of %d checkpoints on %d shared clips", len(members), len(predictions))
+    loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
+    log_config(loggers, cfg, checkpoint_config=first["checkpoint"]["cremad_lit"]["config"])
+    speakers = {}
+    for member in members:
+        speakers.update(member["datamodule"].speakers())
     metrics = write_results(
         run_dir,
-        module.test_results,
-        module.test_predictions,
+        results,
+        predictions,
         loggers,
         extra={
             "task": "eval",
             "split": cfg.split,
             "split_by": datamodule.split_by,
             "dataset": datamodule.dataset,
-            "cross_corpus": not same_corpus,
-            "actors": actors,
-            "checkpoint": str(cfg.ckpt_path),
-            "data_root": str(data_cfg.get("manifest") or data_cfg.root),
+            "cross_corpus": not first["same_corpus"],
+            "actors": sorted({a for m in members for a in m["datamodule"].actors(cfg.split)}, key=str)
+            if len(members) > 1
+            else datamodule.actors(cfg.split),
+            "checkpoint": str(paths[0]) if len(paths) == 1 else None,
+            "data_root": first["data_root"],
+            **ensemble,
             **run_info(),
         },
         data_root=datamodule.root,
+        speakers=speakers,
     )
-    log_predictions_table(loggers, module.test_predictions, datamodule, key=f"{cfg.split}/predictions")
+    log_predictions_table(loggers, predictions, datamodule, key=f"{cfg.split}/predictions")
     finish_loggers(loggers)
     print(
         f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"
+        + (f", ensemble of {len(members)} checkpoints" if len(members) > 1 else "")
     )
     print(
         f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n  confusion matrix: {run_dir / 'confusion.png'}"

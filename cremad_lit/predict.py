@@ -3,6 +3,7 @@ audio-only model), whatever their names.
 
     python -m cremad_lit.predict ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt inputs=[a.flv,b.mp4]
     python -m cremad_lit.predict ckpt_path=... inputs=/path/to/folder
+    python -m cremad_lit.predict ckpt_path=[A,B,C] inputs=...     # an ensemble (or a multirun folder): mean probabilities
 
 The model and its preprocessing are rebuilt from the checkpoint; audio comes from each video's own track. Prints a table
 and writes predictions.json, predictions.csv and one bar chart per clip (`<name>.png`) into its run dir. Files that
@@ -26,10 +27,10 @@ from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.datamodule import speaker_stats
 from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
-from cremad_lit.data.functionals import egemaps_of_audio, normalise_by_speaker
+from cremad_lit.data.functionals import functionals_of_audio, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.environment import require_environment
-from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
+from cremad_lit.evaluation import checkpoint_paths, load_checkpoint, model_from_checkpoint
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
 
@@ -80,7 +81,8 @@ def predict_files(
             sample = extract_clip(video_path, audio_path, prep, train_cfg.data.decoder, modalities)
             if with_functionals:
                 audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate)
-                sample["functionals"] = egemaps_of_audio(audio, prep.sample_rate)
+                kind = train_cfg.data.get("functionals", "egemaps")
+                sample["functionals"] = functionals_of_audio(audio, prep.sample_rate, kind)
         except MediaError as error:
             log.warning("skipped %s: %s", error.path, error.reason)
             results.append({"file": str(path), "error": error.reason})
@@ -106,6 +108,32 @@ def predict_files(
         result["prediction"] = EMOTIONS[best]
         result["probabilities"] = dict(zip(EMOTIONS, probabilities, strict=True))
     return results
+
+
+def average_files(members: list[list[dict]], weights: list[float] | None) -> list[dict]:
+    """Per file, the weighted mean of the members' probabilities (a file any member could not read keeps its error)."""
+    weights = weights or [1.0] * len(members)
+    if len(weights) != len(members):
+        raise ValueError(f"ensemble_weights must be {len(members)} numbers, not {weights}")
+    total = float(sum(weights))
+    fused = []
+    for rows in zip(*members, strict=True):
+        errors = [r["error"] for r in rows if "error" in r]
+        if errors:
+            fused.append({"file": rows[0]["file"], "error": errors[0]})
+            continue
+        probabilities = {
+            e: sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)) / total
+            for e in EMOTIONS
+        }
+        fused.append(
+            {
+                "file": rows[0]["file"],
+                "prediction": max(probabilities, key=probabilities.get),
+                "probabilities": probabilities,
+            }
+        )
+    return fused
 
 
 def normalise_speakers(batches: list[dict], files: list[str], mode: str, grouping: str) -> None:
@@ -135,10 +163,14 @@ def normalise_speakers(batches: list[dict], files: list[str], mode: str, groupin
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    module, train_cfg = model_from_checkpoint(load_checkpoint(cfg.ckpt_path))
-    results = predict_files(
-        module, train_cfg, expand_inputs(cfg.inputs), device, cfg.get("speaker", "folder")
-    )
+    files = expand_inputs(cfg.inputs)
+    paths = checkpoint_paths(cfg.ckpt_path)
+    members = []
+    for path in paths:
+        module, train_cfg = model_from_checkpoint(load_checkpoint(path))
+        members.append(predict_files(module, train_cfg, files, device, cfg.get("speaker", "folder")))
+    weights = cfg.get("ensemble_weights")
+    results = members[0] if len(members) == 1 else average_files(members, list(weights) if weights else None)
     out = Path(cfg.paths.output_dir)
     write_json(out / "predictions.json", results)
     rows = [

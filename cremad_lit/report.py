@@ -7,7 +7,9 @@
 Every metrics.json below DIR is one run (train.py, evaluate.py or the baseline command). Runs are grouped by their
 overrides, leaving out the replicate axes (seed, split.fold), so seeds and folds become the spread. Labels show only
 what varies between the groups. Baseline runs and, where the test clips have crowd votes, the human crowd appear as
-rows of their own. Writes report.md, report.csv, runs.csv, report.png (accuracy and macro F1 with std error bars)
+rows of their own. Where the runs' predictions.csv name each clip's speaker, every row also gets a 95% interval of its
+accuracy by bootstrap over test speakers, and a paired comparison with a reference row (`--reference LABEL`; by
+default the strongest baseline): on how many shared folds/seeds it is better, and the interval of the difference. Writes report.md, report.csv, runs.csv, report.png (accuracy and macro F1 with std error bars)
 and report_per_class.png (F1 per emotion per configuration) into DIR and prints the table.
 """
 
@@ -22,6 +24,9 @@ import yaml
 
 from cremad_lit import EMOTIONS
 from cremad_lit.plots import plot_grouped_bars
+from cremad_lit.uncertainty import LEVEL, RESAMPLES, accuracy_interval, paired_difference
+
+RESAMPLES_TEXT = f"{RESAMPLES} resamples"
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 REPLICATE_KEYS = ("seed", "split.fold")
@@ -65,6 +70,9 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         row.update({m: metrics[m] for m in METRICS})
         row.update({f"f1_{e}": metrics["per_class_f1"][e] for e in EMOTIONS})
         row["n_test"] = metrics["n_test"]
+        predictions = run_dir / "predictions.csv"
+        with_speakers = predictions.is_file() and "speaker" in pd.read_csv(predictions, nrows=0).columns
+        row["predictions"] = str(predictions) if with_speakers else ""
         row["split_by"] = metrics.get("split_by", "actor")
         for channel in HUMAN_CHANNELS:
             if metrics.get("human_baseline"):
@@ -133,6 +141,108 @@ def reading(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
     )
 
 
+def pooled_predictions(runs: pd.DataFrame, config: str) -> pd.DataFrame | None:
+    """Every test prediction of one configuration's runs, or None when a run lacks the speaker column."""
+    paths = runs.loc[runs["config"] == config, "predictions"]
+    if (paths == "").any() or paths.isna().any():
+        return None
+    return pd.concat(
+        [pd.read_csv(p, dtype={"speaker": str, "clip_id": str}) for p in paths], ignore_index=True
+    )
+
+
+def add_intervals(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    summary = summary.copy()
+    for config in summary.index:
+        predictions = pooled_predictions(runs, config)
+        if predictions is not None:
+            interval = accuracy_interval(predictions)
+            summary.loc[config, ["accuracy_low", "accuracy_high", "speakers"]] = (
+                interval["low"],
+                interval["high"],
+                interval["speakers"],
+            )
+    return summary
+
+
+def choose_reference(runs: pd.DataFrame, summary: pd.DataFrame, reference: str | None) -> str | None:
+    """The row others are compared with: the one named (exactly, else the one label containing it), else the
+    strongest baseline row."""
+    if reference:
+        if reference in summary.index:
+            return reference
+        matches = [c for c in summary.index if reference in c]
+        if len(matches) != 1:
+            raise ValueError(
+                f"--reference {reference!r} matches {matches or 'no row'}; rows: {list(summary.index)}"
+            )
+        return matches[0]
+    baselines = summary.loc[summary.index.isin(runs.loc[runs["task"] == "baseline", "config"])]
+    return baselines["accuracy_mean"].idxmax() if len(baselines) else None
+
+
+def paired_table(runs: pd.DataFrame, summary: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each other row against `reference`: shared folds/seeds better / tied / worse, the mean per-run difference, and
+    the pooled difference with its interval over the speakers both were tested on."""
+    replicate = [k for k in REPLICATE_KEYS if k in runs]
+    rows = {}
+    against = pooled_predictions(runs, reference)
+    for config in summary.index:
+        if config == reference:
+            continue
+        row = {}
+        scores = runs.pivot_table(index=replicate, columns="config", values="accuracy") if replicate else None
+        if scores is not None and {config, reference} <= set(scores.columns):  # both have seeds/folds
+            shared = scores[[config, reference]].dropna()
+            difference = shared[config] - shared[reference]
+            row.update(
+                shared_runs=len(shared),
+                better=int((difference > 0).sum()),
+                tied=int((difference == 0).sum()),
+                worse=int((difference < 0).sum()),
+                mean_run_difference=float(difference.mean()) if len(shared) else float("nan"),
+            )
+        mine = pooled_predictions(runs, config)
+        if mine is not None and against is not None:
+            paired = paired_difference(mine, against)
+            row.update(
+                difference=paired["difference"],
+                low=paired["low"],
+                high=paired["high"],
+                speakers=paired["speakers"],
+            )
+        rows[config] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def paired_markdown(paired: pd.DataFrame, reference: str) -> str:
+    lines = [
+        f"Paired with `{reference}` (accuracy difference; {LEVEL:.0%} interval by bootstrap over the shared test speakers):",
+        "",
+        "| configuration | better / tied / worse runs | mean difference per run | pooled difference | interval | speakers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for config, row in paired.iterrows():
+        runs_cell = (
+            f"{int(row['better'])} / {int(row['tied'])} / {int(row['worse'])} of {int(row['shared_runs'])}"
+            if "better" in row and not pd.isna(row.get("better"))
+            else ""
+        )
+        mean = (
+            f"{row['mean_run_difference']:+.3f}"
+            if not pd.isna(row.get("mean_run_difference", float("nan")))
+            else ""
+        )
+        if "difference" in row and not pd.isna(row.get("difference")):
+            pooled = f"{row['difference']:+.3f}"
+            interval = f"[{row['low']:+.3f}, {row['high']:+.3f}]"
+            speakers = str(int(row["speakers"]))
+        else:
+            pooled = interval = speakers = ""
+        lines.append(f"| `{config}` | {runs_cell} | {mean} | {pooled} | {interval} | {speakers} |")
+    return "\n".join(lines)
+
+
 def _cell(row, metric: str) -> str:
     mean = row.get(f"{metric}_mean")
     if mean is None or pd.isna(mean):
@@ -140,12 +250,21 @@ def _cell(row, metric: str) -> str:
     return f"{mean:.3f} ± {row[f'{metric}_std']:.3f}"
 
 
+def _interval_cell(row) -> str:
+    low = row.get("accuracy_low")
+    if low is None or pd.isna(low):
+        return ""
+    return f"[{low:.3f}, {row['accuracy_high']:.3f}] ({int(row['speakers'])})"
+
+
 def to_markdown(summary: pd.DataFrame) -> str:
-    header = "| configuration | runs | " + " | ".join(METRICS) + " |"
-    lines = [header, "| --- | ---: |" + " ---: |" * len(METRICS)]
+    header = (
+        "| configuration | runs | " + " | ".join(METRICS) + f" | accuracy {LEVEL:.0%} interval (speakers) |"
+    )
+    lines = [header, "| --- | ---: |" + " ---: |" * (len(METRICS) + 1)]
     for config, row in summary.iterrows():
         cells = " | ".join(_cell(row, m) for m in METRICS)
-        lines.append(f"| `{config}` | {int(row['runs'])} | {cells} |")
+        lines.append(f"| `{config}` | {int(row['runs'])} | {cells} | {_interval_cell(row)} |")
     return "\n".join(lines)
 
 
@@ -159,22 +278,32 @@ def per_class_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_report(root: str | Path) -> pd.DataFrame:
+def write_report(
+    root: str | Path, reference: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
+    """report.md/.csv, runs.csv, paired.csv and the plots; returns the table, the paired table and its reference."""
     root = Path(root)
     runs = collect_runs(root)
-    summary = summarise_runs(runs)
+    summary = add_intervals(runs, summarise_runs(runs))
     humans = human_rows(runs)
     table = pd.concat([summary, humans]) if len(humans) else summary
     runs.to_csv(root / "runs.csv", index=False)
     table.to_csv(root / "report.csv")
+    chosen = choose_reference(runs, summary, reference) if len(summary) > 1 else None
+    paired = paired_table(runs, summary, chosen) if chosen else None
+    paired_section = ""
+    if paired is not None and len(paired):
+        paired.to_csv(root / "paired.csv")
+        paired_section = paired_markdown(paired, chosen) + "\n\n"
     leaky = (
         " Some runs use a random clip split (split.by=clip): leaky, not comparable with actor splits."
         if (runs["split_by"] == "clip").any()
         else ""
     )
     (root / "report.md").write_text(
-        f"# Results: {root}\n\nTest metrics, mean ± std over seeds/folds (runs per row).{leaky}\n\n{to_markdown(table)}\n\n"
-        f"{reading(runs, summary)}\n\n"
+        f"# Results: {root}\n\nTest metrics, mean ± std over seeds/folds (runs per row); the interval is over test "
+        f"speakers (bootstrap, {RESAMPLES_TEXT}).{leaky}\n\n{to_markdown(table)}\n\n"
+        f"{reading(runs, summary)}\n\n{paired_section}"
         f"![report](report.png)\n\n## F1 per emotion (mean)\n\n{per_class_markdown(summary)}\n\n"
         "![per class](report_per_class.png)\n"
     )
@@ -188,19 +317,24 @@ def write_report(root: str | Path) -> pd.DataFrame:
     plot_grouped_bars(
         per_class, root / "report_per_class.png", "F1 per emotion per configuration (mean over runs)", "F1"
     )
-    return table
+    return table, paired, chosen
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Summarise train.py / baseline multirun directories.")
     parser.add_argument("directory")
+    parser.add_argument(
+        "--reference", help="the row to pair every other with (default: the strongest baseline)"
+    )
     args = parser.parse_args(argv)
-    table = write_report(args.directory)
+    table, paired, chosen = write_report(args.directory, args.reference)
     print(to_markdown(table))
     runs = pd.read_csv(Path(args.directory) / "runs.csv")
     print("\n" + reading(runs, table[table.index.isin(runs["config"])]))
+    if paired is not None and len(paired):
+        print("\n" + paired_markdown(paired, chosen))
     print(
-        f"\nwritten: {Path(args.directory).resolve() / 'report.md'} (and report.csv, runs.csv, report.png, report_per_class.png)"
+        f"\nwritten: {Path(args.directory).resolve() / 'report.md'} (and report.csv, runs.csv, paired.csv, report.png, report_per_class.png)"
     )
 
 

@@ -27,8 +27,11 @@ def write_results(
     loggers=(),
     extra: dict | None = None,
     data_root: str | None = None,
+    speakers: dict | None = None,
 ) -> dict:
-    """Write metrics.json, confusion.png, predictions.csv (and the human baseline when the root has the votes)."""
+    """Write metrics.json, confusion.png, predictions.csv (and the human baseline when the root has the votes).
+
+    `speakers` (clip_id -> speaker) adds a speaker column, which the report's intervals over speakers resample."""
     run_dir = Path(run_dir)
     metrics = {**results, **(extra or {})}
     votes = find_summary_table(data_root) if data_root else None
@@ -47,6 +50,8 @@ def write_results(
         table["pred"] = table["pred"].map(lambda i: EMOTIONS[i])
         probabilities = pd.DataFrame(table.pop("probs").tolist(), columns=[f"p_{e}" for e in EMOTIONS])
         table = pd.concat([table, probabilities], axis=1)
+        if speakers:
+            table.insert(1, "speaker", table["clip_id"].map(speakers))
         table.to_csv(run_dir / "predictions.csv", index=False)
     for logger in loggers:
         _log_to_wandb(logger, metrics, predictions, confusion_png)

@@ -95,11 +95,27 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(ckpt_path)
 
 
+def check_functionals_size(cfg: DictConfig) -> None:
+    """The functionals branch's input size must be the feature set's (88 eGeMAPS, 6,373 ComParE)."""
+    from cremad_lit.data.functionals import FEATURE_SETS
+
+    branch, kind = cfg.model.get("functionals"), cfg.data.get("functionals", "none")
+    if branch is None or kind not in FEATURE_SETS:
+        return
+    size = FEATURE_SETS[kind][1]
+    if int(branch.get("in_features", size)) != size:
+        raise ValueError(
+            f"data.functionals={kind} gives {size} features per clip but the functionals branch takes "
+            f"{branch.in_features}: add model.functionals.in_features={size}"
+        )
+
+
 def train(cfg: DictConfig) -> float | None:
     require_environment()  # a broken install stops here, before any clip is touched
     run_dir = Path(cfg.paths.output_dir)
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
+    check_functionals_size(cfg)
     L.seed_everything(cfg.seed, workers=True)
     net = build_net(cfg.model)
     datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model))
@@ -164,6 +180,7 @@ def train(cfg: DictConfig) -> float | None:
                     **info,
                 },
                 data_root=datamodule.root,
+                speakers=datamodule.speakers(),
             )
             log.info(
                 "test accuracy %.4f, macro F1 %.4f on %d clips",

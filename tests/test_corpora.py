@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from cremad_lit import EMOTIONS
 from cremad_lit.data.catalog import build_catalog, emotion_code
 from cremad_lit.data.features import Preprocessing, extract_clip
 from cremad_lit.data.media import read_wav
@@ -397,3 +399,202 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
         CremaDataModule(None, {}, dataset="manifest", manifest=str(manifest), speaker_norm="yes")
     with pytest.raises(ValueError, match="functionals"):
         CremaDataModule(None, {}, dataset="manifest", manifest=str(manifest), functionals="mfcc")
+
+
+def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess_dir, tmp_path):
+    """openSMILE's 6,373 ComParE 2016 functionals: the speaker-normalised baseline on an actor fold, cached per clip;
+    the deep models' functionals branch trained on them; predict computes the same features from a file."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "split.fold=0", "logger=none"]
+    run_cli(
+        "-m",
+        "cremad_lit.baseline",
+        *base,
+        "method=compare_logreg",
+        "data.speaker_norm=standard",
+        f"hydra.run.dir={tmp_path / 'compare'}",
+    )
+    metrics = json.loads((tmp_path / "compare" / "metrics.json").read_text())
+    assert metrics["method"] == "compare_logreg" and metrics["n_test"] == 88 and metrics["accuracy"] > 0.3
+    [features_dir] = (tmp_path / "cache").glob("*/compare-ComParE_2016-16000")
+    stored = list(features_dir.glob("*.npy"))
+    assert len(stored) == 264 and np.load(stored[0]).shape == (6373,)
+    predictions = pd.read_csv(tmp_path / "compare" / "predictions.csv", dtype={"speaker": str})
+    assert set(predictions["speaker"].astype(int)) == set(metrics["test_actors"])
+
+    run_cli(
+        "train.py",
+        "experiment=speech",
+        *base,
+        "data.functionals=compare",
+        "model.functionals.in_features=6373",
+        "data.preprocessing.hop_length=1024",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'train'}",
+    )
+    trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    checkpoint = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
+    assert checkpoint["state_dict"]["net.functionals.layers.1.weight"].shape == (128, 6373)
+    mismatch = run_cli("train.py", "experiment=speech", *base, "data.functionals=compare", check=False)
+    assert mismatch.returncode != 0 and "model.functionals.in_features=6373" in mismatch.stderr
+    wav = ravdess_dir / "Actor_01" / "03-01-05-01-01-01-01.wav"
+    run_cli(
+        "-m",
+        "cremad_lit.predict",
+        f"ckpt_path={trained['checkpoint']}",
+        f"inputs=[{wav}]",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
+    predicted = pd.read_csv(tmp_path / "predict" / "predictions.csv")
+    assert len(predicted) == 1 and predicted.loc[0, "prediction"] in EMOTIONS
+
+
+def test_report_intervals_over_speakers_and_the_paired_comparison(ravdess_dir, tmp_path):
+    """Two baselines on the same 3 actor folds: every row gets a 95% interval over the 6 test speakers, and the
+    weaker is paired with the stronger (fold by fold, and pooled with its interval)."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "split.fold=0,1,2", "logger=none"]
+    for method in ("egemaps_logreg", "majority"):
+        run_cli(
+            "-m",
+            "cremad_lit.baseline",
+            "-m",
+            *base,
+            f"method={method}",
+            f"hydra.sweep.dir={tmp_path / 'runs' / method}",
+        )
+    result = run_cli("-m", "cremad_lit.report", str(tmp_path / "runs"))
+    table = pd.read_csv(tmp_path / "runs" / "report.csv", index_col=0)
+    for config, row in table.iterrows():
+        assert row["speakers"] == 6, config
+        # metrics.json holds float32 means; the interval is computed in float64
+        assert row["accuracy_low"] - 1e-6 <= row["accuracy_mean"] <= row["accuracy_high"] + 1e-6, config
+    assert (
+        table.loc["method=egemaps_logreg", "accuracy_high"]
+        > table.loc["method=egemaps_logreg", "accuracy_low"]
+    )
+    paired = pd.read_csv(tmp_path / "runs" / "paired.csv", index_col=0)
+    assert list(paired.index) == ["method=majority"]  # paired with the strongest baseline, eGeMAPS
+    row = paired.loc["method=majority"]
+    runs = pd.read_csv(tmp_path / "runs" / "runs.csv")
+    per_fold = runs.pivot_table(index="split.fold", columns="config", values="accuracy")
+    difference = per_fold["method=majority"] - per_fold["method=egemaps_logreg"]
+    assert row["better"] == (difference > 0).sum() and row["shared_runs"] == 3
+    assert row["low"] <= row["difference"] <= row["high"] < 0  # majority is clearly worse
+    assert "Paired with `method=egemaps_logreg`" in result.stdout
+
+
+def test_speaker_bootstrap_by_hand():
+    from cremad_lit.uncertainty import accuracy_interval, paired_difference
+
+    # speaker a: 3 of 4 right, b: 1 of 4, c: 4 of 4 -> pooled 8 / 12
+    rows = [("a", 1)] * 3 + [("a", 0)] + [("b", 1)] + [("b", 0)] * 3 + [("c", 1)] * 4
+    table = pd.DataFrame({"speaker": [s for s, _ in rows], "label": 1, "pred": [r for _, r in rows]})
+    interval = accuracy_interval(table)
+    assert interval["accuracy"] == pytest.approx(8 / 12) and interval["speakers"] == 3
+    assert 0.25 <= interval["low"] < 8 / 12 < interval["high"] <= 1.0
+    same = paired_difference(table, table)
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+    better = table.assign(pred=1)  # every clip right
+    gain = paired_difference(better, table)
+    assert gain["difference"] == pytest.approx(4 / 12) and 0 <= gain["low"] < gain["high"]
+
+
+def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_dir, tmp_path):
+    """Two seeds of experiment=speech on the same actor split (a multirun), evaluated as one ensemble: the mean of
+    their probabilities clip by clip, members listed; predict averages them too. final=all_speakers trains the model
+    to ship on every speaker, nothing held out."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    quick = [
+        "experiment=speech",
+        "data=ravdess",
+        *common(root, tmp_path),
+        "data.preprocessing.hop_length=1024",
+        "trainer.max_epochs=2",
+        "logger=none",
+    ]
+    sweep = tmp_path / "seeds"
+    run_cli("train.py", "-m", *quick, "seed=0,1", "split.seed=0", f"hydra.sweep.dir={sweep}")
+    members = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in (0, 1)]
+    assert members[0]["test_actors"] == members[1]["test_actors"]
+
+    run_cli("evaluate.py", f"ckpt_path={sweep}", f"hydra.run.dir={tmp_path / 'ensemble'}")
+    fused = json.loads((tmp_path / "ensemble" / "metrics.json").read_text())
+    assert fused["ensemble"]["members"] == [m["checkpoint"] for m in members]
+    assert fused["n_test"] == members[0]["n_test"] == 88
+    columns = [f"p_{e}" for e in EMOTIONS]
+    each = [pd.read_csv(sweep / str(i) / "predictions.csv").set_index("clip_id")[columns] for i in (0, 1)]
+    ensemble = pd.read_csv(tmp_path / "ensemble" / "predictions.csv").set_index("clip_id")
+    mean = (each[0] + each[1]) / 2
+    assert np.allclose(ensemble.loc[mean.index, columns].to_numpy(), mean.to_numpy(), atol=1e-5)
+    assert ensemble["speaker"].notna().all()
+
+    run_cli(
+        "evaluate.py",
+        f"ckpt_path=[{members[0]['checkpoint']},{members[1]['checkpoint']}]",
+        "ensemble_weights=[1,0]",
+        f"hydra.run.dir={tmp_path / 'first-only'}",
+    )
+    first_only = json.loads((tmp_path / "first-only" / "metrics.json").read_text())
+    assert first_only["accuracy"] == pytest.approx(members[0]["accuracy"], abs=1e-6)
+
+    folder = tmp_path / "mine" / "speaker"
+    folder.mkdir(parents=True)
+    for wav in six_emotion_wavs(sorted((ravdess_dir / "Actor_05").glob("*.wav")))[:6]:
+        (folder / wav.name).symlink_to(wav)
+    probabilities = []
+    for name, ckpt in (("a", members[0]["checkpoint"]), ("b", members[1]["checkpoint"]), ("ab", str(sweep))):
+        run_cli(
+            "-m",
+            "cremad_lit.predict",
+            f"ckpt_path={ckpt}",
+            f"inputs=[{folder}]",
+            f"hydra.run.dir={tmp_path / name}",
+        )
+        probabilities.append(
+            pd.read_csv(tmp_path / name / "predictions.csv").set_index("file")[list(EMOTIONS)]
+        )
+    assert np.allclose(
+        probabilities[2].to_numpy(), ((probabilities[0] + probabilities[1]) / 2).to_numpy(), atol=1e-5
+    )
+
+    final = tmp_path / "final"
+    run_cli("train.py", *quick, "final=all_speakers", f"hydra.run.dir={final}")
+    split = pd.read_csv(final / "split.csv")
+    assert (split["split"] == "train").all() and len(split) == 6  # every speaker trains, nobody is held out
+    assert not (final / "metrics.json").exists()  # nothing to test on
+    history = pd.read_csv(final / "history.csv")
+    assert list(history["epoch"]) == [0, 1] and "val/loss" not in history
+    [shipped] = (
+        (final / "checkpoints").glob("*.ckpt")
+        if not (final / "checkpoints" / "last.ckpt").exists()
+        else [final / "checkpoints" / "last.ckpt"]
+    )
+    run_cli(
+        "-m",
+        "cremad_lit.predict",
+        f"ckpt_path={shipped}",
+        f"inputs=[{folder}]",
+        f"hydra.run.dir={tmp_path / 'p'}",
+    )
+    assert len(pd.read_csv(tmp_path / "p" / "predictions.csv")) == 6
+
+
+def test_the_folder_holds_eight_emotions_and_the_label_map_exclusions_are_one_line(ravdess_dir, caplog):
+    """../shared/ravdess-speech holds all eight RAVDESS emotions; the default six-class map leaves out calm and
+    surprised with one summary line, not a warning per file."""
+    import logging
+    from collections import Counter
+
+    from tests.conftest import ravdess_emotion
+
+    held = Counter(ravdess_emotion(w) for w in ravdess_dir.glob("Actor_*/*.wav"))
+    assert held == {
+        "neutral": 72,
+        **{e: 144 for e in ("calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")},
+    }
+    with caplog.at_level(logging.INFO, logger="cremad_lit.data.catalog"):
+        clips = build_catalog(ravdess_dir, "ravdess")
+    assert len(clips) == 792 and len(clips.attrs["rejected"]) == 288
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "left out 288 clips by data.label_map (calm 144, surprised 144)" in caplog.text

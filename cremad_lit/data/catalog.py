@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -83,9 +84,21 @@ def walk_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
     return found
 
 
+ON_PURPOSE = "left out by data.label_map"
+
+
 def reject(rejected: list[dict], path, reason: str, label: str | None = None) -> None:
-    log.warning("leaving out %s: %s", path, reason)
+    """Record a file that is not used; a problem is warned about file by file, a label-map choice once in total."""
+    if ON_PURPOSE not in reason:
+        log.warning("leaving out %s: %s", path, reason)
     rejected.append({"path": str(path), "reason": reason, "label": label})
+
+
+def _summarise_on_purpose(rejected: list[dict]) -> None:
+    labels = Counter(r["label"] for r in rejected if ON_PURPOSE in r["reason"])
+    if labels:
+        counts = ", ".join(f"{label} {n}" for label, n in sorted(labels.items(), key=str))
+        log.info("left out %d clips by data.label_map (%s)", sum(labels.values()), counts)
 
 
 def build_catalog(
@@ -106,6 +119,7 @@ def build_catalog(
     if dataset not in ADAPTERS:
         raise ValueError(f"data.dataset must be one of {sorted(ADAPTERS)}, not {dataset!r}")
     rows, rejected = ADAPTERS[dataset](root=root, manifest=manifest, label_map=label_map, **(options or {}))
+    _summarise_on_purpose(rejected)
     table = pd.DataFrame(rows, columns=COLUMNS)
     if modalities is not None and "video" in modalities and len(table):
         if not (table["video_path"] != "").any():

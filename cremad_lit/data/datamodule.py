@@ -4,7 +4,7 @@
     python train.py data.root=/path/to/CREMA-D                  # the DataModule is built from conf/data/
 
 A batch is a dict: `frames` B x T x 3 x H x W float, `mel` B x 1 x 64 x 128 float, `label` B long, `clip_id` list,
-and with `data.functionals=egemaps` `functionals` B x 88 float.
+and with `data.functionals=egemaps|compare` `functionals` B x 88 | 6373 float.
 Only the modalities asked for are decoded and batched. Clips that cannot be decoded are skipped with a logged reason
 (and listed in the cache's skipped.json), never crashing an epoch.
 """
@@ -32,7 +32,7 @@ from cremad_lit.data.features import (
     normalise_frames,
     normalise_mel,
 )
-from cremad_lit.data.functionals import FUNCTIONALS, egemaps_features, feature_dir, normalise_by_speaker
+from cremad_lit.data.functionals import FUNCTIONALS, feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
@@ -386,7 +386,12 @@ class CremaDataModule(L.LightningDataModule):
         if self.functionals != "none":
             features, skipped = self.functional_features(clips)
             if skipped:
-                log.warning("leaving out %d clips without eGeMAPS features: %s", len(skipped), skipped[:3])
+                log.warning(
+                    "leaving out %d clips without %s features: %s",
+                    len(skipped),
+                    self.functionals,
+                    skipped[:3],
+                )
                 clips = clips[clips["clip_id"].isin(features)]
             speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
             features = {c: features[c] for c in clips["clip_id"]}
@@ -423,9 +428,13 @@ class CremaDataModule(L.LightningDataModule):
         )
 
     def functional_features(self, clips: pd.DataFrame) -> tuple[dict, list[dict]]:
-        """clip_id -> eGeMAPS functionals of `clips` (cached beside the clip cache), and the clips that failed."""
-        at = feature_dir(self.cache_dir, self.cache_source, self.prep.sample_rate)
-        return egemaps_features(clips, at, self.prep, self.prepare_workers)
+        """clip_id -> the functionals of `clips` (cached beside the clip cache), and the clips that failed."""
+        at = feature_dir(self.cache_dir, self.cache_source, self.prep.sample_rate, self.functionals)
+        return functionals_features(clips, at, self.prep, self.prepare_workers, self.functionals)
+
+    def speakers(self) -> dict:
+        """clip_id -> speaker (actor) of every clip set up."""
+        return dict(zip(self.clips["clip_id"], self.clips["actor_id"], strict=True))
 
     def actors(self, split: str) -> list:
         """The actors (speakers) whose clips are in `split` (`all`: every one)."""

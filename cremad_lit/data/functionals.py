@@ -1,9 +1,13 @@
-"""Utterance functionals: openSMILE's 88 eGeMAPSv02 features per clip (pitch, loudness, voice quality, formants...),
-cached one .npy per clip, and their speaker-level normalisation. Used by the baseline and by `data.functionals=egemaps`.
+"""Utterance functionals from openSMILE, cached one .npy per clip, and their speaker-level normalisation. Used by the
+baseline (`method=egemaps_logreg|compare_logreg`) and by the deep models' branch (`data.functionals=egemaps|compare`).
 
-    from cremad_lit.data.functionals import egemaps_features, normalise_by_speaker
-    features, skipped = egemaps_features(clips, cache_dir / "egemaps-eGeMAPSv02-16000", prep)   # clip_id -> (88,)
-    features = normalise_by_speaker(features, clips, "standard")                                # per-speaker z-scores
+    from cremad_lit.data.functionals import functionals_features, normalise_by_speaker
+    features, skipped = functionals_features(clips, feature_dir(cache, source, 16000, "compare"), prep, kind="compare")
+    features = normalise_by_speaker(features, speakers, "standard")                             # per-speaker z-scores
+
+`egemaps`: the 88 eGeMAPSv02 functionals (pitch, loudness, jitter, shimmer, formants: the field's minimal set).
+`compare`: the 6,373 ComParE 2016 functionals (the INTERSPEECH Computational Paralinguistics challenge set: many more
+spectral, MFCC and voicing statistics), 25 KB a clip.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,41 +25,48 @@ from cremad_lit.data.cache import write_atomic
 from cremad_lit.data.media import MediaError, read_audio
 
 log = logging.getLogger(__name__)
-FEATURE_SET = "eGeMAPSv02"
-FUNCTIONALS = ("none", "egemaps")
-N_EGEMAPS = 88
+# data.functionals / the baseline's feature set -> (openSMILE feature set, features per clip)
+FEATURE_SETS = {"egemaps": ("eGeMAPSv02", 88), "compare": ("ComParE_2016", 6373)}
+FUNCTIONALS = ("none", *FEATURE_SETS)
 
 
-def feature_dir(cache_dir, cache_source: str, sample_rate: int) -> Path:
-    """Where a corpus's eGeMAPS features are cached: beside its clip cache, shared by every run on it."""
-    return Path(cache_dir) / cache_source / f"egemaps-{FEATURE_SET}-{sample_rate}"
+def feature_dir(cache_dir, cache_source: str, sample_rate: int, kind: str = "egemaps") -> Path:
+    """Where a corpus's functionals are cached: beside its clip cache, shared by every run on it."""
+    return Path(cache_dir) / cache_source / f"{kind}-{FEATURE_SETS[kind][0]}-{sample_rate}"
 
 
-def _smile():
+@lru_cache(maxsize=2)
+def _smile(kind: str):
     import opensmile
 
     return opensmile.Smile(
-        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+        feature_set=getattr(opensmile.FeatureSet, FEATURE_SETS[kind][0]),
+        feature_level=opensmile.FeatureLevel.Functionals,
     )
 
 
-def egemaps_of_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The 88 eGeMAPSv02 functionals of one mono float waveform."""
-    return _smile().process_signal(audio, sample_rate).to_numpy(dtype=np.float32)[0]
+def functionals_of_audio(audio: np.ndarray, sample_rate: int, kind: str = "egemaps") -> np.ndarray:
+    """The functionals of one mono float waveform (88 for egemaps, 6,373 for compare)."""
+    return _smile(kind).process_signal(audio, sample_rate).to_numpy(dtype=np.float32)[0]
 
 
-def _egemaps_one(job) -> tuple[str, np.ndarray | None, str | None]:
-    clip_id, video_path, audio_path, source, sample_rate, entry = job
+def _functionals_one(job) -> tuple[str, np.ndarray | None, str | None]:
+    clip_id, video_path, audio_path, source, sample_rate, entry, kind = job
     try:
-        features = egemaps_of_audio(read_audio(video_path, audio_path, source, sample_rate), sample_rate)
+        audio = read_audio(video_path, audio_path, source, sample_rate)
+        features = functionals_of_audio(audio, sample_rate, kind)
     except MediaError as error:
         return clip_id, None, f"{error.path}: {error.reason}"
     write_atomic(Path(entry), lambda handle: np.save(handle, features))
     return clip_id, features, None
 
 
-def egemaps_features(clips, cache_dir: Path, prep, workers: int = 0) -> tuple[dict, list[dict]]:
-    """clip_id -> 88 eGeMAPS functionals, computed once per clip and cached; clips that fail are returned with why."""
+def functionals_features(
+    clips, cache_dir: Path, prep, workers: int = 0, kind: str = "egemaps"
+) -> tuple[dict, list[dict]]:
+    """clip_id -> the clip's functionals, computed once per clip and cached; clips that fail are returned with why."""
+    if kind not in FEATURE_SETS:
+        raise ValueError(f"functionals must be one of {tuple(FEATURE_SETS)}, not {kind!r}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     features, skipped, jobs = {}, [], []
     for row in clips.itertuples():
@@ -63,10 +75,18 @@ def egemaps_features(clips, cache_dir: Path, prep, workers: int = 0) -> tuple[di
             features[row.clip_id] = np.load(entry)
         else:
             jobs.append(
-                (row.clip_id, row.video_path, row.audio_path, prep.audio_source, prep.sample_rate, str(entry))
+                (
+                    row.clip_id,
+                    row.video_path,
+                    row.audio_path,
+                    prep.audio_source,
+                    prep.sample_rate,
+                    str(entry),
+                    kind,
+                )
             )
     if jobs:
-        progress = {"total": len(jobs), "desc": "eGeMAPS", "unit": "clip"}
+        progress = {"total": len(jobs), "desc": FEATURE_SETS[kind][0], "unit": "clip"}
         # Inside a joblib (loky) worker of a parallel sweep, child processes cannot start: compute them in turn.
         if workers > 0 and multiprocessing.get_start_method(allow_none=True) in (
             None,
@@ -75,9 +95,9 @@ def egemaps_features(clips, cache_dir: Path, prep, workers: int = 0) -> tuple[di
             "forkserver",
         ):
             with ProcessPoolExecutor(workers) as pool:
-                results = list(tqdm(pool.map(_egemaps_one, jobs, chunksize=8), **progress))
+                results = list(tqdm(pool.map(_functionals_one, jobs, chunksize=8), **progress))
         else:
-            results = [_egemaps_one(job) for job in tqdm(jobs, **progress)]
+            results = [_functionals_one(job) for job in tqdm(jobs, **progress)]
         for clip_id, values, reason in results:
             if values is None:
                 log.warning("skipped %s", reason)
