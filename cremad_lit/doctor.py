@@ -114,18 +114,26 @@ def cache_check(cache_dir: Path) -> Check:
     )
 
 
-def lock_differences(lock_file: Path) -> list[str]:
-    """Installed packages whose version is not the lock's (names normalised as in PEP 503)."""
-    import importlib.metadata
+def norm(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    def norm(name: str) -> str:
-        return re.sub(r"[-_.]+", "-", name).lower()
 
+def locked_versions(lock_file: Path) -> dict[str, set[str]]:
+    """name -> the versions a lock pins (a universal lock may pin several, one per Python or platform)."""
     locked: dict[str, set[str]] = {}
-    for line in lock_file.read_text().splitlines():
+    for line in Path(lock_file).read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
         if match:
             locked.setdefault(norm(match.group(1)), set()).add(match.group(2))
+    return locked
+
+
+def lock_differences(lock_file: Path) -> list[str]:
+    """Installed packages whose version is not the lock's."""
+    import importlib.metadata
+
+    locked = locked_versions(lock_file)
     rows = []
     for dist in sorted(importlib.metadata.distributions(), key=lambda d: norm(d.metadata["Name"])):
         name = norm(dist.metadata["Name"])

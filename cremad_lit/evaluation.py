@@ -167,12 +167,17 @@ def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
     }
 
 
+def normalised_weights(weights, members: int) -> np.ndarray:
+    """`ensemble_weights` (null: equal) as non-negative weights summing to 1, one per member."""
+    weights = np.asarray(list(weights) if weights is not None else [1.0] * members, dtype=np.float64)
+    if len(weights) != members or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"ensemble_weights must be {members} non-negative numbers, not {weights.tolist()}")
+    return weights / weights.sum()
+
+
 def average_predictions(members: list[dict], weights) -> list[dict]:
     """The weighted mean of the members' probabilities for every clip all of them were tested on."""
-    weights = np.asarray(weights if weights is not None else [1.0] * len(members), dtype=np.float64)
-    if len(weights) != len(members) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"ensemble_weights must be {len(members)} non-negative numbers, not {list(weights)}")
-    weights = weights / weights.sum()
+    weights = normalised_weights(weights, len(members))
     by_member = [{p["clip_id"]: p for p in m["predictions"]} for m in members]
     shared = sorted(set.intersection(*(set(b) for b in by_member)))
     if not shared:
@@ -211,16 +216,17 @@ def evaluate(cfg: DictConfig) -> dict:
         results, predictions = first["module"].test_results, first["predictions"]
     else:
         weights = cfg.get("ensemble_weights")
-        predictions = average_predictions(members, list(weights) if weights is not None else None)
+        predictions = average_predictions(members, weights)
         results = results_from_predictions(predictions)
+        shared = {p["clip_id"] for p in predictions}
         ensemble = {
             "ensemble": {
                 "members": paths,
-                "weights": list(weights) if weights is not None else [1.0] * len(members),
+                "weights": normalised_weights(weights, len(members)).tolist(),
                 "member_accuracy": [
-                    results_from_predictions(
-                        [p for p in m["predictions"] if p["clip_id"] in {q["clip_id"] for q in predictions}]
-                    )["accuracy"]
+                    results_from_predictions([p for p in m["predictions"] if p["clip_id"] in shared])[
+                        "accuracy"
+                    ]
                     for m in members
                 ],
             }

@@ -30,7 +30,7 @@ from cremad_lit.data.features import Preprocessing, extract_clip, normalise_fram
 from cremad_lit.data.functionals import functionals_of_audio, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.environment import require_environment
-from cremad_lit.evaluation import checkpoint_paths, load_checkpoint, model_from_checkpoint
+from cremad_lit.evaluation import checkpoint_paths, load_checkpoint, model_from_checkpoint, normalised_weights
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
 
@@ -110,12 +110,9 @@ def predict_files(
     return results
 
 
-def average_files(members: list[list[dict]], weights: list[float] | None) -> list[dict]:
+def average_files(members: list[list[dict]], weights) -> list[dict]:
     """Per file, the weighted mean of the members' probabilities (a file any member could not read keeps its error)."""
-    weights = weights or [1.0] * len(members)
-    if len(weights) != len(members):
-        raise ValueError(f"ensemble_weights must be {len(members)} numbers, not {weights}")
-    total = float(sum(weights))
+    weights = normalised_weights(weights, len(members))
     fused = []
     for rows in zip(*members, strict=True):
         errors = [r["error"] for r in rows if "error" in r]
@@ -123,7 +120,7 @@ def average_files(members: list[list[dict]], weights: list[float] | None) -> lis
             fused.append({"file": rows[0]["file"], "error": errors[0]})
             continue
         probabilities = {
-            e: sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)) / total
+            e: float(sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)))
             for e in EMOTIONS
         }
         fused.append(
@@ -169,8 +166,7 @@ def main(cfg: DictConfig) -> None:
     for path in paths:
         module, train_cfg = model_from_checkpoint(load_checkpoint(path))
         members.append(predict_files(module, train_cfg, files, device, cfg.get("speaker", "folder")))
-    weights = cfg.get("ensemble_weights")
-    results = members[0] if len(members) == 1 else average_files(members, list(weights) if weights else None)
+    results = members[0] if len(members) == 1 else average_files(members, cfg.get("ensemble_weights"))
     out = Path(cfg.paths.output_dir)
     write_json(out / "predictions.json", results)
     rows = [

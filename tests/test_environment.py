@@ -179,17 +179,10 @@ def test_a_skipped_clip_is_decoded_again_once_its_file_changes(few_clips, synthe
     assert cache.build(clips)["decoded_now"] == 1 and cache.has(skip["clip_id"])
 
 
-def locked_versions() -> dict[str, set[str]]:
-    pins: dict[str, set[str]] = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
-        if match:
-            pins.setdefault(re.sub(r"[-_.]+", "-", match.group(1)).lower(), set()).add(match.group(2))
-    return pins
-
-
 def test_the_lock_satisfies_pyproject_and_pins_the_measured_torch_set():
     from packaging.requirements import Requirement
+
+    from cremad_lit.doctor import locked_versions, norm
 
     try:
         import tomllib
@@ -197,10 +190,10 @@ def test_the_lock_satisfies_pyproject_and_pins_the_measured_torch_set():
         import tomli as tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pins = locked_versions()
+    pins = locked_versions(REPO / "requirements.lock")
     for text in project["dependencies"] + project["optional-dependencies"]["dev"]:
         requirement = Requirement(text)
-        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        name = norm(requirement.name)
         assert name in pins, f"{name} is in pyproject.toml but not in requirements.lock: run make lock"
         assert any(requirement.specifier.contains(v, prereleases=True) for v in pins[name]), (
             f"requirements.lock pins {name} {pins[name]}, outside pyproject.toml's {requirement.specifier}: make lock"

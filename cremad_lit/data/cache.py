@@ -128,6 +128,7 @@ class ClipCache:
         jobs = list(zip(todo["clip_id"], todo["video_path"], todo["audio_path"], strict=True))
         self.errors = {}
         if jobs:
+            paths_of = {clip_id: (video, audio) for clip_id, video, audio in jobs}
             done, results = 0, _run(jobs, self, decoder, workers)
             try:
                 for clip_id, path, reason, error in tqdm(
@@ -136,8 +137,7 @@ class ClipCache:
                     done += 1
                     skipped.pop(clip_id, None)
                     if reason is not None:
-                        row = todo.loc[todo["clip_id"] == clip_id].iloc[0]
-                        files = file_fingerprint(row["video_path"], row["audio_path"])
+                        files = file_fingerprint(*paths_of[clip_id])
                         skipped[clip_id] = {
                             "clip_id": clip_id,
                             "path": path,
