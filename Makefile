@@ -7,13 +7,14 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-speech clean
+.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The measured torch set (README, "Installing"): the lock holds these; pyproject.toml keeps the ranges.
-LOCK_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.1
+# OpenCV stays on 4.x in the lock so that face_crop=haar can still be compared (the default, lbp, runs on 5 too).
+LOCK_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.1 opencv-python-headless==4.14.0.94
 UV_VERSION := 0.13.9
 
 # A fresh venv every time the lock changes, so it holds exactly the lock (pip checks every hash).
@@ -69,10 +70,13 @@ format: $(INSTALLED) ## Ruff autofix and format
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-bench: bench-data bench-train ## All benchmarks (results in docs/benchmarks.md)
+bench: bench-data bench-train bench-faces ## All benchmarks (results in docs/benchmarks.md)
 
 bench-data: $(INSTALLED) ## Clips/s: on-the-fly decoding (decord vs PyAV) vs the prepared cache
 	$(PYTHON) benchmarks/bench_data.py
+
+bench-faces: $(INSTALLED) ## Face detectors on the shared real clips: detection rate, ms/frame, where the crops put the eyes
+	$(PYTHON) benchmarks/bench_faces.py
 
 bench-train: $(INSTALLED) ## Training samples/s, peak memory, inference latency of both paper models
 	$(PYTHON) benchmarks/bench_train.py

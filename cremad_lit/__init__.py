@@ -3,7 +3,7 @@
 Run `make demo` for a complete example on generated data; see README.md.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # The one emotion order used everywhere: label index i is EMOTIONS[i].
 EMOTIONS: tuple[str, ...] = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")

@@ -31,6 +31,7 @@ STACK = [
     "decord",
     "av",
     "opencv-python-headless",
+    "scikit-image",
     "torchmetrics",
     "wandb",
     "pandas",
@@ -72,7 +73,7 @@ def decode_checks(workdir: Path) -> list[Check]:
             lambda: {
                 k: v.shape
                 for k, v in extract_clip(
-                    str(video), str(wav), Preprocessing(image_size=64, face_crop="haar")
+                    str(video), str(wav), Preprocessing(image_size=64, face_crop="lbp")
                 ).items()
             },
         ),

@@ -77,9 +77,18 @@ def _pyav() -> None:
 
 
 def _opencv() -> None:
-    from cremad_lit.data.features import _face_detector
+    import cv2
+    import numpy as np
 
-    _face_detector()
+    cv2.resize(np.zeros((8, 8, 3), np.uint8), (4, 4), interpolation=cv2.INTER_AREA)
+
+
+def _face_detector() -> None:
+    import numpy as np
+
+    from cremad_lit.data.faces import detect_faces
+
+    detect_faces(np.zeros((48, 48), np.uint8), "lbp")
 
 
 def _opensmile() -> None:
@@ -103,12 +112,8 @@ NATIVE: list[tuple[str, str, Callable[[], None], str]] = [
     ("torchvision", "torchvision", _torchvision, f"torchvision must match the installed torch: {REINSTALL}"),
     ("decord", "decord", _decord, f"{REINSTALL}; or use data.decoder=pyav"),
     ("PyAV", "av", _pyav, REINSTALL),
-    (
-        "OpenCV",
-        "opencv-python-headless",
-        _opencv,
-        f"opencv-python-headless 5 dropped the Haar cascades: {REINSTALL}",
-    ),
+    ("OpenCV", "opencv-python-headless", _opencv, REINSTALL),
+    ("face detector (LBP cascade)", "scikit-image", _face_detector, REINSTALL),
     ("openSMILE", "opensmile", _opensmile, REINSTALL),
 ]
 

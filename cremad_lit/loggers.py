@@ -198,6 +198,17 @@ def log_predictions_table(
         run.log({key: table})
 
 
+def log_image(loggers, key: str, path: Path) -> None:
+    """A PNG of the run dir (faces.png, say) as a W&B image, when there is one and a W&B run."""
+    runs = wandb_runs(loggers)
+    if not runs or not Path(path).is_file():
+        return
+    import wandb
+
+    for run in runs:
+        run.log({key: wandb.Image(str(path))})
+
+
 def log_config(loggers, cfg: DictConfig, **extra) -> None:
     for logger in loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **extra})

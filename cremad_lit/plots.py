@@ -129,3 +129,37 @@ def plot_grouped_bars(
     axis.set(ylabel=ylabel, title=title)
     axis.legend(fontsize=8)
     return _save(figure, path)
+
+
+def plot_face_sheet(rows: list[dict], path, title: str = "What the video branch sees") -> Path:
+    """A contact sheet: one row per clip (`frames` (T, S, S, 3) uint8, a `label`, `fallback` when no face was
+    found and the centre square was used), the sampled frames side by side. Fallback rows get a red frame and say so."""
+    columns = max(len(r["frames"]) for r in rows)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(0.8 * columns + 1.6, 0.85 * len(rows) + 0.5), squeeze=False
+    )
+    for i, row in enumerate(rows):
+        for j in range(columns):
+            axis = axes[i, j]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if j < len(row["frames"]):
+                axis.imshow(row["frames"][j])
+            else:
+                axis.axis("off")
+            colour = "red" if row.get("fallback") else "none"
+            for spine in axis.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2.5 if row.get("fallback") else 0)
+        label = row["label"] + ("\nno face: centre" if row.get("fallback") else "")
+        axes[i, 0].set_ylabel(
+            label,
+            rotation=0,
+            ha="right",
+            va="center",
+            fontsize=6,
+            color="red" if row.get("fallback") else "black",
+        )
+    figure.suptitle(title, fontsize=8)
+    figure.subplots_adjust(wspace=0.04, hspace=0.08)
+    return _save(figure, path)

@@ -31,12 +31,25 @@ def main(cfg: DictConfig) -> None:
     report = datamodule.cache.build(clips, datamodule.decoder, datamodule.prepare_workers, cfg.retry_skipped)
     report["rejected"] = clips.attrs["rejected"]
     out = Path(cfg.paths.output_dir)
+    report["left_out"] = datamodule.cache.lacking(clips, datamodule.modalities)
     write_json(out / "prepare_report.json", report)
     write_json(datamodule.cache.dir / "prepare_report.json", report)
+    faces = report["faces"]
     print(
         f"{report['clips']} clips in {report['cache_dir']} ({report['decoded_now']} decoded now in {report['seconds']} s, "
-        f"{len(report['skipped'])} skipped); report: {(out / 'prepare_report.json').resolve()}"
+        f"{len(report['skipped'])} skipped, {len(report['left_out'])} without a modality of data.modalities); "
+        f"report: {(out / 'prepare_report.json').resolve()}"
     )
+    if "video" in datamodule.modalities and datamodule.face_sheet(out / "faces.png"):
+        rate = (
+            ""
+            if faces["rate"] is None
+            else f"face in {faces['rate']:.1%} of {faces['frames_searched']} frames, "
+        )
+        print(
+            f"faces (face_crop={faces['detector']}): {rate}{len(faces['fallback_clips'])} clips fell back to the "
+            f"centre square; contact sheet: {(out / 'faces.png').resolve()}"
+        )
 
 
 if __name__ == "__main__":

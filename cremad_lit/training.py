@@ -20,7 +20,13 @@ from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.environment import require_environment
-from cremad_lit.loggers import build_loggers, finish_loggers, log_model_artifacts, log_predictions_table
+from cremad_lit.loggers import (
+    build_loggers,
+    finish_loggers,
+    log_image,
+    log_model_artifacts,
+    log_predictions_table,
+)
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import (
     build_datamodule,
@@ -149,6 +155,10 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams({**module.run_config, "run_info": info})
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    if trainer.is_global_zero:
+        log_image(
+            loggers, "data/faces", run_dir / "faces.png"
+        )  # written by prepare_data: what the video branch sees
     checkpointing = trainer.checkpoint_callback
     tested = checkpointing.best_model_path if checkpointing else ""
     # Sweepers get the monitored metric of the tested checkpoint: the best one, or with test_checkpoint=last the end.

@@ -84,7 +84,7 @@ def test_ravdess_48k_stereo_and_left_out_emotions(ravdess_dir, tmp_path):
     assert abs(len(ours) - len(theirs)) <= 2
     assert np.corrcoef(ours[:n], theirs[:n])[0, 1] > 0.99
     sample = extract_clip("", str(native), Preprocessing())
-    assert set(sample) == {"mel"} and sample["mel"].shape == (1, 64, 128)
+    assert set(sample) == {"mel", "info"} and sample["mel"].shape == (1, 64, 128)
 
 
 def link_actors(ravdess_dir, root, actors):

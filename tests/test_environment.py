@@ -150,25 +150,36 @@ def test_errors_that_are_not_bad_media_stop_the_build_and_are_never_recorded(
 
 
 def test_a_skipped_clip_is_decoded_again_once_its_file_changes(few_clips, synthetic_root, tmp_path):
-    """A skip holds the size and modification time of its files: a repaired file is tried again, an unchanged one
-    is not; records without them (written before this rule) are retried."""
+    """A skip (and a clip stored without one of its modalities) holds the size and modification time of its files: a
+    repaired file is tried again, an unchanged one is not; records without them (written before this rule) are
+    retried."""
     root = tmp_path / "corpus"
     shutil.copytree(synthetic_root, root)
     clips = build_catalog(root).head(4)
     broken_wav = Path(clips.iloc[0]["audio_path"])
     broken_video = Path(clips.iloc[0]["video_path"])
-    good_video = broken_video.read_bytes()
+    good_video, good_wav = broken_video.read_bytes(), broken_wav.read_bytes()
     broken_video.write_bytes(b"\x00" * 100)  # not a video at all
+    broken_wav.write_bytes(b"RIFF" + b"\x00" * 60)  # nor a WAV (and no audio track to fall back on)
     cache = ClipCache(tmp_path / "cache", Preprocessing(frames=2, image_size=32))
     first = cache.build(clips)
     [skip] = first["skipped"]
     assert skip["clip_id"] == clips.iloc[0]["clip_id"] and str(broken_video) in skip["files"]
     assert skip["files"][str(broken_video)][0] == 100 and str(broken_wav) in skip["files"]
+    assert "video:" in skip["reason"] and "audio:" in skip["reason"]
     assert cache.build(clips)["decoded_now"] == 0  # unchanged: still a skip
 
-    broken_video.write_bytes(good_video)  # repaired
+    broken_wav.write_bytes(good_wav)  # the audio repaired: stored with its audio, the video still missing
+    partial = cache.build(clips)
+    assert partial["decoded_now"] == 1 and partial["skipped"] == [] and cache.has(skip["clip_id"])
+    assert [(r["clip_id"], r["modality"]) for r in partial["absent"]] == [(skip["clip_id"], "video")]
+    assert set(cache.load(skip["clip_id"])) == {"mel", "info"}
+    assert cache.build(clips)["decoded_now"] == 0  # unchanged: the entry stands
+
+    broken_video.write_bytes(good_video)  # the video repaired too: decoded again, whole
     repaired = cache.build(clips)
-    assert repaired["decoded_now"] == 1 and repaired["skipped"] == [] and cache.has(skip["clip_id"])
+    assert repaired["decoded_now"] == 1 and repaired["absent"] == [] and cache.has(skip["clip_id"])
+    assert {"frames", "mel"} <= set(cache.load(skip["clip_id"]))
     assert json.loads(cache.skipped_file.read_text()) == []
 
     # A record in the old form (no fingerprint), as a broken install left them: decoded again.

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from cremad_lit.data.faces import detect_faces, find_face
 from cremad_lit.data.features import (
     Preprocessing,
-    detect_face_box,
     extract_clip,
     log_mel,
     normalise_frames,
@@ -37,20 +37,23 @@ def test_pad_crop_keeps_time_scale_and_resize_stretches():
     assert stretched[0, :, 100:].std() > 1  # the same audio spread over all 128 columns
 
 
+@pytest.mark.parametrize("method", ["lbp", "haar"])
 @pytest.mark.parametrize("path", SAMPLE_FLVS, ids=lambda p: p.stem)
-def test_haar_crop_holds_the_face_on_real_clips(path):
+def test_face_crop_holds_the_face_on_real_clips(path, method):
+    if method == "haar" and not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("OpenCV 5 has no CascadeClassifier")
     frames = read_frames(str(path), 8)
-    box = detect_face_box(frames, margin=0.35)
-    assert box is not None
-    left, top, side = box
+    face = find_face(frames, method, margin=0.35)
+    assert face.kind == "face" and face.found == 8
+    left, top, side = face.box
     # the face fills about a quarter of the 480-px width; with the margin the square is roughly half the height
     assert 140 < side < 300 and 120 < left + side / 2 < 360
-    crop = prepare_frames(frames, Preprocessing(face_crop="haar", image_size=224))
+    crop, _ = prepare_frames(frames, Preprocessing(face_crop=method, image_size=224))
     assert crop.shape == (8, 224, 224, 3)
     gray = cv2.cvtColor(crop[4], cv2.COLOR_RGB2GRAY)
-    faces = cv2.CascadeClassifier(
-        cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-    ).detectMultiScale(gray, 1.1, 5)
+    faces = detect_faces(
+        gray, "lbp" if method == "haar" else "haar" if hasattr(cv2, "CascadeClassifier") else "lbp"
+    )
     assert (
         len(faces) and max(w for _, _, w, _ in faces) > 224 * 0.4
     )  # the face now fills a large part of the crop
@@ -59,8 +62,9 @@ def test_haar_crop_holds_the_face_on_real_clips(path):
 def test_no_face_falls_back_to_the_centre_square():
     frames = np.zeros((2, 360, 480, 3), dtype=np.uint8)
     frames[:, :, 60:420] = 200  # the centre 360x360 square
-    crop = prepare_frames(frames, Preprocessing(face_crop="haar", image_size=32))
+    crop, face = prepare_frames(frames, Preprocessing(face_crop="lbp", image_size=32))
     assert crop.shape == (2, 32, 32, 3) and crop.min() == 200
+    assert face.kind == "centre" and face.fallback and (face.searched, face.found) == (2, 0)
 
 
 def test_cache_key_changes_with_every_setting():
@@ -70,12 +74,13 @@ def test_cache_key_changes_with_every_setting():
         {"frames": 16},
         {"image_size": 160},
         {"face_crop": "haar"},
+        {"face_crop": "lbp"},
         {"n_mels": 128},
         {"hop_length": 256},
         {"audio_fit": "pad_crop"},
     ):
         keys.add(Preprocessing(**change).key())
-    assert len(keys) == 7 and Preprocessing().key() == base.key()
+    assert len(keys) == 8 and Preprocessing().key() == base.key()
     with pytest.raises(ValueError, match="face_crop"):
         Preprocessing(face_crop="dlib")
 
@@ -89,8 +94,10 @@ def test_normalise_frames_uses_the_given_mean_and_std():
 def test_extract_clip_only_decodes_requested_modalities(synthetic_root):
     video = str(synthetic_root / "VideoFlash" / "1001_IEO_ANG_HI.flv")
     assert set(extract_clip(video, "", Preprocessing(frames=2, image_size=32), modalities=("audio",))) == {
-        "mel"
+        "mel",
+        "info",
     }
     assert set(extract_clip(video, "", Preprocessing(frames=2, image_size=32), modalities=("video",))) == {
-        "frames"
+        "frames",
+        "info",
     }

@@ -90,6 +90,8 @@ def test_wandb_offline_run_holds_config_curves_and_test_media(trained_run):
     files = offline / "files"
     media = files / "media"
     assert list((media / "images").glob("test/confusion_matrix_image_*.png"))
+    # what the video branch saw: the run dir's contact sheet, logged as an image
+    assert (run_dir / "faces.png").is_file() and list((media / "images").glob("data/faces_*.png"))
     assert list((media / "table").rglob("confusion_matrix*.table.json"))
     per_class = json.loads(next((media / "table").rglob("per_class*.table.json")).read_text())
     assert per_class["columns"] == ["emotion", "f1", "support", "recall"] and [

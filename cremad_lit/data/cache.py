@@ -2,9 +2,11 @@
 
     python -m cremad_lit.prepare data.root=/path/to/CREMA-D       # the command; this module is its engine
 
-Layout: `<cache_dir>/<corpus>-<hash of its root>/<Preprocessing.key()>/settings.json`, `<clip_id>.npz` (uint8 frames, float16 Mel) and
-`skipped.json` (clip, path, reason, and the size and modification time of its files, for every clip whose media could
-not be used). Every file is written to a temporary name and renamed, so a run killed at any point leaves only whole
+Layout: `<cache_dir>/<corpus>-<hash of its root>/<Preprocessing.key()>/settings.json`, `<clip_id>.npz` (uint8 frames,
+float16 Mel, and `info`: the modalities the clip lacks with the reason, how its face was found), `index.json` (every
+entry's `info`, so a run knows which clips lack what without opening them) and `skipped.json` (clip, path, reason,
+and the size and modification time of its files, for every clip with nothing usable). A clip is stored with whatever
+modalities it has: a silent video is kept for video-only runs, and a run that needs its sound leaves it out by name. Every file is written to a temporary name and renamed, so a run killed at any point leaves only whole
 entries and the next run resumes where it stopped.
 
 Only a MediaError (a file that cannot be opened, is empty or truncated, has no audio, is too long, will not decode) is
@@ -33,7 +35,8 @@ try:
 except ImportError:  # Windows: no lock; parallel jobs may then decode the same clip twice (harmless, atomic)
     fcntl = None
 
-from cremad_lit.data.features import Preprocessing, extract_clip
+from cremad_lit.data.faces import summarise
+from cremad_lit.data.features import Preprocessing, clip_info, extract_clip
 from cremad_lit.data.media import MediaError
 from cremad_lit.environment import BrokenEnvironment
 
@@ -96,6 +99,45 @@ class ClipCache:
         write_atomic(self.entry(clip_id), lambda handle: np.savez(handle, **sample))
 
     @property
+    def index_file(self) -> Path:
+        return self.dir / "index.json"
+
+    def infos(self, clip_ids) -> dict[str, dict]:
+        """clip_id -> stored `info` of each cached clip among `clip_ids` (index.json, else the entry itself)."""
+        index = json.loads(self.index_file.read_text()) if self.index_file.is_file() else {}
+        found = {}
+        for clip_id in clip_ids:
+            if clip_id in index:
+                found[clip_id] = index[clip_id]
+            elif self.has(clip_id):
+                found[clip_id] = clip_info(self.load(clip_id, ("info",)))
+        return found
+
+    def lacking(self, clips: pd.DataFrame, modalities) -> list[dict]:
+        """The cached clips of `clips` without one of `modalities`, each with the modality and the reason."""
+        paths = dict(
+            zip(
+                clips["clip_id"],
+                clips["video_path"].where(clips["video_path"] != "", clips["audio_path"]),
+                strict=True,
+            )
+        )
+        rows = []
+        for clip_id, info in self.infos(clips["clip_id"]).items():
+            for modality in modalities:
+                if modality in info.get("absent", {}):
+                    rows.append(
+                        {
+                            "clip_id": clip_id,
+                            "path": paths[clip_id],
+                            "modality": modality,
+                            "reason": info["absent"][modality],
+                        }
+                    )
+                    break
+        return rows
+
+    @property
     def skipped_file(self) -> Path:
         return self.dir / "skipped.json"
 
@@ -123,19 +165,23 @@ class ClipCache:
 
     def _build(self, clips: pd.DataFrame, decoder: str, workers: int, retry_skipped: bool) -> dict:
         skipped = {} if retry_skipped else self._still_valid_skips(clips)
-        todo = clips[~clips["clip_id"].map(lambda c: self.has(c) or c in skipped)]
+        stale = self._stale_partial_entries(clips, retry_skipped)
+        todo = clips[~clips["clip_id"].map(lambda c: (self.has(c) and c not in stale) or c in skipped)]
         started = time.perf_counter()
         jobs = list(zip(todo["clip_id"], todo["video_path"], todo["audio_path"], strict=True))
         self.errors = {}
         if jobs:
             paths_of = {clip_id: (video, audio) for clip_id, video, audio in jobs}
             done, results = 0, _run(jobs, self, decoder, workers)
+            infos = {}
             try:
-                for clip_id, path, reason, error in tqdm(
+                for clip_id, path, reason, error, info in tqdm(
                     results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
                 ):
                     done += 1
                     skipped.pop(clip_id, None)
+                    if info is not None:
+                        infos[clip_id] = info
                     if reason is not None:
                         files = file_fingerprint(*paths_of[clip_id])
                         skipped[clip_id] = {
@@ -155,6 +201,9 @@ class ClipCache:
             finally:
                 results.close()  # on a stop: cancel what the workers have not started
                 write_json(self.skipped_file, sorted(skipped.values(), key=lambda r: r["clip_id"]))
+                self._update_index(infos)
+        stored = self.infos(clips["clip_id"])
+        self._update_index({c: i for c, i in stored.items()})
         report = {
             "cache_dir": str(self.dir),
             "settings": self.prep.to_dict(),
@@ -164,8 +213,24 @@ class ClipCache:
             "skipped": [skipped[c] for c in clips["clip_id"] if c in skipped],
             # Left out of this run only: retried by the next one.
             "errors": list(self.errors.values()),
+            "absent": [
+                {"clip_id": c, "modality": m, "reason": r}
+                for c, info in stored.items()
+                for m, r in sorted(info.get("absent", {}).items())
+            ],
+            "faces": summarise(
+                self.prep.face_crop, {c: info["faces"] for c, info in stored.items() if "faces" in info}
+            ),
         }
         return report
+
+    def _update_index(self, infos: dict[str, dict]) -> None:
+        """Merge `infos` into index.json (under the build lock; atomic, so readers see the old or the new)."""
+        index = json.loads(self.index_file.read_text()) if self.index_file.is_file() else {}
+        if all(index.get(c) == i for c, i in infos.items()):
+            return
+        index.update(infos)
+        write_json(self.index_file, dict(sorted(index.items())))
 
     def _still_valid_skips(self, clips: pd.DataFrame) -> dict[str, dict]:
         """The recorded skips whose files are unchanged; older records without a fingerprint are retried."""
@@ -178,6 +243,15 @@ class ClipCache:
                 valid[clip_id] = record
         return valid
 
+    def _stale_partial_entries(self, clips: pd.DataFrame, retry: bool) -> set[str]:
+        """Cached clips stored without a modality whose files changed since (or all of them, with `retry`)."""
+        paths = clips.set_index("clip_id")[["video_path", "audio_path"]]
+        return {
+            clip_id
+            for clip_id, info in self.infos(clips["clip_id"]).items()
+            if info.get("absent") and (retry or info.get("files") != file_fingerprint(*paths.loc[clip_id]))
+        }
+
     def _stop_message(self, done: int) -> str:
         first = next(iter(self.errors.values()))
         return (
@@ -189,15 +263,20 @@ class ClipCache:
 
 
 def _prepare_one(job, cache: ClipCache, decoder: str):
-    """(clip_id, path, media reason or None, other error or None): only bad media becomes a skip."""
+    """(clip_id, path, media reason or None, other error or None, stored info or None): only bad media is a skip."""
     clip_id, video_path, audio_path = job
     try:
-        cache.save(clip_id, extract_clip(video_path, audio_path, cache.prep, decoder))
-        return clip_id, video_path, None, None
+        sample = extract_clip(video_path, audio_path, cache.prep, decoder)
+        info = clip_info(sample)
+        if info["absent"]:  # like a skip, a missing modality holds only for the files it was found in
+            info["files"] = file_fingerprint(video_path, audio_path)
+            sample["info"] = np.array(json.dumps(info))
+        cache.save(clip_id, sample)
+        return clip_id, video_path or audio_path, None, None, clip_info(sample)
     except MediaError as error:
-        return clip_id, error.path, error.reason, None
+        return clip_id, error.path, error.reason, None, None
     except Exception as error:  # reported and counted by the caller; one odd failure must not stop the others
-        return clip_id, video_path or audio_path, None, f"{type(error).__name__}: {error}"
+        return clip_id, video_path or audio_path, None, f"{type(error).__name__}: {error}", None
 
 
 def _init_worker() -> None:

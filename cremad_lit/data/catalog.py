@@ -85,11 +85,15 @@ def walk_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
 
 
 ON_PURPOSE = "left out by data.label_map"
+SAME_TAKE = (
+    "another file of take"  # a second video of one recording (RAVDESS's 01-/02- twins, a face-cropped copy)
+)
 
 
 def reject(rejected: list[dict], path, reason: str, label: str | None = None) -> None:
-    """Record a file that is not used; a problem is warned about file by file, a label-map choice once in total."""
-    if ON_PURPOSE not in reason:
+    """Record a file that is not used; a problem is warned about file by file, a choice (label map, one video per
+    take) once in total."""
+    if ON_PURPOSE not in reason and not reason.startswith(SAME_TAKE):
         log.warning("leaving out %s: %s", path, reason)
     rejected.append({"path": str(path), "reason": reason, "label": label})
 
@@ -99,6 +103,11 @@ def _summarise_on_purpose(rejected: list[dict]) -> None:
     if labels:
         counts = ", ".join(f"{label} {n}" for label, n in sorted(labels.items(), key=str))
         log.info("left out %d clips by data.label_map (%s)", sum(labels.values()), counts)
+    twins = sum(r["reason"].startswith(SAME_TAKE) for r in rejected)
+    if twins:
+        log.info(
+            "one video per take: %d other videos of the same takes are not used (listed as rejected)", twins
+        )
 
 
 def build_catalog(

@@ -6,12 +6,15 @@
 A batch is a dict: `frames` B x T x 3 x H x W float, `mel` B x 1 x 64 x 128 float, `label` B long, `clip_id` list,
 and with `data.functionals=egemaps|compare` `functionals` B x 88 | 6373 float.
 Only the modalities asked for are decoded and batched. Clips that cannot be decoded are skipped with a logged reason
-(and listed in the cache's skipped.json), never crashing an epoch.
+(and listed in the cache's skipped.json), never crashing an epoch; cached clips without a modality the run needs (a
+silent video in an audio-visual run) are left out by name (`left_out`, in prepare_report.json). prepare_data also
+draws faces.png, the cropped frames of a few clips per emotion, into the run dir.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
@@ -25,9 +28,11 @@ from tqdm import tqdm
 from cremad_lit import EMOTIONS
 from cremad_lit.data.cache import ClipCache, source_key, write_json
 from cremad_lit.data.catalog import build_catalog
+from cremad_lit.data.faces import load_detector
 from cremad_lit.data.features import (
     MEL_DB_STD,
     Preprocessing,
+    clip_info,
     extract_clip,
     normalise_frames,
     normalise_mel,
@@ -45,6 +50,7 @@ from cremad_lit.data.splits import (
 
 log = logging.getLogger(__name__)
 MODALITIES = ("audio", "video")
+STORED_AS = {"audio": "mel", "video": "frames"}  # each modality's array in a cache entry
 CACHE_MODES = ("auto", "off", "require")
 # none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's clips: no labels used)
 # | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes. The functionals
@@ -152,10 +158,13 @@ class CremaDataset(Dataset):
         MediaError if it cannot be decoded."""
         modalities = modalities or self.modalities
         if self.cache is not None and self.cache.has(row.clip_id):
-            names = [
-                name for modality, name in (("audio", "mel"), ("video", "frames")) if modality in modalities
-            ]
-            return self.cache.load(row.clip_id, names)
+            names = {modality: STORED_AS[modality] for modality in modalities}
+            stored = self.cache.load(row.clip_id, (*names.values(), "info"))
+            for modality, name in names.items():
+                if name not in stored:
+                    reason = clip_info(stored).get("absent", {}).get(modality, f"no {modality} stored")
+                    raise MediaError(row.video_path or row.audio_path, f"no {modality}: {reason}")
+            return stored
         return extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, modalities)
 
     def __getitem__(self, index: int) -> dict:
@@ -276,6 +285,10 @@ class CremaDataModule(L.LightningDataModule):
         )
         self.options = dict(options or {})
         self.prep, self.modalities = Preprocessing(**preprocessing), modalities
+        if (
+            "video" in modalities
+        ):  # a detector this install cannot run (haar on OpenCV 5) is one error, up front
+            load_detector(self.prep.face_crop)
         self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
         self.split_config = dict(split or {})
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -299,6 +312,7 @@ class CremaDataModule(L.LightningDataModule):
         self.clips: pd.DataFrame | None = None
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, CremaDataset] = {}
+        self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
         self._catalog: pd.DataFrame | None = None
 
     def catalog(self) -> pd.DataFrame:
@@ -332,11 +346,15 @@ class CremaDataModule(L.LightningDataModule):
         }
         if self.cache_mode == "auto":
             report.update(self.cache.build(clips, self.decoder, self.prepare_workers))
+        if self.cache is not None:
+            report["left_out"] = self.cache.lacking(clips, self.modalities)
         if self.functionals != "none":
             report["functionals_skipped"] = self.functional_features(clips)[1]
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.output_dir / "prepare_report.json", report)
+            if "video" in self.modalities and self.cache is not None:
+                self.face_sheet(self.output_dir / "faces.png")
 
     # -- on every process --------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -352,6 +370,17 @@ class CremaDataModule(L.LightningDataModule):
                     self.cache.skipped_file,
                 )
                 clips = clips[~clips["clip_id"].isin(skipped)]
+            self.left_out = self.cache.lacking(clips, self.modalities)
+            if self.left_out:
+                reasons = Counter(f"no {r['modality']}: {r['reason']}" for r in self.left_out)
+                log.warning(
+                    "leaving out %d clips without a modality this run needs (data.modalities=%s): %s; e.g. %s",
+                    len(self.left_out),
+                    list(self.modalities),
+                    dict(reasons.most_common(3)),
+                    [r["path"] for r in self.left_out[:3]],
+                )
+                clips = clips[~clips["clip_id"].isin({r["clip_id"] for r in self.left_out})]
             if self.cache.errors:
                 log.warning(
                     "leaving out of this run %d clips that failed for reasons not their own (retried next run): %s",
@@ -426,6 +455,38 @@ class CremaDataModule(L.LightningDataModule):
         log.info(
             "clips per split %s, actors per split %s", sizes, self.split["split"].value_counts().to_dict()
         )
+
+    def face_sheet(self, path, per_emotion: int = 2, fallbacks: int = 4) -> Path | None:
+        """faces.png: the stored (cropped) frames of `per_emotion` clips of each emotion, from different speakers
+        where there are, then up to `fallbacks` clips where no face was found (marked). None without cached frames."""
+        from cremad_lit.plots import plot_face_sheet
+
+        clips = self.catalog()
+        infos = self.cache.infos(clips["clip_id"])
+        with_frames = clips[clips["clip_id"].map(lambda c: c in infos and "faces" in infos[c])]
+        if not len(with_frames):
+            log.warning("no cached frames to draw %s from", path)
+            return None
+        chosen = []
+        for _, group in with_frames.groupby("emotion", sort=True):
+            chosen += list(group.drop_duplicates("actor_id")["clip_id"][:per_emotion])
+        fell_back = [c for c in with_frames["clip_id"] if infos[c]["faces"]["kind"] == "centre"]
+        chosen += [c for c in fell_back if c not in chosen][:fallbacks]
+        emotion = dict(zip(clips["clip_id"], clips["emotion"], strict=True))
+        rows = []
+        for clip_id in chosen:
+            face = infos[clip_id]["faces"]
+            rows.append(
+                {
+                    "frames": self.cache.load(clip_id, ("frames",))["frames"],
+                    "label": f"{emotion[clip_id]} {clip_id}\n{face['kind']} {face['found']}/{face['searched']}",
+                    "fallback": face["kind"] == "centre",
+                }
+            )
+        title = (
+            f"What the video branch sees (face_crop={self.prep.face_crop}; red: no face found, centre square)"
+        )
+        return plot_face_sheet(rows, path, title)
 
     def functional_features(self, clips: pd.DataFrame) -> tuple[dict, list[dict]]:
         """clip_id -> the functionals of `clips` (cached beside the clip cache), and the clips that failed."""

@@ -2,8 +2,9 @@
 
     from cremad_lit.data.features import Preprocessing, extract_clip
     sample = extract_clip(video_path, audio_path, Preprocessing(frames=8, image_size=224))
-    sample["frames"]  # (8, 224, 224, 3) uint8, face-cropped or centre-cropped, resized
+    sample["frames"]  # (8, 224, 224, 3) uint8, face-cropped (data/faces.py) or centre-cropped, resized
     sample["mel"]     # (1, 64, 128) float16 log-Mel in dB
+    clip_info(sample) # {"absent": {modality: reason}, "faces": {"kind": "face", "box": [...], "found": 8, ...}}
 
 Frames are stored as uint8 and normalised at load time with the video backbone's own mean/std (see `normalise_frames`),
 so one cache serves every backbone with the same input size. Paper defaults: 8 frames, 16 kHz, 64 Mel bins, FFT 1024,
@@ -18,14 +19,13 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cremad_lit.data.faces import FACE_CROPS, FaceCrop, crop_faces
 from cremad_lit.data.media import MediaError, probe_video, read_audio, read_frames
 
-FACE_CROPS = ("none", "haar")
 AUDIO_FITS = ("resize", "pad_crop")
 
 
@@ -61,60 +61,9 @@ class Preprocessing:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def centre_box(height: int, width: int) -> tuple[int, int, int]:
-    side = min(height, width)
-    return (width - side) // 2, (height - side) // 2, side
-
-
-@lru_cache(maxsize=1)
-def _face_detector() -> cv2.CascadeClassifier:
-    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-    detector = cv2.CascadeClassifier(path)
-    if detector.empty():
-        raise RuntimeError(
-            f"OpenCV's Haar cascade is missing at {path} (opencv-python-headless 5 dropped it; use <5)"
-        )
-    return detector
-
-
-def detect_face_box(frames: np.ndarray, margin: float) -> tuple[int, int, int] | None:
-    """One square box (x, y, side) around the face over all frames: the median of per-frame detections, widened."""
-    height, width = frames.shape[1:3]
-    scale = 2 if width >= 320 else 1
-    boxes = []
-    for frame in frames:
-        gray = cv2.cvtColor(frame[::scale, ::scale], cv2.COLOR_RGB2GRAY)
-        found = _face_detector().detectMultiScale(
-            gray, scaleFactor=1.1, minNeighbors=5, minSize=(24 // scale, 24 // scale)
-        )
-        if len(found):
-            boxes.append(max(found, key=lambda b: b[2] * b[3]) * scale)
-    if not boxes:
-        return None
-    x, y, w, h = np.median(np.array(boxes), axis=0)
-    side = min(int(max(w, h) * (1 + 2 * margin)), height, width)
-    cx, cy = x + w / 2, y + h / 2
-    left = int(np.clip(cx - side / 2, 0, width - side))
-    top = int(np.clip(cy - side / 2, 0, height - side))
-    return left, top, side
-
-
-def crop_and_resize(frames: np.ndarray, box: tuple[int, int, int], size: int) -> np.ndarray:
-    left, top, side = box
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return np.stack(
-        [
-            cv2.resize(f[top : top + side, left : left + side], (size, size), interpolation=interpolation)
-            for f in frames
-        ]
-    )
-
-
-def prepare_frames(frames: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    box = detect_face_box(frames, prep.face_margin) if prep.face_crop == "haar" else None
-    if box is None:  # no face found, or face_crop=none: the centred square
-        box = centre_box(*frames.shape[1:3])
-    return crop_and_resize(frames, box, prep.image_size)
+def prepare_frames(frames: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, FaceCrop]:
+    """The model's frames (face-cropped or centre square, resized) and where the crop came from."""
+    return crop_faces(frames, prep.face_crop, prep.face_margin, prep.image_size)
 
 
 @lru_cache(maxsize=4)
@@ -152,29 +101,59 @@ def extract_clip(
 ) -> dict:
     """Decode and featurise one clip; raises MediaError (with path and reason) for anything unusable.
 
-    `modalities` says what to decode; by default everything the clip has (an audio-only clip has `video_path == ""`),
-    which is what the cache stores, so audio-visual, audio-only and video-only runs share one cache.
+    `modalities` says what to decode, and each one is required. Without it (what the cache stores) the clip gives
+    whatever it has: a modality that cannot be read (a silent video, a broken audio track) is recorded in
+    `info["absent"]` with its reason, so one cache serves audio-visual, audio-only and video-only runs; only a clip
+    with nothing usable is an error. `info` (a JSON string in the sample) also says how the face was cropped.
     """
+    required = modalities is not None
     if modalities is None:
         modalities = ("audio", "video") if video_path else ("audio",)
     if "video" in modalities and not video_path:
         raise MediaError(audio_path, "no video file for this clip, but video was asked for")
-    if video_path:
-        _check_duration(video_path, probe_video(video_path, decoder).duration, prep)
-    sample = {}
+    sample, info, reasons = {}, {"absent": {}}, {}
     if "video" in modalities:
-        sample["frames"] = prepare_frames(read_frames(video_path, prep.frames, decoder), prep)
+        try:
+            _check_duration(video_path, probe_video(video_path, decoder).duration, prep)
+            frames, face = prepare_frames(read_frames(video_path, prep.frames, decoder), prep)
+            sample["frames"], info["faces"] = frames, face.to_dict()
+        except TooLong:
+            raise
+        except MediaError as error:
+            if required:
+                raise
+            reasons["video"] = error
     if "audio" in modalities:
-        audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate, decoder)
-        if not video_path:
-            _check_duration(audio_path, len(audio) / prep.sample_rate, prep)
-        sample["mel"] = log_mel(audio, prep).astype(np.float16)
+        try:
+            audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate, decoder)
+            _check_duration(audio_path or video_path, len(audio) / prep.sample_rate, prep)
+            sample["mel"] = log_mel(audio, prep).astype(np.float16)
+        except TooLong:
+            raise
+        except MediaError as error:
+            if required:
+                raise
+            reasons["audio"] = error
+    if not sample:  # nothing usable: the clip is skipped, with every reason
+        first = next(iter(reasons.values()))
+        raise MediaError(first.path, "; ".join(f"{m}: {e.reason}" for m, e in reasons.items()))
+    info["absent"] = {modality: error.reason for modality, error in reasons.items()}
+    sample["info"] = np.array(json.dumps(info))
     return sample
+
+
+def clip_info(sample: dict) -> dict:
+    """The `info` of a sample or cache entry ({} for entries written before it existed)."""
+    return json.loads(str(sample["info"])) if "info" in sample else {}
+
+
+class TooLong(MediaError):
+    """A clip over max_duration_s: left out whole, whichever modality noticed."""
 
 
 def _check_duration(path: str, seconds: float, prep: Preprocessing) -> None:
     if prep.max_duration_s is not None and seconds > prep.max_duration_s:
-        raise MediaError(path, f"clip is {seconds:.1f} s long, over max_duration_s={prep.max_duration_s}")
+        raise TooLong(path, f"clip is {seconds:.1f} s long, over max_duration_s={prep.max_duration_s}")
 
 
 def normalise_frames(frames: torch.Tensor, mean, std) -> torch.Tensor:

@@ -6,7 +6,11 @@
 Name fields: modality (01 audio-video mp4, 02 video-only mp4, 03 audio-only wav), vocal channel (01 speech,
 02 song), emotion (01 neutral 02 calm 03 happy 04 sad 05 angry 06 fearful 07 disgust 08 surprised), intensity
 (01 normal, 02 strong), statement (01, 02), repetition, actor (odd male, even female). The files of one recording
-(its wav and its mp4s) are one clip, `clip_id` = the name without its modality field (`01-05-01-02-01-01`).
+(its wav and its mp4s) are one clip, `clip_id` = the name without its modality field (`01-05-01-02-01-01`), so the
+`01-` and `02-` videos of a take (the same video with and without sound) can never land on both sides of a split.
+Names may carry a suffix after the seven fields (`01-01-03-01-01-02-05_facecroppad.avi`, as face-cropping tools write
+them) and videos may be .mp4, .avi, .mov or .mkv. A take gets one video: the `01-` one (it has sound) over the `02-`,
+the original name over a suffixed one; the others are listed as not used.
 `data.label_map` maps the eight emotions to the six shared ones (calm and surprised left out by default);
 song is left out unless `data.options.vocal_channels=[speech,song]`. 48 kHz and stereo audio are resampled to 16 kHz mono.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cremad_lit.data.catalog import Rejected, emotion_code, reject, walk_files
+from cremad_lit.data.catalog import SAME_TAKE, Rejected, emotion_code, reject, walk_files
 
 EMOTIONS = {
     "01": "neutral",
@@ -31,8 +35,17 @@ EMOTIONS = {
 VOCAL_CHANNELS = {"01": "speech", "02": "song"}
 INTENSITIES = {"01": "normal", "02": "strong"}
 DEFAULT_LABEL_MAP = {"calm": None, "surprised": None}
-_NAME = re.compile(r"^(0[123])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})$")
-_KIND = {".wav": ("03",), ".mp4": ("01", "02")}
+_NAME = re.compile(r"^(0[123])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})(?:[_.-].*)?$")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+_KIND = {".wav": ("03",), **{extension: ("01", "02") for extension in VIDEO_EXTENSIONS}}
+
+
+def _video_rank(path: Path) -> tuple[int, int]:
+    """Which video of a take to use (lower first): audio-video over video-only, the original over a suffixed copy."""
+    return (
+        0 if path.name.startswith("01-") else 1,
+        0 if _NAME.match(path.stem).end(7) == len(path.stem) else 1,
+    )
 
 
 def scan(root, manifest=None, label_map=None, vocal_channels=("speech",)) -> tuple[list[dict], list[dict]]:
@@ -51,7 +64,7 @@ def scan(root, manifest=None, label_map=None, vocal_channels=("speech",)) -> tup
             reject(
                 rejected,
                 path,
-                "name is not a RAVDESS name (MM-VV-EE-II-SS-RR-AA, 03 for .wav, 01/02 for .mp4)",
+                "name is not a RAVDESS name (MM-VV-EE-II-SS-RR-AA[_suffix], 03 for .wav, 01/02 for video)",
             )
             continue
         modality, channel, emotion, intensity, statement, repetition, actor = match.groups()
@@ -68,7 +81,7 @@ def scan(root, manifest=None, label_map=None, vocal_channels=("speech",)) -> tup
         except Rejected as reason:
             reject(rejected, path, str(reason), EMOTIONS[emotion])
             continue
-        clip_id = path.stem[3:]
+        clip_id = path.stem[3 : match.end(7)]
         row = clips.setdefault(
             clip_id,
             {
@@ -87,8 +100,12 @@ def scan(root, manifest=None, label_map=None, vocal_channels=("speech",)) -> tup
                 reject(rejected, path, f"duplicate of {row['audio_path']}")
                 continue
             row["audio_path"] = str(path)
-        elif modality == "01" or not row["video_path"]:  # the audio-video mp4 wins over the silent one
+        elif not row["video_path"]:
             row["video_path"] = str(path)
+        else:
+            kept, other = sorted([Path(row["video_path"]), path], key=_video_rank)
+            row["video_path"] = str(kept)
+            reject(rejected, other, f"{SAME_TAKE} {clip_id} (kept {kept.name})", EMOTIONS[emotion])
     if not clips and not rejected:
         raise FileNotFoundError(f"no RAVDESS files (.wav, .mp4) found under {root}")
     return list(clips.values()), rejected
