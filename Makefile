@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech clean
+.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech bench-speech8 clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,9 @@ bench-faces: $(INSTALLED) ## Face detectors on the shared real clips: detection 
 
 bench-train: $(INSTALLED) ## Training samples/s, peak memory, inference latency of both paper models
 	$(PYTHON) benchmarks/bench_train.py
+
+bench-speech8: $(INSTALLED) ## Real speech in eight classes (RAVDESS, 6 blocks of 3 actors): WAR, UAR, paired with ComParE
+	$(PYTHON) benchmarks/bench_speech8.py
 
 bench-speech: $(INSTALLED) ## Real speech (RAVDESS, 6 actor folds): baselines, paper branches, experiment=speech; both protocols
 	$(PYTHON) benchmarks/bench_speech.py

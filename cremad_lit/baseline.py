@@ -20,7 +20,6 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, open_dict
 
-from cremad_lit import EMOTIONS
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.data.splits import LEAKY_WARNING
@@ -88,15 +87,16 @@ def run_baseline(cfg: DictConfig) -> float:
     def arrays(split: str):
         part = clips[(clips["split"] == split) & clips["clip_id"].isin(features)]
         x = np.stack([features[c] for c in part["clip_id"]]) if len(part) else np.zeros((0, 1))
-        return x, part["emotion"].map(EMOTIONS.index).to_numpy(), part["clip_id"].tolist()
+        return x, part["emotion"].map(list(classes).index).to_numpy(), part["clip_id"].tolist()
 
+    classes = datamodule.classes
     x_train, y_train, _ = arrays("train")
     x_val, y_val, _ = arrays("val")
     x_test, y_test, test_ids = arrays("test")
     model, chosen = fit_and_predict(
         cfg.method, (x_train, y_train), (x_val, y_val), (x_test, y_test), cfg.C_grid
     )
-    probabilities = np.zeros((len(y_test), len(EMOTIONS)))
+    probabilities = np.zeros((len(y_test), len(classes)))
     probabilities[:, model.classes_] = model.predict_proba(x_test)
     predictions = [
         {"clip_id": c, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
@@ -107,7 +107,7 @@ def run_baseline(cfg: DictConfig) -> float:
     log_config(loggers, cfg)
     metrics = write_results(
         run_dir,
-        results_from_predictions(predictions),
+        results_from_predictions(predictions, classes),
         predictions,
         loggers,
         extra={
@@ -116,6 +116,7 @@ def run_baseline(cfg: DictConfig) -> float:
             "speaker_norm": cfg.data.get("speaker_norm", "none"),
             "split": "test",
             "split_by": datamodule.split_by,
+            "protocol": datamodule.protocol,
             "dataset": datamodule.dataset,
             "test_actors": datamodule.actors("test"),
             "val_accuracy": val_accuracy,
@@ -125,11 +126,12 @@ def run_baseline(cfg: DictConfig) -> float:
         },
         data_root=datamodule.root,
         speakers=speakers,
+        classes=classes,
     )
     log_predictions_table(loggers, predictions, datamodule)
     finish_loggers(loggers)
     print(
-        f"{cfg.method}: test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on "
+        f"{cfg.method}: test accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} on "
         f"{metrics['n_test']} clips (val accuracy {val_accuracy:.4f}{', C=' + str(chosen['C']) if chosen else ''})\n"
         f"run dir: {run_dir.resolve()}"
     )

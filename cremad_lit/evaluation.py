@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from cremad_lit.data.labels import shared_classes
 from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.module import EmotionModule, results_from_predictions
@@ -83,6 +84,7 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
         optimizer=None,
         class_weights=hparams.get("class_weights"),
         label_smoothing=hparams.get("label_smoothing", 0.0),
+        classes=checkpoint["cremad_lit"].get("emotions"),  # the six in checkpoints from before 0.4
     )
     try:
         module.load_state_dict(checkpoint["state_dict"])
@@ -167,6 +169,26 @@ def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
     }
 
 
+def score_on_shared_classes(predictions: list[dict], classes, present) -> tuple[list[dict], list[str]]:
+    """Predictions over only the model's classes that the data have (cross-corpus: an 8-class model on a six-class
+    corpus): probabilities renormalised over those, labels and predictions re-indexed to them."""
+    shared = shared_classes(classes, present)
+    keep = [list(classes).index(c) for c in shared]
+    restricted = []
+    for p in predictions:
+        probs = np.asarray(p["probs"], dtype=np.float64)[keep]
+        probs = probs / max(probs.sum(), 1e-12)
+        restricted.append(
+            {
+                **p,
+                "label": shared.index(classes[p["label"]]),
+                "pred": int(probs.argmax()),
+                "probs": probs.tolist(),
+            }
+        )
+    return restricted, shared
+
+
 def normalised_weights(weights, members: int) -> np.ndarray:
     """`ensemble_weights` (null: equal) as non-negative weights summing to 1, one per member."""
     weights = np.asarray(list(weights) if weights is not None else [1.0] * members, dtype=np.float64)
@@ -217,21 +239,41 @@ def evaluate(cfg: DictConfig) -> dict:
     else:
         weights = cfg.get("ensemble_weights")
         predictions = average_predictions(members, weights)
-        results = results_from_predictions(predictions)
+        results = results_from_predictions(predictions, first["module"].classes)
         shared = {p["clip_id"] for p in predictions}
         ensemble = {
             "ensemble": {
                 "members": paths,
                 "weights": normalised_weights(weights, len(members)).tolist(),
                 "member_accuracy": [
-                    results_from_predictions([p for p in m["predictions"] if p["clip_id"] in shared])[
-                        "accuracy"
-                    ]
+                    results_from_predictions(
+                        [p for p in m["predictions"] if p["clip_id"] in shared], m["module"].classes
+                    )["accuracy"]
                     for m in members
                 ],
             }
         }
         log.info("ensemble of %d checkpoints on %d shared clips", len(members), len(predictions))
+    classes = list(first["module"].classes)
+    present = set(datamodule.clips["emotion"])
+    mapping = {}
+    if not first["same_corpus"] and present != set(
+        classes
+    ):  # another corpus, fewer classes: score on the shared
+        predictions, classes = score_on_shared_classes(predictions, classes, present)
+        results = results_from_predictions(predictions, classes)
+        not_a_class = [
+            r for r in datamodule.catalog().attrs["rejected"] if "not in data.classes" in r["reason"]
+        ]
+        mapping = {
+            "class_mapping": {
+                "model_classes": list(first["module"].classes),
+                "scored_on": classes,
+                "clips_of_other_classes_left_out": len(not_a_class),
+                "left_out_labels": sorted({str(r["label"]) for r in not_a_class}),
+            }
+        }
+        log.info("scored on the %d classes the model and the corpus share: %s", len(classes), classes)
     loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
     log_config(loggers, cfg, checkpoint_config=first["checkpoint"]["cremad_lit"]["config"])
     speakers = {}
@@ -246,6 +288,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "task": "eval",
             "split": cfg.split,
             "split_by": datamodule.split_by,
+            "protocol": datamodule.protocol,
             "dataset": datamodule.dataset,
             "cross_corpus": not first["same_corpus"],
             "actors": sorted({a for m in members for a in m["datamodule"].actors(cfg.split)}, key=str)
@@ -254,15 +297,17 @@ def evaluate(cfg: DictConfig) -> dict:
             "checkpoint": str(paths[0]) if len(paths) == 1 else None,
             "data_root": first["data_root"],
             **ensemble,
+            **mapping,
             **run_info(),
         },
         data_root=datamodule.root,
         speakers=speakers,
+        classes=tuple(classes),
     )
-    log_predictions_table(loggers, predictions, datamodule, key=f"{cfg.split}/predictions")
+    log_predictions_table(loggers, predictions, datamodule, key=f"{cfg.split}/predictions", classes=classes)
     finish_loggers(loggers)
     print(
-        f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"
+        f"accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"
         + (f", ensemble of {len(members)} checkpoints" if len(members) > 1 else "")
     )
     print(

@@ -18,8 +18,6 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cremad_lit import EMOTIONS
-
 log = logging.getLogger(__name__)
 # Overrides that say where things are or how fast they load, not what the experiment is.
 _NOT_IN_NAMES = (
@@ -166,9 +164,9 @@ def mel_image(mel: np.ndarray) -> np.ndarray:
 
 
 def log_predictions_table(
-    loggers, predictions: list[dict], datamodule, key: str = "test/predictions"
+    loggers, predictions: list[dict], datamodule, key: str = "test/predictions", classes=None
 ) -> None:
-    """One row per clip: id, actor, true and predicted emotion, confidence, the six probabilities, and its media
+    """One row per clip: id, actor, true and predicted emotion, confidence, each class's probability, and its media
     (a strip of the sampled frames when it has video, the audio, the Mel image). Sort by confidence to find the
     worst mistakes."""
     runs = wandb_runs(loggers)
@@ -176,8 +174,9 @@ def log_predictions_table(
         return
     import wandb
 
+    classes = tuple(classes or datamodule.classes)
     columns = ["clip_id", "actor", "true", "predicted", "correct", "confidence"]
-    columns += [f"p_{e}" for e in EMOTIONS] + ["frames", "audio", "mel"]
+    columns += [f"p_{e}" for e in classes] + ["frames", "audio", "mel"]
     table = wandb.Table(columns=columns)
     for prediction in predictions:
         media = datamodule.clip_media(prediction["clip_id"])
@@ -185,8 +184,8 @@ def log_predictions_table(
         table.add_data(
             prediction["clip_id"],
             str(media.get("actor", "")),
-            EMOTIONS[prediction["label"]],
-            EMOTIONS[prediction["pred"]],
+            classes[prediction["label"]],
+            classes[prediction["pred"]],
             prediction["label"] == prediction["pred"],
             float(max(probabilities)),
             *[float(p) for p in probabilities],

@@ -43,25 +43,30 @@ def make_metrics(num_classes: int, sync: bool = True) -> MetricCollection:
     )
 
 
-def _results(values: dict) -> dict:
+def _results(values: dict, classes=EMOTIONS) -> dict:
+    """Test metrics under the field's names (war: weighted average recall = accuracy; uar: unweighted average recall
+    = mean per-class recall) and the older ones (accuracy, recall_macro), which earlier runs and tools read."""
     return {
+        "war": float(values["acc"]),
+        "uar": float(values["recall_macro"]),
         "accuracy": float(values["acc"]),
         "precision_macro": float(values["precision_macro"]),
         "recall_macro": float(values["recall_macro"]),
         "f1_macro": float(values["f1_macro"]),
-        "per_class_f1": {e: float(v) for e, v in zip(EMOTIONS, values["f1_per_class"], strict=True)},
+        "classes": list(classes),
+        "per_class_f1": {e: float(v) for e, v in zip(classes, values["f1_per_class"], strict=True)},
         "confusion_matrix": values["confusion"].int().tolist(),
         "n_test": int(values["confusion"].sum()),
     }
 
 
-def results_from_predictions(predictions: list[dict]) -> dict:
+def results_from_predictions(predictions: list[dict], classes=EMOTIONS) -> dict:
     """Accuracy, macro P/R/F1, per-class F1 and the confusion matrix of per-clip predictions ({label, probs})."""
-    metrics = make_metrics(len(EMOTIONS), sync=False)
+    metrics = make_metrics(len(classes), sync=False)
     metrics.update(
         torch.tensor([p["probs"] for p in predictions]), torch.tensor([p["label"] for p in predictions])
     )
-    return _results(metrics.compute())
+    return _results(metrics.compute(), classes)
 
 
 class EmotionModule(L.LightningModule):
@@ -72,8 +77,9 @@ class EmotionModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
-        num_classes: int = len(EMOTIONS),
+        num_classes: int | None = None,
         mixup_alpha: float = 0.0,
+        classes: list[str] | None = None,
     ):
         super().__init__()
         # Modules and partials stay out of hparams: checkpoints hold plain data only (safe to load weights_only).
@@ -84,6 +90,11 @@ class EmotionModule(L.LightningModule):
             torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
         )
         self.label_smoothing, self.mixup_alpha = label_smoothing, mixup_alpha
+        # The ordered class names (label i is classes[i]); checkpoints from before 0.4 had the six.
+        self.classes = tuple(classes) if classes else EMOTIONS
+        num_classes = num_classes or len(self.classes)
+        if num_classes != len(self.classes):
+            raise ValueError(f"num_classes={num_classes} but {len(self.classes)} class names {self.classes}")
         self.val_metrics = make_metrics(num_classes)
         self.test_metrics = make_metrics(num_classes)
         self.test_predictions: list[dict] = []
@@ -163,7 +174,10 @@ class EmotionModule(L.LightningModule):
         for name in ("acc", "precision_macro", "recall_macro", "f1_macro"):
             # torchmetrics already synced these over ranks; sync_dist only averages equal values (and keeps DDP quiet)
             self.log(f"{stage}/{name}", values[name], prog_bar=name == "acc", sync_dist=True)
-        for emotion, f1 in zip(EMOTIONS, values["f1_per_class"], strict=True):
+        self.log(
+            f"{stage}/uar", values["recall_macro"], prog_bar=True, sync_dist=True
+        )  # the field's name for it
+        for emotion, f1 in zip(self.classes, values["f1_per_class"], strict=True):
             self.log(f"{stage}/f1_{emotion}", f1, sync_dist=True)
         return values
 
@@ -177,9 +191,9 @@ class EmotionModule(L.LightningModule):
         predictions = self._gather_predictions()
         values = self._log_epoch_metrics("test", self.test_metrics)
         if predictions:  # exact metrics over the unique test clips (DDP pads its shards with repeated clips)
-            self.test_results = results_from_predictions(predictions)
+            self.test_results = results_from_predictions(predictions, self.classes)
         else:
-            self.test_results = _results(values)
+            self.test_results = _results(values, self.classes)
         self.test_predictions = predictions
 
     def _gather_predictions(self) -> list[dict]:
@@ -213,7 +227,11 @@ class EmotionModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["cremad_lit"] = {"config": self.run_config, "emotions": list(EMOTIONS), "rng": rng_state()}
+        checkpoint["cremad_lit"] = {
+            "config": self.run_config,
+            "emotions": list(self.classes),
+            "rng": rng_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Resuming: continue the random streams (shuffling, dropout) exactly as the interrupted run would have.

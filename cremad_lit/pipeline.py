@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 import cremad_lit
 from cremad_lit.data.adapters.cremad import EXPECTED_LAYOUT
@@ -90,7 +90,33 @@ def load_catalog(data_cfg: DictConfig, modalities=None):
         OmegaConf.to_container(data_cfg.label_map) if data_cfg.get("label_map") else None,
         manifest,
         OmegaConf.to_container(data_cfg.options) if data_cfg.get("options") else None,
+        _classes_setting(data_cfg),
     )
+
+
+def _classes_setting(data_cfg: DictConfig):
+    classes = data_cfg.get("classes", "default")
+    return OmegaConf.to_container(classes) if isinstance(classes, ListConfig) else classes
+
+
+def resolve_run_classes(cfg: DictConfig) -> tuple[str, ...]:
+    """Fix the class list of a training run before the model exists: read the corpus's labels (names only), then
+    write the list into data.classes and its length into model.num_classes, so the head, the metrics and the
+    checkpoint's config all hold it."""
+    setting = _classes_setting(cfg.data)
+    if setting in (
+        None,
+        "default",
+    ):  # the six, whatever the corpus holds: no need to read it (nor generate it)
+        from cremad_lit.data.labels import resolve_classes
+
+        classes = resolve_classes([], "default")
+    else:
+        classes = tuple(load_catalog(cfg.data, cfg.data.get("modalities")).attrs["classes"])
+    with open_dict(cfg):
+        cfg.data.classes = list(classes)
+        cfg.model.num_classes = len(classes)
+    return classes
 
 
 def build_datamodule(data_cfg: DictConfig, frame_spec: dict | None, **overrides):

@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from cremad_lit import EMOTIONS
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.datamodule import speaker_stats
@@ -104,9 +103,9 @@ def predict_files(
         with torch.no_grad():
             inputs = {k: v.to(device) for k, v in batch.items()}
             probabilities = module(inputs).float().softmax(dim=1)[0].cpu().tolist()
-        best = max(range(len(EMOTIONS)), key=probabilities.__getitem__)
-        result["prediction"] = EMOTIONS[best]
-        result["probabilities"] = dict(zip(EMOTIONS, probabilities, strict=True))
+        best = max(range(len(module.classes)), key=probabilities.__getitem__)
+        result["prediction"] = module.classes[best]
+        result["probabilities"] = dict(zip(module.classes, probabilities, strict=True))
     return results
 
 
@@ -119,9 +118,14 @@ def average_files(members: list[list[dict]], weights) -> list[dict]:
         if errors:
             fused.append({"file": rows[0]["file"], "error": errors[0]})
             continue
+        classes = list(rows[0]["probabilities"])
+        if any(list(r["probabilities"]) != classes for r in rows):
+            raise ValueError(
+                "the ensemble's checkpoints predict different class lists: average only like with like"
+            )
         probabilities = {
             e: float(sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)))
-            for e in EMOTIONS
+            for e in classes
         }
         fused.append(
             {

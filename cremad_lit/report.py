@@ -28,7 +28,15 @@ from cremad_lit.uncertainty import LEVEL, RESAMPLES, accuracy_interval, paired_d
 
 RESAMPLES_TEXT = f"{RESAMPLES} resamples"
 
-METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+# WAR (weighted average recall = accuracy) first, then UAR (unweighted average recall = mean per-class recall), the
+# field's two headline numbers; stored under metrics.json's older names too, which every run since 0.1 has.
+METRICS = ("accuracy", "recall_macro", "f1_macro", "precision_macro")
+METRIC_NAMES = {
+    "accuracy": "WAR (accuracy)",
+    "recall_macro": "UAR (macro recall)",
+    "f1_macro": "macro F1",
+    "precision_macro": "macro precision",
+}
 REPLICATE_KEYS = ("seed", "split.fold")
 # Overrides that say where things are, not what was run.
 LOCATION_KEYS = (
@@ -68,7 +76,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
             **{k: settings[k] for k in REPLICATE_KEYS if k in settings},
         }
         row.update({m: metrics[m] for m in METRICS})
-        row.update({f"f1_{e}": metrics["per_class_f1"][e] for e in EMOTIONS})
+        row.update({f"f1_{e}": f1 for e, f1 in metrics["per_class_f1"].items()})
         row["n_test"] = metrics["n_test"]
         predictions = run_dir / "predictions.csv"
         with_speakers = predictions.is_file() and "speaker" in pd.read_csv(predictions, nrows=0).columns
@@ -85,6 +93,12 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     return runs.drop(columns="settings")
 
 
+def class_names(runs: pd.DataFrame) -> list[str]:
+    """The classes of the runs' per-class F1 columns: the six first, then any others (8-class RAVDESS runs)."""
+    found = [c[3:] for c in runs.columns if c.startswith("f1_") and c != "f1_macro"]
+    return [e for e in EMOTIONS if e in found] + sorted(e for e in found if e not in EMOTIONS)
+
+
 def labels(runs: pd.DataFrame) -> list[str]:
     """Per run: the task (when tasks differ) and only the settings that differ between runs."""
     keys = sorted({k for settings in runs["settings"] for k in settings})
@@ -99,7 +113,7 @@ def labels(runs: pd.DataFrame) -> list[str]:
 
 
 def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    columns = list(METRICS) + [f"f1_{e}" for e in EMOTIONS]
+    columns = list(METRICS) + [f"f1_{e}" for e in class_names(runs)]
     grouped = runs.groupby("config", sort=False)[columns]
     summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).fillna(0.0).add_suffix("_std"))
     summary.insert(0, "runs", runs.groupby("config", sort=False).size())
@@ -259,7 +273,9 @@ def _interval_cell(row) -> str:
 
 def to_markdown(summary: pd.DataFrame) -> str:
     header = (
-        "| configuration | runs | " + " | ".join(METRICS) + f" | accuracy {LEVEL:.0%} interval (speakers) |"
+        "| configuration | runs | "
+        + " | ".join(METRIC_NAMES[m] for m in METRICS)
+        + f" | WAR {LEVEL:.0%} interval (speakers) |"
     )
     lines = [header, "| --- | ---: |" + " ---: |" * (len(METRICS) + 1)]
     for config, row in summary.iterrows():
@@ -269,12 +285,16 @@ def to_markdown(summary: pd.DataFrame) -> str:
 
 
 def per_class_markdown(summary: pd.DataFrame) -> str:
-    lines = ["| configuration | " + " | ".join(EMOTIONS) + " |", "| --- |" + " ---: |" * len(EMOTIONS)]
+    names = [
+        c[3:-5]
+        for c in summary.columns
+        if c.startswith("f1_") and c.endswith("_mean") and c != "f1_macro_mean"
+    ]
+    lines = ["| configuration | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     for config, row in summary.iterrows():
-        if f"f1_{EMOTIONS[0]}_mean" in row and not pd.isna(row[f"f1_{EMOTIONS[0]}_mean"]):
-            lines.append(
-                f"| `{config}` | " + " | ".join(f"{row[f'f1_{e}_mean']:.2f}" for e in EMOTIONS) + " |"
-            )
+        if names and row[[f"f1_{e}_mean" for e in names]].notna().any():
+            cells = (f"{row[f'f1_{e}_mean']:.2f}" if not pd.isna(row[f"f1_{e}_mean"]) else "" for e in names)
+            lines.append(f"| `{config}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -296,12 +316,15 @@ def write_report(
         paired.to_csv(root / "paired.csv")
         paired_section = paired_markdown(paired, chosen) + "\n\n"
     leaky = (
-        " Some runs use a random clip split (split.by=clip): leaky, not comparable with actor splits."
+        " Some runs use a split with speakers on both sides (split.by=clip, or leaky clip lists): LEAKY, not "
+        "comparable with speaker-disjoint splits."
         if (runs["split_by"] == "clip").any()
         else ""
     )
     (root / "report.md").write_text(
-        f"# Results: {root}\n\nTest metrics, mean ± std over seeds/folds (runs per row); the interval is over test "
+        f"# Results: {root}\n\nTest metrics, mean ± std over seeds/folds (runs per row): WAR (weighted average "
+        "recall, i.e. accuracy) first, then UAR (unweighted average recall, the mean of the per-class recalls); the "
+        "interval is over test "
         f"speakers (bootstrap, {RESAMPLES_TEXT}).{leaky}\n\n{to_markdown(table)}\n\n"
         f"{reading(runs, summary)}\n\n{paired_section}"
         f"![report](report.png)\n\n## F1 per emotion (mean)\n\n{per_class_markdown(summary)}\n\n"
@@ -313,7 +336,7 @@ def write_report(
     plot_grouped_bars(
         bars, root / "report.png", "Test metrics per configuration (mean ± std over runs)", "score", errors
     )
-    per_class = summary[[f"f1_{e}_mean" for e in EMOTIONS]].rename(columns=lambda c: c[3:-5])
+    per_class = summary[[f"f1_{e}_mean" for e in class_names(runs)]].rename(columns=lambda c: c[3:-5])
     plot_grouped_bars(
         per_class, root / "report_per_class.png", "F1 per emotion per configuration (mean over runs)", "F1"
     )

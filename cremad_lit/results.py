@@ -28,6 +28,7 @@ def write_results(
     extra: dict | None = None,
     data_root: str | None = None,
     speakers: dict | None = None,
+    classes=EMOTIONS,
 ) -> dict:
     """Write metrics.json, confusion.png, predictions.csv (and the human baseline when the root has the votes).
 
@@ -35,7 +36,7 @@ def write_results(
     run_dir = Path(run_dir)
     metrics = {**results, **(extra or {})}
     votes = find_summary_table(data_root) if data_root else None
-    if votes is not None and predictions:
+    if votes is not None and predictions and tuple(classes) == EMOTIONS:
         baseline = human_baseline(votes, [p["clip_id"] for p in predictions])
         metrics["human_baseline"] = baseline
         comparison = compare_with_model(baseline, results["confusion_matrix"])
@@ -43,22 +44,24 @@ def write_results(
         title = f"Model recall vs crowd accuracy on the same {baseline['n_clips']} clips"
         plot_grouped_bars(comparison, run_dir / "human_vs_model.png", title, "share recognised")
     write_json(run_dir / "metrics.json", metrics)
-    confusion_png = plot_confusion(results["confusion_matrix"], list(EMOTIONS), run_dir / "confusion.png")
+    confusion_png = plot_confusion(results["confusion_matrix"], list(classes), run_dir / "confusion.png")
     table = pd.DataFrame(predictions)
     if len(table):
-        table["label"] = table["label"].map(lambda i: EMOTIONS[i])
-        table["pred"] = table["pred"].map(lambda i: EMOTIONS[i])
-        probabilities = pd.DataFrame(table.pop("probs").tolist(), columns=[f"p_{e}" for e in EMOTIONS])
+        table["label"] = table["label"].map(lambda i: classes[i])
+        table["pred"] = table["pred"].map(lambda i: classes[i])
+        probabilities = pd.DataFrame(table.pop("probs").tolist(), columns=[f"p_{e}" for e in classes])
         table = pd.concat([table, probabilities], axis=1)
         if speakers:
             table.insert(1, "speaker", table["clip_id"].map(speakers))
         table.to_csv(run_dir / "predictions.csv", index=False)
     for logger in loggers:
-        _log_to_wandb(logger, metrics, predictions, confusion_png)
+        _log_to_wandb(logger, metrics, predictions, confusion_png, classes)
     return metrics
 
 
-def _log_to_wandb(logger, metrics: dict, predictions: list[dict], confusion_png: Path) -> None:
+def _log_to_wandb(
+    logger, metrics: dict, predictions: list[dict], confusion_png: Path, classes=EMOTIONS
+) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     if not isinstance(logger, WandbLogger):
@@ -67,7 +70,7 @@ def _log_to_wandb(logger, metrics: dict, predictions: list[dict], confusion_png:
 
     run = logger.experiment
     per_class = wandb.Table(columns=["emotion", "f1", "support", "recall"])
-    for i, emotion in enumerate(EMOTIONS):
+    for i, emotion in enumerate(classes):
         support = sum(metrics["confusion_matrix"][i])
         recall = metrics["confusion_matrix"][i][i] / support if support else 0.0
         per_class.add_data(emotion, metrics["per_class_f1"][emotion], support, recall)
@@ -76,9 +79,10 @@ def _log_to_wandb(logger, metrics: dict, predictions: list[dict], confusion_png:
         payload["test/confusion_matrix"] = wandb.plot.confusion_matrix(
             y_true=[p["label"] for p in predictions],
             preds=[p["pred"] for p in predictions],
-            class_names=list(EMOTIONS),
+            class_names=list(classes),
         )
     run.log(payload)
-    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "n_test"):
-        run.summary[f"test/{key}"] = metrics[key]
+    for key in ("war", "uar", "accuracy", "precision_macro", "recall_macro", "f1_macro", "n_test"):
+        if key in metrics:
+            run.summary[f"test/{key}"] = metrics[key]
     run.summary["test/metrics_json"] = json.dumps({k: metrics[k] for k in ("accuracy", "f1_macro")})

@@ -33,6 +33,7 @@ from cremad_lit.pipeline import (
     build_net,
     cache_frame_spec,
     resolve_precision,
+    resolve_run_classes,
     run_info,
 )
 from cremad_lit.results import write_results
@@ -123,6 +124,7 @@ def train(cfg: DictConfig) -> float | None:
         log.warning(LEAKY_WARNING)
     check_functionals_size(cfg)
     L.seed_everything(cfg.seed, workers=True)
+    classes = resolve_run_classes(cfg)  # data.classes -> the ordered list, and the head's size
     net = build_net(cfg.model)
     datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model))
 
@@ -139,6 +141,7 @@ def train(cfg: DictConfig) -> float | None:
         class_weights=class_weights,
         label_smoothing=cfg.loss.label_smoothing,
         mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
+        classes=list(classes),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
 
@@ -183,6 +186,7 @@ def train(cfg: DictConfig) -> float | None:
                     "task": "train",
                     "split": "test",
                     "split_by": datamodule.split_by,
+                    "protocol": datamodule.protocol,
                     "dataset": datamodule.dataset,
                     "test_actors": datamodule.actors("test"),
                     "checkpoint": tested or None,
@@ -191,10 +195,12 @@ def train(cfg: DictConfig) -> float | None:
                 },
                 data_root=datamodule.root,
                 speakers=datamodule.speakers(),
+                classes=classes,
             )
             log.info(
-                "test accuracy %.4f, macro F1 %.4f on %d clips",
+                "test accuracy (WAR) %.4f, UAR %.4f, macro F1 %.4f on %d clips",
                 metrics["accuracy"],
+                metrics["uar"],
                 metrics["f1_macro"],
                 metrics["n_test"],
             )

@@ -62,3 +62,92 @@ def test_guard_rejects_an_actor_in_two_splits():
 def test_bad_fold_arguments(clips):
     with pytest.raises(ValueError, match="fold"):
         make_split(clips, folds=5, fold=5)
+
+
+def test_blocks_folds_are_consecutive_speaker_ids_on_the_real_cremad_names(real_names_root):
+    """split.protocol=blocks on the 7,442 real names: 1001-1018, 1019-1036, 1037-1054, 1055-1072, 1073-1091, with
+    validation speakers from the training side of each fold only."""
+    from cremad_lit.data.catalog import build_catalog
+
+    clips = build_catalog(real_names_root)
+    assert len(clips) == 7442 and clips["actor_id"].nunique() == 91
+    expected = [(1001, 1018), (1019, 1036), (1037, 1054), (1055, 1072), (1073, 1091)]
+    for fold, (first, last) in enumerate(expected):
+        split = make_split(clips, folds=5, fold=fold, seed=3, protocol="blocks")
+        test = sorted(split.loc[split["split"] == "test", "actor_id"])
+        assert test == list(range(first, last + 1))
+        val = split.loc[split["split"] == "val", "actor_id"]
+        assert len(val) >= 10 and set(val).isdisjoint(test)
+    # the seed moves the validation speakers, never the test blocks
+    other = make_split(clips, folds=5, fold=0, seed=4, protocol="blocks")
+    assert sorted(other.loc[other["split"] == "test", "actor_id"]) == list(range(1001, 1019))
+    with pytest.raises(ValueError, match="needs split.folds"):
+        make_split(clips, protocol="blocks")
+
+
+def test_blocks_folds_of_ravdess_take_four_consecutive_actors():
+    actors = pd.DataFrame({"actor_id": range(1, 25), "gender": ["male", "female"] * 12})
+    for fold in range(6):
+        split = make_split(actors, folds=6, fold=fold, protocol="blocks")
+        assert sorted(split.loc[split["split"] == "test", "actor_id"]) == list(
+            range(4 * fold + 1, 4 * fold + 5)
+        )
+
+
+def write_list(path, names, header="name,label"):
+    path.write_text("\n".join([header, *(f"{n}.flv,{n.split('_')[2]}" for n in names)]) + "\n")
+    return path
+
+
+def test_published_clip_lists_say_leaky_when_a_speaker_is_on_both_sides(synthetic_root, tmp_path):
+    from cremad_lit.data.datamodule import CremaDataModule
+
+    names = sorted(p.stem for p in (synthetic_root / "VideoFlash").glob("*.flv"))
+    # the modality-imbalance papers' kind of list: every actor on both sides
+    leaky = {
+        "train": write_list(tmp_path / "train.csv", names[::2]),
+        "test": write_list(tmp_path / "test.csv", names[1::2]),
+    }
+    datamodule = CremaDataModule(
+        str(synthetic_root), {"frames": 2, "image_size": 32}, cache="off", split={"file": leaky, "seed": 0}
+    )
+    datamodule.setup()
+    protocol = datamodule.protocol
+    assert protocol["protocol"] == "lists" and protocol["leaky"] and datamodule.split_by == "clip"
+    assert len(protocol["speakers_in_train_and_test"]) == 6
+    assert protocol["not_in_corpus"] == {"train": 1, "test": 1}  # the header lines
+    sides = datamodule.clips.set_index("clip_id")["split"]
+    assert set(sides[names[1::2]]) == {"test"} and set(sides[names[::2]]) == {"train", "val"}
+
+    # lists that keep speakers apart: not leaky, and the split is by speaker in effect
+    first, rest = [n for n in names if n.startswith("1001")], [n for n in names if not n.startswith("1001")]
+    apart = {"train": write_list(tmp_path / "a.csv", rest), "test": write_list(tmp_path / "b.csv", first)}
+    datamodule = CremaDataModule(
+        str(synthetic_root), {"frames": 2, "image_size": 32}, cache="off", split={"file": apart}
+    )
+    datamodule.setup()
+    assert not datamodule.protocol["leaky"] and datamodule.split_by == "actor"
+    assert datamodule.protocol["speakers_in_train_and_test"] == []
+
+
+def test_train_on_published_lists_records_the_protocol(synthetic_root, tmp_path):
+    import json
+
+    from tests.conftest import run_cli, train_args
+
+    names = sorted(p.stem for p in (synthetic_root / "VideoFlash").glob("*.flv"))
+    train, test = (
+        write_list(tmp_path / "train.csv", names[::2]),
+        write_list(tmp_path / "test.csv", names[1::2]),
+    )
+    result = run_cli(
+        *train_args(synthetic_root, tmp_path, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"),
+        f"split.file={{train:{train},test:{test}}}",
+    )
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "LEAKY" in log and "6 speakers have clips in both train and test" in log
+    assert f"run dir: {(tmp_path / 'run').resolve()}" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["protocol"]["protocol"] == "lists" and metrics["protocol"]["leaky"] is True
+    assert metrics["split_by"] == "clip" and metrics["n_test"] == len(names[1::2])
+    assert 0 <= metrics["uar"] <= 1 and metrics["war"] == metrics["accuracy"]

@@ -31,6 +31,13 @@ def test_train_writes_metrics_plots_split_and_checkpoints(trained_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
         assert 0.0 <= metrics[key] <= 1.0
+    # the field's names: WAR = accuracy, UAR = the mean of the per-class recalls, computed from the confusion matrix
+    matrix = metrics["confusion_matrix"]
+    recalls = [row[i] / sum(row) for i, row in enumerate(matrix) if sum(row)]
+    assert metrics["war"] == metrics["accuracy"] and metrics["uar"] == pytest.approx(
+        sum(recalls) / len(recalls)
+    )
+    assert metrics["protocol"]["by"] == "actor" and metrics["protocol"]["leaky"] is False
     assert set(metrics["per_class_f1"]) == set(EMOTIONS)
     split = pd.read_csv(run_dir / "split.csv")
     test_actors = sorted(split.loc[split["split"] == "test", "actor_id"])

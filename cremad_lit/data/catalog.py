@@ -4,7 +4,8 @@
     python -m cremad_lit.data.catalog ../shared/ravdess-speech ravdess
 
 Every adapter (`cremad_lit/data/adapters/`: cremad, ravdess, manifest) returns the same table (COLUMNS), so splits,
-cache, DataModule, EDA, report, evaluate and predict work unchanged. An audio-only clip has `video_path == ""`.
+cache, DataModule, EDA, report, evaluate and predict work unchanged. `classes` (data.classes, see data/labels.py)
+says which labels are classes; the ordered list is `table.attrs["classes"]`. An audio-only clip has `video_path == ""`.
 Rows that cannot be used (a bad name, an unknown label, no speaker, a missing or empty file) are left out, warned
 about and listed in `table.attrs["rejected"]` ({path, reason, label}), which the run's prepare_report.json records.
 """
@@ -15,15 +16,28 @@ import logging
 import os
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 
-from cremad_lit import EMOTION_NAMES, EMOTIONS
+from cremad_lit.data.adapters import ADAPTERS
+from cremad_lit.data.adapters.common import NOT_A_CLASS, ON_PURPOSE, SAME_TAKE, reject, walk_files
+from cremad_lit.data.labels import EMOTION_ALIASES, Rejected, emotion_code, resolve_classes
 
+__all__ = [
+    "COLUMNS",
+    "DATASETS",
+    "EMOTION_ALIASES",
+    "ON_PURPOSE",
+    "SAME_TAKE",
+    "Rejected",
+    "build_catalog",
+    "emotion_code",
+    "reject",
+    "walk_files",
+]
 log = logging.getLogger(__name__)
 
-DATASETS = ("cremad", "ravdess", "manifest")
+DATASETS = tuple(ADAPTERS)
 COLUMNS = [
     "clip_id",
     "video_path",
@@ -37,72 +51,14 @@ COLUMNS = [
     "race",
     "ethnicity",
 ]
-# Names people give the six emotions, besides the codes themselves (case-insensitive).
-EMOTION_ALIASES = {
-    **{code.lower(): code for code in EMOTIONS},
-    **{name: code for code, name in EMOTION_NAMES.items()},
-    "angry": "ANG",
-    "disgusted": "DIS",
-    "fearful": "FEA",
-    "scared": "FEA",
-    "happiness": "HAP",
-    "joy": "HAP",
-    "sadness": "SAD",
-}
-
-
-class Rejected(ValueError):
-    """A row that cannot be used; the message is the reason."""
-
-
-def emotion_code(label, label_map: dict | None = None) -> str:
-    """One of EMOTIONS for a label (a code or a common name, any case); `label_map` first maps any other label.
-
-    A label mapped to null in `label_map` is left out on purpose (RAVDESS's calm and surprised by default).
-    """
-    text = "" if label is None or (isinstance(label, float) and pd.isna(label)) else str(label).strip()
-    mapping = {str(k).strip().lower(): v for k, v in (label_map or {}).items()}
-    if text.lower() in mapping:
-        target = mapping[text.lower()]
-        if target is None:
-            raise Rejected(f"emotion {text!r} is left out by data.label_map")
-        text = str(target)
-    code = EMOTION_ALIASES.get(text.lower())
-    if code is None:
-        raise Rejected(
-            f"unknown emotion {text!r}: use one of {', '.join(EMOTIONS)} or a common name, or map it with data.label_map"
-        )
-    return code
-
-
-def walk_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """Files under `root` (any depth, sorted) whose extension is in `extensions`."""
-    found = []
-    for directory, subdirs, files in os.walk(root, followlinks=True):  # datasets are often symlinked in
-        subdirs.sort()
-        found += [Path(directory, n) for n in sorted(files) if os.path.splitext(n)[1].lower() in extensions]
-    return found
-
-
-ON_PURPOSE = "left out by data.label_map"
-SAME_TAKE = (
-    "another file of take"  # a second video of one recording (RAVDESS's 01-/02- twins, a face-cropped copy)
-)
-
-
-def reject(rejected: list[dict], path, reason: str, label: str | None = None) -> None:
-    """Record a file that is not used; a problem is warned about file by file, a choice (label map, one video per
-    take) once in total."""
-    if ON_PURPOSE not in reason and not reason.startswith(SAME_TAKE):
-        log.warning("leaving out %s: %s", path, reason)
-    rejected.append({"path": str(path), "reason": reason, "label": label})
 
 
 def _summarise_on_purpose(rejected: list[dict]) -> None:
-    labels = Counter(r["label"] for r in rejected if ON_PURPOSE in r["reason"])
-    if labels:
-        counts = ", ".join(f"{label} {n}" for label, n in sorted(labels.items(), key=str))
-        log.info("left out %d clips by data.label_map (%s)", sum(labels.values()), counts)
+    for marker, what in ((ON_PURPOSE, "by data.label_map"), (NOT_A_CLASS, "as not in data.classes")):
+        labels = Counter(r["label"] for r in rejected if marker in r["reason"])
+        if labels:
+            counts = ", ".join(f"{label} {n}" for label, n in sorted(labels.items(), key=str))
+            log.info("left out %d clips %s (%s)", sum(labels.values()), what, counts)
     twins = sum(r["reason"].startswith(SAME_TAKE) for r in rejected)
     if twins:
         log.info(
@@ -117,19 +73,31 @@ def build_catalog(
     label_map: dict | None = None,
     manifest: str | None = None,
     options: dict | None = None,
+    classes="default",
 ) -> pd.DataFrame:
     """The clips table of `root` read by the `dataset` adapter, sorted by clip_id; rejections in `.attrs["rejected"]`.
 
     With `modalities`, clips lacking a file a modality needs are left out too (video needs a video file; audio needs
     a WAV or a video, whose own track is used), and asking for video from a root without any is one clear error.
     """
-    from cremad_lit.data.adapters import ADAPTERS
-
     if dataset not in ADAPTERS:
         raise ValueError(f"data.dataset must be one of {sorted(ADAPTERS)}, not {dataset!r}")
-    rows, rejected = ADAPTERS[dataset](root=root, manifest=manifest, label_map=label_map, **(options or {}))
-    _summarise_on_purpose(rejected)
+    own_labels = classes not in (None, "default")  # the corpus's own label set, not only the six
+    rows, rejected = ADAPTERS[dataset](
+        root=root, manifest=manifest, label_map=label_map, keep_unknown=own_labels, **(options or {})
+    )
     table = pd.DataFrame(rows, columns=COLUMNS)
+    resolved = resolve_classes(table["emotion"], classes)
+    if own_labels and classes != "all":
+        for row in table[~table["emotion"].isin(resolved)].itertuples():
+            reject(
+                rejected,
+                row.audio_path or row.video_path,
+                f"emotion {row.emotion} is {NOT_A_CLASS}",
+                row.emotion,
+            )
+        table = table[table["emotion"].isin(resolved)]
+    _summarise_on_purpose(rejected)
     if modalities is not None and "video" in modalities and len(table):
         if not (table["video_path"] != "").any():
             where = manifest or root
@@ -144,6 +112,7 @@ def build_catalog(
         raise FileNotFoundError(f"no usable clip found under {manifest or root} ({len(rejected)} left out)")
     table = table.sort_values("clip_id", ignore_index=True)
     table.attrs["rejected"] = rejected
+    table.attrs["classes"] = resolved
     return table
 
 

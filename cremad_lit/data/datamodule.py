@@ -42,6 +42,8 @@ from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
     check_actor_disjoint,
+    lists_leaky_warning,
+    load_clip_lists,
     load_split,
     make_split,
     save_split,
@@ -137,6 +139,7 @@ class CremaDataset(Dataset):
         augment: Augment | None = None,
         speaker_stats: dict | None = None,
         functionals: dict | None = None,
+        classes=EMOTIONS,
     ):
         self.clips = clips.reset_index(drop=True)
         self.speaker_stats, self.functionals = speaker_stats, functionals
@@ -148,7 +151,7 @@ class CremaDataset(Dataset):
             augment,
         )
         self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
-        self.labels = self.clips["emotion"].map(EMOTIONS.index).to_numpy()
+        self.labels = self.clips["emotion"].map(list(classes).index).to_numpy()
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -259,8 +262,10 @@ class CremaDataModule(L.LightningDataModule):
         eval_split: str = "test",
         speaker_norm: str = "none",
         functionals: str = "none",
+        classes="default",
     ):
         super().__init__()
+        self.classes_setting = list(classes) if not isinstance(classes, str) else classes
         modalities = tuple(modalities)
         if not modalities or set(modalities) - set(MODALITIES):
             raise ValueError(
@@ -312,6 +317,7 @@ class CremaDataModule(L.LightningDataModule):
         self.clips: pd.DataFrame | None = None
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, CremaDataset] = {}
+        self.protocol: dict = {}  # how the split was made, for metrics.json (set up with the split)
         self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
         self._catalog: pd.DataFrame | None = None
 
@@ -325,11 +331,20 @@ class CremaDataModule(L.LightningDataModule):
                 self.label_map,
                 self.manifest,
                 self.options,
+                self.classes_setting,
             )
         return self._catalog
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The ordered class list (data.classes resolved on the corpus): label i is classes[i]."""
+        return tuple(self.catalog().attrs["classes"])
+
+    @property
     def split_by(self) -> str:
+        """actor, or clip for a split where speakers are on both sides (split.by=clip, leaky clip lists)."""
+        if self.protocol.get("leaky"):
+            return "clip"
         return str(self.split_config.get("by", "actor"))
 
     # -- on one process per node: generate the synthetic data, fill the cache --------------------------------------
@@ -396,19 +411,39 @@ class CremaDataModule(L.LightningDataModule):
                         "run `python -m cremad_lit.prepare` with the same data settings first"
                     )
         split_file = self.split_config.get("file")
-        if split_file:
+        fractions = tuple(self.split_config.get("fractions", (0.7, 0.15, 0.15)))
+        self.protocol = {
+            "by": self.split_by,
+            "protocol": self.split_config.get("protocol", "random"),
+            "folds": self.split_config.get("folds"),
+            "fold": self.split_config.get("fold", 0) if self.split_config.get("folds") else None,
+            "leaky": self.split_by == "clip",
+        }
+        if isinstance(split_file, dict):  # published clip lists, {train: ..., test: ...[, val: ...]}
+            self.split, self.protocol = load_clip_lists(
+                split_file, clips, fractions, int(self.split_config.get("seed", 0))
+            )
+            if self.protocol["leaky"]:
+                log.warning(lists_leaky_warning(self.protocol))
+        elif split_file:
             self.split = load_split(split_file, clips)
+            self.protocol = {
+                "protocol": "file",
+                "file": str(split_file),
+                "leaky": split_key(self.split) == "clip_id",
+            }
         elif self.eval_split == "all":  # evaluating every clip (another corpus, say): no split to make
             actors = clips.groupby("actor_id", as_index=False)["gender"].first()
             self.split = actors.assign(split="test")
         else:
             self.split = make_split(
                 clips,
-                fractions=tuple(self.split_config.get("fractions", (0.7, 0.15, 0.15))),
+                fractions=fractions,
                 folds=self.split_config.get("folds"),
                 fold=int(self.split_config.get("fold", 0)),
                 seed=int(self.split_config.get("seed", 0)),
                 by=self.split_by,
+                protocol=self.protocol["protocol"],
             )
             check_actor_disjoint(self.split)
         functionals = None
@@ -426,7 +461,7 @@ class CremaDataModule(L.LightningDataModule):
             features = {c: features[c] for c in clips["clip_id"]}
             functionals = normalise_by_speaker(features, speakers, self.speaker_norm)
         key = split_key(self.split)
-        if key == "clip_id":
+        if key == "clip_id" and self.protocol["protocol"] != "lists":
             log.warning(LEAKY_WARNING)
         clips = clips.merge(self.split[[key, "split"]], on=key, how="left")
         self.clips = clips
@@ -435,7 +470,14 @@ class CremaDataModule(L.LightningDataModule):
         speaker_stats = None
         if self.speaker_norm != "none" and "audio" in self.modalities:
             every_clip = CremaDataset(
-                clips, self.prep, self.modalities, self.frame_mean, self.frame_std, self.cache, self.decoder
+                clips,
+                self.prep,
+                self.modalities,
+                self.frame_mean,
+                self.frame_std,
+                self.cache,
+                self.decoder,
+                classes=self.classes,
             )
             speaker_stats = speaker_mel_stats(every_clip, self.speaker_norm)
         for name in ("train", "val", "test", "all"):
@@ -450,6 +492,7 @@ class CremaDataModule(L.LightningDataModule):
                 self.augment if name == "train" else None,
                 speaker_stats,
                 functionals,
+                self.classes,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
         log.info(
@@ -530,9 +573,9 @@ class CremaDataModule(L.LightningDataModule):
         return media
 
     def class_weights(self) -> torch.Tensor:
-        """Inverse-frequency weights of the training clips, mean 1, in EMOTIONS order."""
-        counts = np.bincount(self.datasets["train"].labels, minlength=len(EMOTIONS)).astype(np.float64)
-        weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
+        """Inverse-frequency weights of the training clips, mean 1, in the order of `classes`."""
+        counts = np.bincount(self.datasets["train"].labels, minlength=len(self.classes)).astype(np.float64)
+        weights = counts.sum() / (len(self.classes) * np.maximum(counts, 1))
         return torch.tensor(weights, dtype=torch.float32)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

@@ -5,6 +5,8 @@ a random clip split only when asked for (`split.by=clip`, leaky: every actor is 
     split = make_split(clips, fractions=(0.7, 0.15, 0.15), seed=0)         # one row per actor: actor_id, gender, split
     split = make_split(clips, folds=5, fold=2, seed=0)                      # fold 2 is the test set
     split = make_split(clips, folds=5, fold=2, by="clip")                   # one row per clip, stratified by emotion
+    split = make_split(clips, folds=5, fold=0, protocol="blocks")          # consecutive speaker IDs: 1001-1018, ...
+    split, leaky = load_clip_lists({"train": "train.csv", "test": "test.csv"}, clips)  # published clip lists
 
 With `by="actor"` no clip of a test actor is ever in training or model selection: `check_actor_disjoint` asserts it
 on every setup.
@@ -20,6 +22,9 @@ import pandas as pd
 
 SPLITS = ("train", "val", "test")
 SPLIT_BY = ("actor", "clip")
+# random: actors dealt into folds at random, stratified by gender | blocks: k folds of consecutive speaker IDs in ID
+# order (the literature's CREMA-D and RAVDESS protocols; the remainder goes to the last folds: 18/18/18/18/19).
+PROTOCOLS = ("random", "blocks")
 LEAKY_WARNING = (
     "split.by=clip: a random CLIP split, as behind most published CREMA-D numbers. Every actor is in train, val and "
     "test, so the model can recognise the person instead of the emotion: LEAKY, inflated accuracy, not comparable "
@@ -57,6 +62,7 @@ def make_split(
     fold: int = 0,
     seed: int = 0,
     by: str = "actor",
+    protocol: str = "random",
 ) -> pd.DataFrame:
     """Assign each actor of `clips` (each clip with `by="clip"`) to train, val or test.
 
@@ -66,6 +72,12 @@ def make_split(
     """
     if by not in SPLIT_BY:
         raise ValueError(f"split.by must be one of {SPLIT_BY}, not {by!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"split.protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    if protocol == "blocks" and (folds is None or by != "actor"):
+        raise ValueError(
+            "split.protocol=blocks deals speakers into folds: it needs split.folds=K and split.by=actor"
+        )
     if by == "clip":
         units = clips[["clip_id", "actor_id", "emotion"]].rename(
             columns={"clip_id": "unit", "emotion": "stratum"}
@@ -75,15 +87,30 @@ def make_split(
         check_actor_disjoint(split)
         return split
     units = _actors(clips).rename(columns={"actor_id": "unit", "gender": "stratum"})
-    split = _assign(units, fractions, folds, fold, seed).rename(
+    blocks = id_blocks(units["unit"], folds) if protocol == "blocks" else None
+    split = _assign(units, fractions, folds, fold, seed, blocks).rename(
         columns={"unit": "actor_id", "stratum": "gender"}
     )
     check_actor_disjoint(split)
     return split
 
 
-def _assign(units: pd.DataFrame, fractions, folds, fold, seed) -> pd.DataFrame:
-    """Split the rows of `units` (columns unit, stratum): the same procedure for actors and for clips."""
+def id_blocks(ids, folds: int) -> dict:
+    """unit -> fold for `folds` blocks of consecutive IDs in ID order; the remainder goes to the last blocks."""
+    ordered = sorted(ids)
+    if not 2 <= folds <= len(ordered):
+        raise ValueError(
+            f"split.folds must be between 2 and the number of speakers ({len(ordered)}), not {folds}"
+        )
+    base, extra = divmod(len(ordered), folds)
+    sizes = [base + (1 if k >= folds - extra else 0) for k in range(folds)]
+    bounds = np.cumsum([0, *sizes])
+    return {unit: k for k in range(folds) for unit in ordered[bounds[k] : bounds[k + 1]]}
+
+
+def _assign(units: pd.DataFrame, fractions, folds, fold, seed, blocks: dict | None = None) -> pd.DataFrame:
+    """Split the rows of `units` (columns unit, stratum): the same procedure for actors and for clips. `blocks`
+    (unit -> fold) replaces the random deal into folds."""
     rng = np.random.default_rng(seed)
     assignment: dict = {}
     train_share, val_share, test_share = (float(f) for f in fractions)
@@ -102,7 +129,7 @@ def _assign(units: pd.DataFrame, fractions, folds, fold, seed) -> pd.DataFrame:
             )
         # Deal round-robin, continuing across strata, so each fold keeps the male/female (or emotion) balance.
         order = np.concatenate(_shuffled_by_gender(units, rng))
-        fold_of = {unit: i % folds for i, unit in enumerate(order)}
+        fold_of = blocks or {unit: i % folds for i, unit in enumerate(order)}
         val_fraction = val_share / (train_share + val_share)
         rest = units[units["unit"].map(fold_of) != fold]
         for ids in _shuffled_by_gender(rest, np.random.default_rng(seed + 1)):
@@ -147,6 +174,81 @@ def load_split(path: str | os.PathLike, clips: pd.DataFrame) -> pd.DataFrame:
             f"split file {path} has no split for {len(missing)} {key} values, e.g. {sorted(missing)[:5]}"
         )
     return split
+
+
+MEDIA_SUFFIXES = (".flv", ".mp4", ".avi", ".mkv", ".mov", ".wav", ".mp3")
+
+
+def _clip_names(path: Path) -> list[str]:
+    """The clip names of one list file (a CSV or text file: the first field of each line, a bare name or a path)."""
+    names = []
+    for line in Path(path).read_text().splitlines():
+        field = line.replace(";", ",").replace("\t", ",").split(",")[0].strip().strip('"')
+        name = Path(field.replace("\\", "/")).name
+        if name.lower().endswith(MEDIA_SUFFIXES):
+            name = name.rsplit(".", 1)[0]
+        if name:
+            names.append(name)
+    return names
+
+
+def load_clip_lists(
+    lists: dict, clips: pd.DataFrame, fractions=(0.7, 0.15, 0.15), seed: int = 0
+) -> tuple[pd.DataFrame, dict]:
+    """A clip split from published lists ({train: file, test: file[, val: file]}), and what it says about speakers.
+
+    Names match clip_ids (a header line, or names the corpus does not have, are counted and left out). Without a val
+    list, validation clips come from the train list (the val share of `fractions`, stratified by emotion): never
+    from the test list. The second value records the protocol: clips per split, the speakers found on more than one
+    side (`leaky` when any is: the model can learn the person instead of the emotion)."""
+    unknown = set(lists) - set(SPLITS)
+    if unknown or not {"train", "test"} <= set(lists):
+        raise ValueError(
+            f"split.file lists need train and test (and optionally val) files, not {sorted(lists)}"
+        )
+    known = set(clips["clip_id"])
+    assignment, not_found = {}, {}
+    for name, path in lists.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"split.file.{name}={path} does not exist")
+        names = _clip_names(path)
+        not_found[name] = [n for n in names if n not in known]
+        for clip_id in names:
+            if clip_id in known:
+                if assignment.get(clip_id, name) != name:
+                    raise ValueError(
+                        f"clip {clip_id} is in both the {assignment[clip_id]} and the {name} list"
+                    )
+                assignment[clip_id] = name
+    split = clips[clips["clip_id"].isin(assignment)][["clip_id", "actor_id", "emotion"]].copy()
+    split["split"] = split["clip_id"].map(assignment)
+    if "val" not in lists:
+        train = split[split["split"] == "train"].rename(columns={"clip_id": "unit", "emotion": "stratum"})
+        val_share = fractions[1] / (fractions[0] + fractions[1])
+        chosen = _assign(train[["unit", "stratum"]], (1 - val_share, val_share, 0.0), None, 0, seed)
+        split.loc[split["clip_id"].isin(chosen.loc[chosen["split"] == "val", "unit"]), "split"] = "val"
+    split = split.sort_values("clip_id", ignore_index=True)
+    check_actor_disjoint(split)
+    sides = split.groupby("actor_id")["split"].agg(lambda s: set(s) & {"train", "test"})
+    shared = sorted(a.item() if hasattr(a, "item") else a for a, s in sides.items() if len(s) > 1)
+    protocol = {
+        "protocol": "lists",
+        "files": {name: str(path) for name, path in lists.items()},
+        "clips": split["split"].value_counts().to_dict(),
+        "not_in_corpus": {name: len(names) for name, names in not_found.items()},
+        "left_out": int(len(known) - len(split)),
+        "speakers_in_train_and_test": shared,
+        "leaky": bool(shared),
+    }
+    return split, protocol
+
+
+def lists_leaky_warning(protocol: dict) -> str:
+    shared = protocol["speakers_in_train_and_test"]
+    return (
+        f"split.file lists: {len(shared)} speakers have clips in both train and test (e.g. {shared[:5]}): LEAKY, the "
+        "model can recognise the person instead of the emotion; comparable only with numbers on the same lists."
+    )
 
 
 def save_split(split: pd.DataFrame, path: str | os.PathLike) -> Path:

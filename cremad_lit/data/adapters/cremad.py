@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cremad_lit import EMOTIONS, INTENSITIES, STATEMENTS
-from cremad_lit.data.catalog import reject, walk_files
+from cremad_lit.data.adapters.common import reject, walk_files
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def _parse_all(paths: list[Path], kind: str, rejected: list[dict]) -> dict[str, 
     return found
 
 
-def scan(root, manifest=None, label_map=None) -> tuple[list[dict], list[dict]]:
+def scan(root, manifest=None, label_map=None, keep_unknown=False) -> tuple[list[dict], list[dict]]:
+    """CREMA-D's names hold its six codes: `label_map` and `keep_unknown` change nothing here."""
     if root is None or not Path(root).expanduser().is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder; {EXPECTED_LAYOUT}")
     root = Path(root).expanduser()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cremad_lit.data.catalog import Rejected, emotion_code, reject
+from cremad_lit.data.adapters.common import Rejected, reject
+from cremad_lit.data.labels import emotion_code
 
 PATH_COLUMNS = ("audio_path", "video_path")
 _GENDERS = {"m": "male", "male": "male", "man": "male", "f": "female", "female": "female", "woman": "female"}
@@ -32,7 +33,7 @@ def _speaker_ids(values: pd.Series):
     return texts.map(lambda t: int(t) if t and numeric else t)
 
 
-def scan(root=None, manifest=None, label_map=None) -> tuple[list[dict], list[dict]]:
+def scan(root=None, manifest=None, label_map=None, keep_unknown=False) -> tuple[list[dict], list[dict]]:
     if not manifest:
         raise ValueError("data=manifest needs data.manifest=PATH.csv")
     manifest = Path(manifest).expanduser()
@@ -62,7 +63,7 @@ def scan(root=None, manifest=None, label_map=None) -> tuple[list[dict], list[dic
                     raise Rejected(f"{column} file is empty (0 bytes)")
             if record["speaker"] == "":
                 raise Rejected("row has no speaker")
-            code = emotion_code(record["emotion"], label_map)
+            code = emotion_code(record["emotion"], label_map, keep_unknown)
         except Rejected as reason:
             reject(rejected, where, f"{reason} (manifest line {line})", _text(record.get("emotion")) or None)
             continue

@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cremad_lit.data.catalog import SAME_TAKE, Rejected, emotion_code, reject, walk_files
+from cremad_lit.data.adapters.common import SAME_TAKE, Rejected, reject, walk_files
+from cremad_lit.data.labels import emotion_code
 
 EMOTIONS = {
     "01": "neutral",
@@ -48,13 +49,16 @@ def _video_rank(path: Path) -> tuple[int, int]:
     )
 
 
-def scan(root, manifest=None, label_map=None, vocal_channels=("speech",)) -> tuple[list[dict], list[dict]]:
+def scan(
+    root, manifest=None, label_map=None, keep_unknown=False, vocal_channels=("speech",)
+) -> tuple[list[dict], list[dict]]:
     if root is None or not Path(root).expanduser().is_dir():
         raise FileNotFoundError(
             f"RAVDESS root {root} does not exist or is not a folder (expected Actor_XX/03-01-05-01-02-01-12.wav "
             "and/or 01-/02-...mp4, or the files flat)"
         )
-    label_map = DEFAULT_LABEL_MAP if label_map is None else label_map
+    if label_map is None:  # the six shared emotions by default; with data.classes=all|[...] all eight
+        label_map = {} if keep_unknown else DEFAULT_LABEL_MAP
     rejected: list[dict] = []
     clips: dict[str, dict] = {}
     files = walk_files(Path(root).expanduser(), tuple(_KIND))
@@ -77,7 +81,7 @@ def scan(root, manifest=None, label_map=None, vocal_channels=("speech",)) -> tup
             )
             continue
         try:
-            code = emotion_code(EMOTIONS[emotion], label_map)
+            code = emotion_code(EMOTIONS[emotion], label_map, keep_unknown)
         except Rejected as reason:
             reject(rejected, path, str(reason), EMOTIONS[emotion])
             continue
