@@ -24,7 +24,7 @@ $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	$(PYTHON) -m pip check
-	$(PYTHON) -m cremad_lit.doctor --quick
+	$(PYTHON) -m cremad_lit doctor --quick
 	@touch $@
 
 install: $(INSTALLED) ## Create .venv and install cremad-lit with its dev tools
@@ -43,18 +43,18 @@ check-latest: ## Throwaway venv with the newest versions pyproject.toml allows, 
 	rm -rf .venv-latest
 	$(PY) -m venv .venv-latest
 	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager --editable '.[dev]'
-	.venv-latest/bin/python -m cremad_lit.doctor --against-lock requirements.lock
+	.venv-latest/bin/python -m cremad_lit doctor --against-lock requirements.lock
 	CREMAD_LIT_UNLOCKED=1 .venv-latest/bin/python -m pytest -m "not slow" -p no:cacheprovider
 
 demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+test audio-visual vs audio vs video on CPU (2 jobs at a time, 1 thread each)
-	$(PYTHON) -m cremad_lit.eda data=synthetic paths.data_dir=$(DATA_DIR)
+	$(PYTHON) -m cremad_lit eda data=synthetic paths.data_dir=$(DATA_DIR)
 	OMP_NUM_THREADS=1 $(PYTHON) train.py --multirun hydra/launcher=parallel experiment=demo paths.data_dir=$(DATA_DIR) 'data.modalities=[audio,video],[audio],[video]' seed=0,1,2 hydra.sweep.dir=$(DEMO_DIR)
-	$(PYTHON) -m cremad_lit.report $(DEMO_DIR)
+	$(PYTHON) -m cremad_lit report $(DEMO_DIR)
 	@echo "Demo done. Report: $(DEMO_DIR)/report.md (mean ± std over seeds 0-1-2, each with its own actor split)."
 	@echo "  Per run: $(DEMO_DIR)/<n>/metrics.json, confusion.png, curves.png (runs.csv maps n to its settings); EDA: newest logs/eda/runs/*/report.md"
 
 doctor: $(INSTALLED) ## Check the environment: versions, native libraries, decoders, accelerator, cache space
-	$(PYTHON) -m cremad_lit.doctor
+	$(PYTHON) -m cremad_lit doctor
 
 test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does)
 	$(PYTHON) -m pytest

@@ -23,7 +23,7 @@ from common import machine, write_section  # noqa: E402
 
 from cremad_lit.data.cache import ClipCache  # noqa: E402
 from cremad_lit.data.catalog import build_catalog  # noqa: E402
-from cremad_lit.data.datamodule import CremaDataset  # noqa: E402
+from cremad_lit.data.dataset import CremaDataset  # noqa: E402
 from cremad_lit.data.features import Preprocessing  # noqa: E402
 from cremad_lit.data.synthetic import generate  # noqa: E402
 

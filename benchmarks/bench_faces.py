@@ -118,7 +118,7 @@ def main() -> None:
 
 
 def faces_sheet() -> str:
-    """docs/faces.png: what `python -m cremad_lit.prepare data.root=../shared/cremad-samples` writes as faces.png."""
+    """docs/faces.png: what `python -m cremad_lit prepare data.root=../shared/cremad-samples` writes as faces.png."""
     import tempfile
 
     from cremad_lit.data.datamodule import CremaDataModule

@@ -60,7 +60,7 @@ def finished(row: str) -> list[dict]:
 
 def run(row: str) -> None:
     _, command, overrides = ROWS[row]
-    entry = ["train.py"] if command == "train" else ["-m", "cremad_lit.baseline"]
+    entry = ["train.py"] if command == "train" else ["-m", "cremad_lit", "baseline"]
     args = [
         sys.executable,
         *entry,

@@ -5,7 +5,7 @@
 
 Each check loads one native dependency the way the pipeline uses it (torchaudio's Mel transform, torchvision's C++
 ops, decord's and PyAV's FFmpeg, OpenCV's face cascade, openSMILE's library). A failure here is the environment's,
-never a clip's: it must not be recorded as bad media (`python -m cremad_lit.doctor` prints the whole picture).
+never a clip's: it must not be recorded as bad media (`python -m cremad_lit doctor` prints the whole picture).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def failure_message(
     for check in failed:
         lines.append(f"  {check.name} {check.version}: {check.detail}")
         lines.append(f"    fix: {check.fix}")
-    lines.append("  python -m cremad_lit.doctor shows the whole environment.")
+    lines.append("  python -m cremad_lit doctor shows the whole environment.")
     return "\n".join(lines)
 
 

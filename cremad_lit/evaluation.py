@@ -4,6 +4,8 @@ python evaluate.py ckpt_path=PATH [split=test|val|train|all] [data.root=DIR]
 python evaluate.py ckpt_path=PATH data=ravdess data.root=DIR split=all          # another corpus (cross-corpus)
 python evaluate.py ckpt_path=[A,B,C] split=all ...      # an ensemble: the mean of their probabilities (ensemble_weights=)
 python evaluate.py ckpt_path=logs/train/multiruns/<time> data=... split=all   # every run's tested checkpoint
+python evaluate.py ckpt_path=[<train run>/checkpoints/last.ckpt,<baseline run dir>] ensemble_weights=val
+                                   # a deep model and a classical baseline, weights chosen on their validation speakers
 
 The preprocessing and modalities always come from the checkpoint; `data=<corpus>` swaps only which clips are read.
 """
@@ -19,10 +21,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from cremad_lit.classical import clip_features, design_matrix, is_classical, load_classical
+from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.labels import shared_classes
 from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
-from cremad_lit.module import EmotionModule, results_from_predictions
+from cremad_lit.metrics import results_from_predictions
+from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import (
     build_datamodule,
     build_net,
@@ -106,29 +111,29 @@ def _same_path(a, b) -> bool:
 
 def checkpoint_paths(ckpt_path) -> list[str]:
     """One checkpoint, a list of them, or a run / multirun folder: there, the checkpoint each run tested (the
-    `checkpoint` of every train metrics.json below it)."""
+    `checkpoint` of every train metrics.json below it) and every baseline run's saved model (its run dir)."""
     if isinstance(ckpt_path, (list, tuple, ListConfig)):
         return [p for item in ckpt_path for p in checkpoint_paths(item)]
     path = Path(str(ckpt_path))
-    if not path.is_dir():
+    if not path.is_dir() or is_classical(path):
         return [str(path)]
     found = []
     for metrics_file in sorted(path.glob("**/metrics.json")):
         metrics = json.loads(metrics_file.read_text())
         if metrics.get("task", "train") == "train" and metrics.get("checkpoint"):
             found.append(str(metrics["checkpoint"]))
+        elif metrics.get("task") == "baseline" and is_classical(metrics_file.parent):
+            found.append(str(metrics_file.parent))
     if not found:
         raise FileNotFoundError(
-            f"no train.py run with a tested checkpoint under {path} (its metrics.json files)"
+            f"no train.py run with a tested checkpoint and no baseline run under {path} (its metrics.json files)"
         )
     return found
 
 
-def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
-    """Test one checkpoint on the clips cfg names: its module, predictions, datamodule and what it was tested on."""
-    checkpoint = load_checkpoint(ckpt_path)
-    module, train_cfg = model_from_checkpoint(checkpoint)
-    data_cfg = train_cfg.data
+def data_settings(cfg: DictConfig, data_cfg: DictConfig, trained_in: str | Path, out_dir: Path) -> bool:
+    """Point a member's stored data settings at the clips `cfg` names (in place); True when that is the corpus it was
+    trained on, whose exact split (the run's split.csv) is then reused."""
     given = OmegaConf.to_container(cfg.data, resolve=True)
     if given.get("dataset"):  # data=<corpus> on the command line: read those clips instead
         overrides = {k: given.get(k) for k in CORPUS_KEYS + LOADER_KEYS}
@@ -143,9 +148,23 @@ def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
             data_cfg[key] = value  # replaced, not merged: another corpus's options must not mix with these
         data_cfg.output_dir = str(out_dir)
         data_cfg.generate = None
-        saved_split = Path(train_cfg.paths.output_dir) / "split.csv"
+        saved_split = Path(trained_in) / "split.csv"
         if same_corpus and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
+    return same_corpus
+
+
+def test_member(cfg: DictConfig, path: str, out_dir: Path) -> dict:
+    """A checkpoint or a baseline run dir (a saved classical model), tested on the clips cfg names."""
+    return test_classical(cfg, path, out_dir) if is_classical(path) else test_checkpoint(cfg, path, out_dir)
+
+
+def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
+    """Test one checkpoint on the clips cfg names: its module, predictions, datamodule and what it was tested on."""
+    checkpoint = load_checkpoint(ckpt_path)
+    module, train_cfg = model_from_checkpoint(checkpoint)
+    data_cfg = train_cfg.data
+    same_corpus = data_settings(cfg, data_cfg, train_cfg.paths.output_dir, out_dir)
     datamodule = build_datamodule(
         data_cfg, cache_frame_spec(module.net, train_cfg.model), eval_split=cfg.split
     )
@@ -160,12 +179,53 @@ def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
     trainer.test(module, datamodule=datamodule)
     return {
         "path": str(ckpt_path),
-        "checkpoint": checkpoint,
-        "module": module,
+        "config": checkpoint["cremad_lit"]["config"],
+        "classes": list(module.classes),
+        "results": module.test_results,
         "datamodule": datamodule,
         "same_corpus": same_corpus,
         "data_root": str(data_cfg.get("manifest") or data_cfg.root),
         "predictions": module.test_predictions,
+    }
+
+
+def test_classical(cfg: DictConfig, run_dir: str, out_dir: Path) -> dict:
+    """Test a baseline run's saved classical model the way test_checkpoint tests a checkpoint: the features of the
+    clips cfg names (standardised per speaker over each speaker's clips, as it was trained), its probabilities."""
+    arrays, info = load_classical(run_dir)
+    data_cfg = OmegaConf.create(info["data"])
+    same_corpus = data_settings(cfg, data_cfg, info["run_dir"], out_dir)
+    datamodule = build_datamodule(
+        data_cfg, None, cache="off", speaker_norm="none", functionals="none", eval_split=cfg.split
+    )
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    classes = list(info["classes"])
+    features, skipped = clip_features(
+        datamodule,
+        info["functionals"],
+        info["cache_dir"],
+        info["speaker_norm"],
+        int(data_cfg.prepare_workers),
+    )
+    for clip in skipped:
+        log.warning("skipped clip %s: %s", clip["clip_id"], clip["reason"])
+    clips = datamodule.clips[datamodule.clips["emotion"].isin(classes)]
+    x, y, clip_ids = design_matrix(clips, features, classes, "all" if cfg.split == "all" else cfg.split)
+    probabilities = classical_probabilities(arrays, x, len(classes))
+    predictions = [
+        {"clip_id": c, "label": int(label), "pred": int(p.argmax()), "probs": p.tolist()}
+        for c, label, p in zip(clip_ids, y, probabilities, strict=True)
+    ]
+    return {
+        "path": str(run_dir),
+        "config": {"classical": {k: v for k, v in info.items() if k != "data"}, "data": info["data"]},
+        "classes": classes,
+        "results": results_from_predictions(predictions, classes),
+        "datamodule": datamodule,
+        "same_corpus": same_corpus,
+        "data_root": str(data_cfg.get("manifest") or data_cfg.root),
+        "predictions": predictions,
     }
 
 
@@ -195,6 +255,69 @@ def normalised_weights(weights, members: int) -> np.ndarray:
     if len(weights) != members or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"ensemble_weights must be {members} non-negative numbers, not {weights.tolist()}")
     return weights / weights.sum()
+
+
+def weight_grid(members: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every way to split 1 among the members in `step`s (2 members: 11 points, 3: 66)."""
+    units = round(1 / step)
+
+    def splits(left: int, parts: int):
+        if parts == 1:
+            yield (left,)
+            return
+        for first in range(left + 1):
+            for rest in splits(left - first, parts - 1):
+                yield (first, *rest)
+
+    return [tuple(u / units for u in split) for split in splits(units, members)]
+
+
+def choose_weights_on_validation(cfg: DictConfig, paths: list[str], run_dir: Path, how: str):
+    """`ensemble_weights=val`: the members' probabilities on their own validation speakers (the corpus and split they
+    were trained with, whatever cfg evaluates), the grid point with the best validation accuracy (ties: the one
+    nearest equal weights). Only members that share their validation clips (seeds or methods of one split) can."""
+    if how != "val":
+        raise ValueError(f"ensemble_weights must be a list of numbers, null or 'val', not {how!r}")
+    if cfg.split == "val":
+        raise ValueError(
+            "ensemble_weights=val chooses the weights on the validation speakers: evaluate another split"
+        )
+    own = cfg.copy()
+    with open_dict(own):
+        own.split = "val"
+        for key in CORPUS_KEYS:
+            own.data[key] = None  # each member's own corpus and split.csv
+    members = [test_member(own, p, run_dir / "validation" / str(i)) for i, p in enumerate(paths)]
+    by_member = [{p["clip_id"]: p for p in m["predictions"]} for m in members]
+    shared = sorted(set.intersection(*(set(b) for b in by_member)))
+    if not shared:
+        raise ValueError(
+            "ensemble_weights=val: the members share no validation clip (fold models each have their own "
+            "validation speakers); choose weights for members of one split, or give them as a list"
+        )
+    probs = np.stack([[b[c]["probs"] for c in shared] for b in by_member])  # members x clips x classes
+    labels = np.array([by_member[0][c]["label"] for c in shared])
+    equal = np.full(len(members), 1 / len(members))
+    scores = {}
+    for weights in weight_grid(len(members)):
+        fused = np.tensordot(np.asarray(weights), probs, axes=1)
+        scores[weights] = float((fused.argmax(axis=1) == labels).mean())
+    best = max(scores, key=lambda w: (scores[w], -float(np.abs(np.asarray(w) - equal).sum())))
+    alone = [float((p.argmax(axis=1) == labels).mean()) for p in probs]
+    log.info(
+        "ensemble weights %s chosen on %d validation clips (accuracy %.4f; the members alone %s)",
+        list(best),
+        len(shared),
+        scores[best],
+        [round(a, 4) for a in alone],
+    )
+    return list(best), {
+        "weights_chosen_on": "val",
+        "val_clips": len(shared),
+        "val_accuracy": scores[best],
+        "val_member_accuracy": alone,
+        "val_accuracy_by_weights": {",".join(f"{x:.1f}" for x in w): a for w, a in scores.items()},
+    }
 
 
 def average_predictions(members: list[dict], weights) -> list[dict]:
@@ -228,33 +351,41 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     paths = checkpoint_paths(cfg.ckpt_path)
     members = [
-        test_checkpoint(cfg, path, run_dir if len(paths) == 1 else run_dir / "members" / str(i))
+        test_member(cfg, path, run_dir if len(paths) == 1 else run_dir / "members" / str(i))
         for i, path in enumerate(paths)
     ]
     first = members[0]
     datamodule = first["datamodule"]
     ensemble = {}
     if len(members) == 1:
-        results, predictions = first["module"].test_results, first["predictions"]
+        results, predictions = first["results"], first["predictions"]
     else:
-        weights = cfg.get("ensemble_weights")
+        if any(m["classes"] != first["classes"] for m in members):
+            raise ValueError(
+                "the ensemble's members predict different class lists "
+                f"({[m['classes'] for m in members]}): average only like with like"
+            )
+        weights, chosen = cfg.get("ensemble_weights"), {}
+        if isinstance(weights, str):
+            weights, chosen = choose_weights_on_validation(cfg, paths, run_dir, weights)
         predictions = average_predictions(members, weights)
-        results = results_from_predictions(predictions, first["module"].classes)
+        results = results_from_predictions(predictions, first["classes"])
         shared = {p["clip_id"] for p in predictions}
         ensemble = {
             "ensemble": {
                 "members": paths,
                 "weights": normalised_weights(weights, len(members)).tolist(),
+                **chosen,
                 "member_accuracy": [
                     results_from_predictions(
-                        [p for p in m["predictions"] if p["clip_id"] in shared], m["module"].classes
+                        [p for p in m["predictions"] if p["clip_id"] in shared], m["classes"]
                     )["accuracy"]
                     for m in members
                 ],
             }
         }
-        log.info("ensemble of %d checkpoints on %d shared clips", len(members), len(predictions))
-    classes = list(first["module"].classes)
+        log.info("ensemble of %d members on %d shared clips", len(members), len(predictions))
+    classes = list(first["classes"])
     present = set(datamodule.clips["emotion"])
     mapping = {}
     if not first["same_corpus"] and present != set(
@@ -267,7 +398,7 @@ def evaluate(cfg: DictConfig) -> dict:
         ]
         mapping = {
             "class_mapping": {
-                "model_classes": list(first["module"].classes),
+                "model_classes": list(first["classes"]),
                 "scored_on": classes,
                 "clips_of_other_classes_left_out": len(not_a_class),
                 "left_out_labels": sorted({str(r["label"]) for r in not_a_class}),
@@ -275,7 +406,7 @@ def evaluate(cfg: DictConfig) -> dict:
         }
         log.info("scored on the %d classes the model and the corpus share: %s", len(classes), classes)
     loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
-    log_config(loggers, cfg, checkpoint_config=first["checkpoint"]["cremad_lit"]["config"])
+    log_config(loggers, cfg, checkpoint_config=first["config"])
     speakers = {}
     for member in members:
         speakers.update(member["datamodule"].speakers())
@@ -308,7 +439,11 @@ def evaluate(cfg: DictConfig) -> dict:
     finish_loggers(loggers)
     print(
         f"accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"
-        + (f", ensemble of {len(members)} checkpoints" if len(members) > 1 else "")
+        + (
+            f", ensemble of {len(members)} members, weights {[round(w, 3) for w in ensemble['ensemble']['weights']]}"
+            if len(members) > 1
+            else ""
+        )
     )
     print(
         f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n  confusion matrix: {run_dir / 'confusion.png'}"

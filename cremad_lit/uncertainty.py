@@ -1,6 +1,6 @@
 """How sure a number is: 95% intervals by bootstrap over test speakers (not clips), and paired comparisons.
 
-    python -m cremad_lit.report DIR          # prints both for every configuration found under DIR
+    python -m cremad_lit report DIR          # prints both for every configuration found under DIR
 
 A clip split's clips are not independent: every clip of a person shares that person's voice and face. So the unit
 that is resampled is the speaker. Every run's predictions.csv (with its `speaker` column) of one configuration are

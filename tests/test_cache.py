@@ -63,7 +63,8 @@ def test_prepare_command_writes_report(synthetic_root, tmp_path):
     out = tmp_path / "run"
     result = run_cli(
         "-m",
-        "cremad_lit.prepare",
+        "cremad_lit",
+        "prepare",
         f"data.root={synthetic_root}",
         "model=tiny",
         f"paths.cache_dir={tmp_path / 'cache'}",

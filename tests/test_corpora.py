@@ -13,18 +13,21 @@ import pandas as pd
 import pytest
 import torch
 
-from cremad_lit import EMOTIONS
 from cremad_lit.data.catalog import build_catalog, emotion_code
 from cremad_lit.data.features import Preprocessing, extract_clip
+from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.data.media import read_wav
 from cremad_lit.data.splits import make_split
-from tests.conftest import RAVDESS_48K, common, run_cli, six_emotion_wavs, write_manifest
+from tests.conftest import RAVDESS_48K, TINY, common, run_cli, six_emotion_wavs, write_manifest
+
+TINY_AUDIO = [*TINY, "data.modalities=[audio]", "trainer.max_epochs=1"]
 
 
 def test_ravdess_eda_counts_the_real_clips(ravdess_dir, tmp_path):
     run_cli(
         "-m",
-        "cremad_lit.eda",
+        "cremad_lit",
+        "eda",
         "data=ravdess",
         f"data.root={ravdess_dir}",
         f"hydra.run.dir={tmp_path / 'eda'}",
@@ -56,7 +59,8 @@ def test_ravdess_48k_stereo_and_left_out_emotions(ravdess_dir, tmp_path):
     # The EDA counts what the label map left out.
     run_cli(
         "-m",
-        "cremad_lit.eda",
+        "cremad_lit",
+        "eda",
         "data=ravdess",
         f"data.root={RAVDESS_48K}",
         f"hydra.run.dir={tmp_path / 'eda'}",
@@ -167,7 +171,8 @@ def bad_manifest(ravdess_dir, tmp_path_factory):
 def test_bad_manifest_rows_are_reported_and_the_good_ones_go_on(bad_manifest, tmp_path):
     run_cli(
         "-m",
-        "cremad_lit.prepare",
+        "cremad_lit",
+        "prepare",
         "data=manifest",
         f"data.manifest={bad_manifest}",
         "data.modalities=[audio]",
@@ -238,7 +243,8 @@ def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp
         folders.append(folder)
     run_cli(
         "-m",
-        "cremad_lit.predict",
+        "cremad_lit",
+        "predict",
         f"ckpt_path={metrics['checkpoint']}",
         f"inputs=[{folders[0]},{folders[1]}]",
         f"hydra.run.dir={tmp_path / 'predict_folders'}",
@@ -252,7 +258,8 @@ def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp
     native = RAVDESS_48K / "Actor_01" / "03-01-05-02-01-01-01.wav"
     run_cli(
         "-m",
-        "cremad_lit.predict",
+        "cremad_lit",
+        "predict",
         f"ckpt_path={metrics['checkpoint']}",
         f"inputs=[{native}]",
         f"hydra.run.dir={tmp_path / 'predict'}",
@@ -277,7 +284,9 @@ def test_baselines_on_trains_split_and_the_leaky_clip_flag(ravdess_dir, tmp_path
     base = ["data=ravdess", *common(root, tmp_path), "split.folds=4", "split.fold=1", "logger=none"]
     results = {}
     for method in ("egemaps_logreg", "majority"):
-        run_cli("-m", "cremad_lit.baseline", *base, f"method={method}", f"hydra.run.dir={tmp_path / method}")
+        run_cli(
+            "-m", "cremad_lit", "baseline", *base, f"method={method}", f"hydra.run.dir={tmp_path / method}"
+        )
         results[method] = json.loads((tmp_path / method / "metrics.json").read_text())
     egemaps, majority = results["egemaps_logreg"], results["majority"]
     assert egemaps["test_actors"] == majority["test_actors"] and egemaps["n_test"] == 88
@@ -286,7 +295,9 @@ def test_baselines_on_trains_split_and_the_leaky_clip_flag(ravdess_dir, tmp_path
     split = pd.read_csv(tmp_path / "majority" / "split.csv")
     assert set(split.loc[split["split"] == "test", "actor_id"]) == set(egemaps["test_actors"])
 
-    leaky = run_cli("-m", "cremad_lit.baseline", *base, "split.by=clip", f"hydra.run.dir={tmp_path / 'clip'}")
+    leaky = run_cli(
+        "-m", "cremad_lit", "baseline", *base, "split.by=clip", f"hydra.run.dir={tmp_path / 'clip'}"
+    )
     assert "LEAKY" in leaky.stdout + leaky.stderr
     clip = json.loads((tmp_path / "clip" / "metrics.json").read_text())
     assert clip["split_by"] == "clip" and egemaps["split_by"] == "actor"
@@ -314,15 +325,16 @@ def test_report_labels_only_what_varies(ravdess_dir, tmp_path):
     for fold in (0, 1):
         run_cli(
             "-m",
-            "cremad_lit.baseline",
+            "cremad_lit",
+            "baseline",
             *base,
             f"split.fold={fold}",
             f"hydra.run.dir={tmp_path / 'runs' / f'a{fold}'}",
         )
     run_cli(
-        "-m", "cremad_lit.baseline", *base, "split.by=clip", f"hydra.run.dir={tmp_path / 'runs' / 'clip'}"
+        "-m", "cremad_lit", "baseline", *base, "split.by=clip", f"hydra.run.dir={tmp_path / 'runs' / 'clip'}"
     )
-    result = run_cli("-m", "cremad_lit.report", str(tmp_path / "runs"))
+    result = run_cli("-m", "cremad_lit", "report", str(tmp_path / "runs"))
     table = pd.read_csv(tmp_path / "runs" / "report.csv", index_col=0)
     assert sorted(table.index) == ["split.by=clip", "split.by=default"]
     assert table["runs"].sum() == 3 and "leaky" in (tmp_path / "runs" / "report.md").read_text()
@@ -408,7 +420,8 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
     base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "split.fold=0", "logger=none"]
     run_cli(
         "-m",
-        "cremad_lit.baseline",
+        "cremad_lit",
+        "baseline",
         *base,
         "method=compare_logreg",
         "data.speaker_norm=standard",
@@ -440,7 +453,8 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
     wav = ravdess_dir / "Actor_01" / "03-01-05-01-01-01-01.wav"
     run_cli(
         "-m",
-        "cremad_lit.predict",
+        "cremad_lit",
+        "predict",
         f"ckpt_path={trained['checkpoint']}",
         f"inputs=[{wav}]",
         f"hydra.run.dir={tmp_path / 'predict'}",
@@ -457,13 +471,14 @@ def test_report_intervals_over_speakers_and_the_paired_comparison(ravdess_dir, t
     for method in ("egemaps_logreg", "majority"):
         run_cli(
             "-m",
-            "cremad_lit.baseline",
+            "cremad_lit",
+            "baseline",
             "-m",
             *base,
             f"method={method}",
             f"hydra.sweep.dir={tmp_path / 'runs' / method}",
         )
-    result = run_cli("-m", "cremad_lit.report", str(tmp_path / "runs"))
+    result = run_cli("-m", "cremad_lit", "report", str(tmp_path / "runs"))
     table = pd.read_csv(tmp_path / "runs" / "report.csv", index_col=0)
     for config, row in table.iterrows():
         assert row["speakers"] == 6, config
@@ -546,7 +561,8 @@ def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_d
     for name, ckpt in (("a", members[0]["checkpoint"]), ("b", members[1]["checkpoint"]), ("ab", str(sweep))):
         run_cli(
             "-m",
-            "cremad_lit.predict",
+            "cremad_lit",
+            "predict",
             f"ckpt_path={ckpt}",
             f"inputs=[{folder}]",
             f"hydra.run.dir={tmp_path / name}",
@@ -572,7 +588,8 @@ def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_d
     )
     run_cli(
         "-m",
-        "cremad_lit.predict",
+        "cremad_lit",
+        "predict",
         f"ckpt_path={shipped}",
         f"inputs=[{folder}]",
         f"hydra.run.dir={tmp_path / 'p'}",
@@ -598,3 +615,84 @@ def test_the_folder_holds_eight_emotions_and_the_label_map_exclusions_are_one_li
     assert len(clips) == 792 and len(clips.attrs["rejected"]) == 288
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "left out 288 clips by data.label_map (calm 144, surprised 144)" in caplog.text
+
+
+def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
+    """A baseline run dir works like a checkpoint: evaluate.py reproduces its own test probabilities from the saved
+    model, averages them with a deep model's with weights chosen on the shared validation actors, and predict
+    gives evaluate's probabilities for the same speaker's clips."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "logger=none"]
+    for fold in (0, 1):
+        run_cli(
+            "-m",
+            "cremad_lit",
+            "baseline",
+            *base,
+            f"split.fold={fold}",
+            "data.speaker_norm=standard",
+            f"hydra.run.dir={tmp_path / f'egemaps{fold}'}",
+        )
+    baseline = json.loads((tmp_path / "egemaps0" / "metrics.json").read_text())
+    run_cli(
+        "train.py",
+        *base,
+        "split.fold=0",
+        *TINY_AUDIO,
+        f"hydra.run.dir={tmp_path / 'deep'}",
+    )
+    deep = json.loads((tmp_path / "deep" / "metrics.json").read_text())
+    assert deep["test_actors"] == baseline["test_actors"]
+    columns = [f"p_{e}" for e in EMOTIONS]
+
+    def probabilities(run: str) -> pd.DataFrame:
+        return pd.read_csv(tmp_path / run / "predictions.csv").set_index("clip_id")[columns].sort_index()
+
+    run_cli("evaluate.py", f"ckpt_path={tmp_path / 'egemaps0'}", f"hydra.run.dir={tmp_path / 'again'}")
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["accuracy"] == pytest.approx(baseline["accuracy"]) and again["n_test"] == 88
+    assert np.allclose(probabilities("again").to_numpy(), probabilities("egemaps0").to_numpy(), atol=1e-6)
+
+    members = f"ckpt_path=[{deep['checkpoint']},{tmp_path / 'egemaps0'}]"
+    run_cli("evaluate.py", members, "ensemble_weights=val", f"hydra.run.dir={tmp_path / 'fused'}")
+    fused = json.loads((tmp_path / "fused" / "metrics.json").read_text())["ensemble"]
+    assert fused["weights_chosen_on"] == "val" and fused["val_clips"] == 88  # the 2 validation actors
+    assert len(fused["val_accuracy_by_weights"]) == 11 and sum(fused["weights"]) == pytest.approx(1)
+    assert fused["val_accuracy"] == max(fused["val_accuracy_by_weights"].values())
+    w_deep, w_base = fused["weights"]
+    mixed = w_deep * probabilities("deep") + w_base * probabilities("egemaps0")
+    assert np.allclose(probabilities("fused").to_numpy(), mixed.to_numpy(), atol=1e-5)
+
+    on_val = run_cli("evaluate.py", members, "ensemble_weights=val", "split=val", check=False)
+    assert on_val.returncode != 0 and "evaluate another split" in on_val.stderr
+    folds = f"ckpt_path=[{tmp_path / 'egemaps0'},{tmp_path / 'egemaps1'}]"
+    val_actors = [
+        set(pd.read_csv(tmp_path / f"egemaps{fold}" / "split.csv").query("split == 'val'")["actor_id"])
+        for fold in (0, 1)
+    ]
+    across = run_cli("evaluate.py", folds, "ensemble_weights=val", "split=all", check=False)
+    if val_actors[0] & val_actors[1]:  # two folds' models share the validation actors they have in common
+        shared = 44 * len(val_actors[0] & val_actors[1])
+        assert across.returncode == 0 and f"chosen on {shared} validation clips" in across.stdout + across.stderr
+    else:
+        assert across.returncode != 0 and "share no validation clip" in across.stderr
+
+    actor = baseline["test_actors"][0]
+    folder = tmp_path / "one-speaker"
+    folder.mkdir()
+    for wav in six_emotion_wavs(sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))):
+        (folder / wav.name).symlink_to(wav)
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "predict",
+        f"ckpt_path={tmp_path / 'egemaps0'}",
+        f"inputs=[{folder}]",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
+    predicted = pd.read_csv(tmp_path / "predict" / "predictions.csv")
+    predicted.index = [Path(f).stem.split("-", 1)[1] for f in predicted["file"]]  # RAVDESS ids drop the modality
+    evaluated = probabilities("egemaps0").loc[predicted.index]
+    assert len(predicted) == 44 and np.allclose(
+        predicted[list(EMOTIONS)].to_numpy(), evaluated.to_numpy(), atol=1e-5
+    )

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cremad_lit import EMOTIONS
 from cremad_lit.data.datamodule import CremaDataModule
+from cremad_lit.data.labels import EMOTIONS
 
 PREP = {"frames": 3, "image_size": 32}
 
@@ -69,7 +69,7 @@ def test_require_cache_fails_clearly_when_not_prepared(synthetic_root, tmp_path)
     datamodule = CremaDataModule(
         str(synthetic_root), PREP, cache="require", cache_dir=str(tmp_path / "empty")
     )
-    with pytest.raises(FileNotFoundError, match="cremad_lit.prepare"):
+    with pytest.raises(FileNotFoundError, match="cremad_lit prepare"):
         datamodule.setup("fit")
 
 
@@ -101,7 +101,8 @@ def test_bad_options(synthetic_root):
 
 
 def test_voice_augmentations_stretch_bands_and_change_loudness():
-    from cremad_lit.data.datamodule import MEL_DB_STD, Augment, stretch
+    from cremad_lit.data.augment import Augment, stretch
+    from cremad_lit.data.features import MEL_DB_STD
 
     mel = torch.zeros(1, 64, 128)
     mel[:, 20] = 1.0  # one Mel band lit

@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 
 def test_eda_command_reproduces_the_real_counts(real_names_root, tmp_path):
     out = tmp_path / "eda"
-    result = run_cli("-m", "cremad_lit.eda", f"data.root={real_names_root}", f"hydra.run.dir={out}")
+    result = run_cli("-m", "cremad_lit", "eda", f"data.root={real_names_root}", f"hydra.run.dir={out}")
     assert "7442 clips (3512 female, 3930 male), 91 actors, 0 files left out" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_clips"] == 7442 and summary["n_actors"] == 91

@@ -49,7 +49,8 @@ def speech_manifest(ravdess_dir, tmp_path) -> Path:
 def prepare_args(manifest: Path, tmp_path: Path, run: str) -> list[str]:
     return [
         "-m",
-        "cremad_lit.prepare",
+        "cremad_lit",
+        "prepare",
         "data=manifest",
         f"data.manifest={manifest}",
         "data.modalities=[audio]",
@@ -59,7 +60,7 @@ def prepare_args(manifest: Path, tmp_path: Path, run: str) -> list[str]:
 
 
 def test_doctor_loads_every_native_part_and_decodes_each_path():
-    result = run_cli("-m", "cremad_lit.doctor", "--cache-dir", str(REPO / "data" / "cache"))
+    result = run_cli("-m", "cremad_lit", "doctor", "--cache-dir", str(REPO / "data" / "cache"))
     for part in ("torch", "torchaudio", "torchvision", "decord", "PyAV", "OpenCV", "openSMILE"):
         assert re.search(rf"\[ok  \] {part} \d", result.stdout), part
     for path in ("frames, decord", "frames, PyAV", "video's audio, decord", "video's audio, PyAV", "WAV"):
@@ -71,7 +72,7 @@ def test_doctor_loads_every_native_part_and_decodes_each_path():
 def test_a_library_that_cannot_load_stops_every_command_and_a_rerun_decodes_every_clip(
     broken_torchaudio, speech_manifest, tmp_path
 ):
-    doctor = run_cli("-m", "cremad_lit.doctor", check=False, env=broken_torchaudio)
+    doctor = run_cli("-m", "cremad_lit", "doctor", check=False, env=broken_torchaudio)
     assert doctor.returncode == 1
     assert "[FAIL] torchaudio" in doctor.stdout and "undefined symbol" in doctor.stdout
     assert "fix: torchaudio must be built for the installed torch" in doctor.stdout
@@ -193,7 +194,7 @@ def test_a_skipped_clip_is_decoded_again_once_its_file_changes(few_clips, synthe
 def test_the_lock_satisfies_pyproject_and_pins_the_measured_torch_set():
     from packaging.requirements import Requirement
 
-    from cremad_lit.doctor import locked_versions, norm
+    from cremad_lit.commands.doctor import locked_versions, norm
 
     try:
         import tomllib
@@ -225,6 +226,6 @@ def test_the_lock_satisfies_pyproject_and_pins_the_measured_torch_set():
     reason="make check-latest installs the newest versions on purpose",
 )
 def test_the_installed_environment_is_the_lock():
-    from cremad_lit.doctor import lock_differences
+    from cremad_lit.commands.doctor import lock_differences
 
     assert lock_differences(REPO / "requirements.lock") == []

@@ -209,7 +209,7 @@ def test_ravdess_audio_video_end_to_end(av_actor05, tmp_path):
         "model.video_backbone.input_size=32",
         "data.prepare_workers=0",
     ]
-    prepared = run_cli("-m", "cremad_lit.prepare", *data, *tiny, f"hydra.run.dir={tmp_path / 'prep'}")
+    prepared = run_cli("-m", "cremad_lit", "prepare", *data, *tiny, f"hydra.run.dir={tmp_path / 'prep'}")
     report = json.loads((tmp_path / "prep" / "prepare_report.json").read_text())
     assert report["skipped"] == [] and len(report["left_out"]) == 40  # the silent face crops, by name
     assert {r["modality"] for r in report["left_out"]} == {"audio"}
@@ -234,7 +234,7 @@ def test_ravdess_audio_video_end_to_end(av_actor05, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n_test"] == 4
     predicted = run_cli(
-        "-m", "cremad_lit.predict", f"ckpt_path={checkpoint}", f"inputs=[{','.join(map(str, ORIGINALS))}]"
+        "-m", "cremad_lit", "predict", f"ckpt_path={checkpoint}", f"inputs=[{','.join(map(str, ORIGINALS))}]"
     )
     for original in ORIGINALS:
         assert original.name in predicted.stdout

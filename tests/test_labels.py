@@ -4,14 +4,14 @@ own, and an 8-class checkpoint scored on a six-class corpus through the class na
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from cremad_lit import EMOTIONS
 from cremad_lit.data.catalog import build_catalog
-from cremad_lit.data.labels import Rejected, emotion_code, resolve_classes
+from cremad_lit.data.labels import EMOTIONS, Rejected, emotion_code, resolve_classes
 from tests.conftest import TINY, common, ravdess_emotion, run_cli
 from tests.test_corpora import link_actors
 
@@ -85,7 +85,8 @@ def test_eight_class_training_evaluate_and_predict(eight_class_run, ravdess_dir)
     assert all(ravdess_emotion(w) == "calm" for w in calm)
     result = run_cli(
         "-m",
-        "cremad_lit.predict",
+        "cremad_lit",
+        "predict",
         f"ckpt_path={metrics['checkpoint']}",
         f"inputs=[{','.join(map(str, calm))}]",
         f"hydra.run.dir={tmp / 'predict'}",
@@ -143,3 +144,31 @@ def test_a_manifest_with_four_classes_of_its_own_trains(ravdess_dir, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["classes"] == ["ANG", "HAP", "NEU", "frustrated"] and len(metrics["confusion_matrix"]) == 4
     assert 0 <= metrics["uar"] <= 1 and metrics["n_test"] == 28 * len(metrics["test_actors"])
+
+
+RELEASE_0_3 = Path(__file__).parent / "fixtures" / "release-0.3.0"
+
+
+def test_a_release_0_3_checkpoint_still_evaluates(ravdess_dir, tmp_path):
+    """A checkpoint 0.3.0 wrote (no data.classes in its config) evaluates with today's code: the six classes in their
+    order, the same test actors, and 0.3.0's own probabilities for each of its 88 test clips (see the fixture's README)."""
+    old = json.loads((RELEASE_0_3 / "metrics.json").read_text())
+    checkpoint = torch.load(RELEASE_0_3 / "model.ckpt", map_location="cpu", weights_only=True)
+    assert "classes" not in checkpoint["cremad_lit"]["config"]["data"] and old["version"] == "0.3.0"
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    run_cli(
+        "evaluate.py",
+        f"ckpt_path={RELEASE_0_3 / 'model.ckpt'}",
+        f"data.root={root}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.num_workers=0",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    now = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert now["classes"] == list(EMOTIONS) and now["actors"] == old["test_actors"]
+    assert now["confusion_matrix"] == old["confusion_matrix"] and now["war"] == pytest.approx(old["accuracy"])
+    columns = [f"p_{e}" for e in EMOTIONS]
+    then = pd.read_csv(RELEASE_0_3 / "predictions.csv").set_index("clip_id")[columns]
+    again = pd.read_csv(tmp_path / "eval" / "predictions.csv").set_index("clip_id")[columns]
+    assert len(again) == 88 and sorted(again.index) == sorted(then.index)
+    assert (again.loc[then.index] - then).abs().to_numpy().max() < 1e-5

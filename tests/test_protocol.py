@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from cremad_lit.checkpointing import AtomicCheckpointIO
-from cremad_lit.human import human_baseline
+from cremad_lit.data.crowd_votes import human_baseline
 from tests.conftest import META, REPO, SAMPLE_FLVS, run_cli
 from tests.conftest import train_args as args
 
@@ -117,7 +117,7 @@ def test_kfold_multirun_reports_mean_and_std_across_folds(synthetic_root, tmp_pa
         split = pd.read_csv(sweep / job / "split.csv")
         tested += list(split.loc[split["split"] == "test", "actor_id"])
     assert sorted(tested) == list(range(1001, 1007))  # every actor tested exactly once
-    run_cli("-m", "cremad_lit.report", str(sweep))
+    run_cli("-m", "cremad_lit", "report", str(sweep))
     summary = pd.read_csv(sweep / "report.csv", index_col=0)
     runs = pd.read_csv(sweep / "runs.csv")
     assert len(summary) == 1 and summary["runs"].iloc[0] == 3 and sorted(runs["split.fold"]) == [0, 1, 2]
@@ -165,7 +165,8 @@ def test_slurm_launcher_config_and_unique_run_dirs(tmp_path):
         [
             sys.executable,
             "-m",
-            "cremad_lit.eda",
+            "cremad_lit",
+            "eda",
             f"data.root={META.parent / 'cremad-samples'}",
             f"paths.log_dir={tmp_path}",
         ]
@@ -196,7 +197,8 @@ def test_predict_on_real_clips_and_any_name(tiny_checkpoint, kaggle_root, tmp_pa
     inputs = ",".join(f"'{p}'" for p in SAMPLE_FLVS)
     result = run_cli(
         "-m",
-        "cremad_lit.predict",
+        "cremad_lit",
+        "predict",
         f"ckpt_path={tiny_checkpoint}",
         f"inputs=[{inputs},'{tmp_path / 'inputs'}']",
         f"hydra.run.dir={out}",
@@ -253,7 +255,7 @@ def test_evaluation_reports_the_human_baseline_on_the_same_clips(
     )
     assert (out / "human_vs_model.png").is_file()
     # The report puts the crowd beside the model, on the same clips.
-    run_cli("-m", "cremad_lit.report", str(out))
+    run_cli("-m", "cremad_lit", "report", str(out))
     report = pd.read_csv(out / "report.csv", index_col=0)
     for channel in ("voice", "face", "audiovisual"):
         assert report.loc[f"human crowd ({channel})", "accuracy_mean"] == pytest.approx(

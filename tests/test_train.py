@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cremad_lit import EMOTIONS
+from cremad_lit.data.labels import EMOTIONS
 from tests.conftest import TINY, common, read_wandb_log, run_cli
 
 
@@ -253,7 +253,7 @@ def test_multirun_jobs_and_report(synthetic_root, tmp_path):
         f"data.modalities={m} seed={s}" for m in ("[audio]", "[audio,video]") for s in (0, 1)
     )
     assert groups == {f"train/{sweep.name}"}
-    result = run_cli("-m", "cremad_lit.report", str(sweep))
+    result = run_cli("-m", "cremad_lit", "report", str(sweep))
     table = pd.read_csv(sweep / "report.csv", index_col=0)
     # Labels hold only what varied between configurations; the seeds are the spread.
     assert sorted(table.index) == ["data.modalities=[audio,video]", "data.modalities=[audio]"]

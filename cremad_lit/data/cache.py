@@ -1,6 +1,6 @@
 """Prepared cache: each clip decoded once into model-ready tensors, one folder per preprocessing setting.
 
-    python -m cremad_lit.prepare data.root=/path/to/CREMA-D       # the command; this module is its engine
+    python -m cremad_lit prepare data.root=/path/to/CREMA-D       # the command; this module is its engine
 
 Layout: `<cache_dir>/<corpus>-<hash of its root>/<Preprocessing.key()>/settings.json`, `<clip_id>.npz` (uint8 frames,
 float16 Mel, and `info`: the modalities the clip lacks with the reason, how its face was found), `index.json` (every
@@ -258,7 +258,7 @@ class ClipCache:
             f"stopped preparing {self.dir}: {len(self.errors)} of the {done} clips tried so far failed with errors "
             f"that are not bad media, e.g. {first['path']}: {first['error']}\n"
             "Nothing was recorded as skipped for them, so the next run decodes them again. This is most likely the "
-            "environment (a library that does not load or run): python -m cremad_lit.doctor names it."
+            "environment (a library that does not load or run): python -m cremad_lit doctor names it."
         )
 
 

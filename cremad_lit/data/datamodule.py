@@ -1,6 +1,6 @@
 """Dataset and LightningDataModule: catalog -> actor-disjoint split -> (cached) features -> batches.
 
-    python -m cremad_lit.prepare data.root=/path/to/CREMA-D     # optional: fill the cache up front
+    python -m cremad_lit prepare data.root=/path/to/CREMA-D     # optional: fill the cache up front
     python train.py data.root=/path/to/CREMA-D                  # the DataModule is built from conf/data/
 
 A batch is a dict: `frames` B x T x 3 x H x W float, `mel` B x 1 x 64 x 128 float, `label` B long, `clip_id` list,
@@ -21,21 +21,21 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm import tqdm
+from torch.utils.data import DataLoader
 
-from cremad_lit import EMOTIONS
+from cremad_lit.data.augment import Augment
 from cremad_lit.data.cache import ClipCache, source_key, write_json
 from cremad_lit.data.catalog import build_catalog
+from cremad_lit.data.dataset import (
+    SPEAKER_NORMS,
+    CremaDataset,
+    collate_skipping_bad,
+    speaker_mel_stats,
+)
 from cremad_lit.data.faces import load_detector
 from cremad_lit.data.features import (
-    MEL_DB_STD,
     Preprocessing,
-    clip_info,
     extract_clip,
-    normalise_frames,
-    normalise_mel,
 )
 from cremad_lit.data.functionals import FUNCTIONALS, feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
@@ -52,186 +52,7 @@ from cremad_lit.data.splits import (
 
 log = logging.getLogger(__name__)
 MODALITIES = ("audio", "video")
-STORED_AS = {"audio": "mel", "video": "frames"}  # each modality's array in a cache entry
 CACHE_MODES = ("auto", "off", "require")
-# none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's clips: no labels used)
-# | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes. The functionals
-# (data.functionals) get the same, feature by feature. Without a cache the statistics cost one more decoding pass.
-SPEAKER_NORMS = ("none", "mean", "standard")
-
-
-class Augment:
-    """Train-time augmentation: for frames (the same for every frame of a clip) a flip and a small random resized
-    crop; for the Mel image `masks` SpecAugment frequency and time masks and a random circular time shift."""
-
-    def __init__(
-        self,
-        hflip: float = 0.5,
-        crop_scale: float = 0.85,
-        freq_mask: int = 8,
-        time_mask: int = 16,
-        masks: int = 1,
-        time_shift: int = 0,
-        gain_db: float = 0.0,
-        freq_warp: float = 0.0,
-        time_warp: float = 0.0,
-    ):
-        import torchaudio.transforms as T
-        from torchvision.transforms import v2
-
-        self.hflip = hflip
-        self.crop_scale = crop_scale
-        self._crop_type = v2.RandomResizedCrop
-        # One crop transform per frame size, built on first use rather than for every clip.
-        self._crops: dict[tuple[int, int], torch.nn.Module] = {}
-        self.time_shift = time_shift
-        self.gain_db, self.freq_warp, self.time_warp = gain_db, freq_warp, time_warp
-        self.spec = (
-            torch.nn.Sequential(*[T.FrequencyMasking(freq_mask), T.TimeMasking(time_mask)] * masks)
-            if (freq_mask or time_mask) and masks > 0
-            else None
-        )
-
-    def frames(self, frames: torch.Tensor) -> torch.Tensor:  # T x 3 x H x W
-        if torch.rand(()) < self.hflip:
-            frames = frames.flip(-1)
-        if self.crop_scale < 1:
-            size = tuple(frames.shape[-2:])
-            if size not in self._crops:
-                self._crops[size] = self._crop_type(size, scale=(self.crop_scale, 1.0), antialias=True)
-            frames = self._crops[size](frames)
-        return frames
-
-    def mel(self, mel: torch.Tensor) -> torch.Tensor:  # 1 x F x W, normalised dB
-        if self.gain_db:
-            mel = mel + float(torch.empty(()).uniform_(-self.gain_db, self.gain_db)) / MEL_DB_STD
-        if self.freq_warp or self.time_warp:
-            mel = stretch(mel, _factor(self.freq_warp), _factor(self.time_warp))
-        if self.time_shift:
-            mel = mel.roll(int(torch.randint(-self.time_shift, self.time_shift + 1, ())), dims=-1)
-        return self.spec(mel) if self.spec is not None else mel
-
-
-def _factor(amount: float) -> float:
-    return float(torch.empty(()).uniform_(1 - amount, 1 + amount)) if amount else 1.0
-
-
-def stretch(mel: torch.Tensor, freq: float, time: float) -> torch.Tensor:
-    """Stretch a 1 x F x W image by these factors, then crop or edge-pad it back to F x W (low bands and onset kept)."""
-    bands, width = mel.shape[-2:]
-    size = (max(1, round(bands * freq)), max(1, round(width * time)))
-    resized = F.interpolate(mel[None], size=size, mode="bilinear", align_corners=False)[0]
-    resized = resized[..., :bands, :width]
-    pad = (0, width - resized.shape[-1], 0, bands - resized.shape[-2])
-    return F.pad(resized[None], pad, mode="replicate")[0] if any(pad) else resized
-
-
-class CremaDataset(Dataset):
-    def __init__(
-        self,
-        clips: pd.DataFrame,
-        prep: Preprocessing,
-        modalities,
-        frame_mean,
-        frame_std,
-        cache: ClipCache | None = None,
-        decoder: str = "decord",
-        augment: Augment | None = None,
-        speaker_stats: dict | None = None,
-        functionals: dict | None = None,
-        classes=EMOTIONS,
-    ):
-        self.clips = clips.reset_index(drop=True)
-        self.speaker_stats, self.functionals = speaker_stats, functionals
-        self.prep, self.modalities, self.cache, self.decoder, self.augment = (
-            prep,
-            tuple(modalities),
-            cache,
-            decoder,
-            augment,
-        )
-        self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
-        self.labels = self.clips["emotion"].map(list(classes).index).to_numpy()
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def stored(self, row, modalities=None) -> dict:
-        """The clip's stored tensors (from the cache, else decoded now) for `modalities` (default: the dataset's);
-        MediaError if it cannot be decoded."""
-        modalities = modalities or self.modalities
-        if self.cache is not None and self.cache.has(row.clip_id):
-            names = {modality: STORED_AS[modality] for modality in modalities}
-            stored = self.cache.load(row.clip_id, (*names.values(), "info"))
-            for modality, name in names.items():
-                if name not in stored:
-                    reason = clip_info(stored).get("absent", {}).get(modality, f"no {modality} stored")
-                    raise MediaError(row.video_path or row.audio_path, f"no {modality}: {reason}")
-            return stored
-        return extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, modalities)
-
-    def __getitem__(self, index: int) -> dict:
-        row = self.clips.iloc[index]
-        try:
-            stored = self.stored(row)
-        except MediaError as error:
-            return {"clip_id": row.clip_id, "error": str(error)}
-        sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
-        if "video" in self.modalities:
-            frames = normalise_frames(torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std)
-            sample["frames"] = self.augment.frames(frames) if self.augment else frames
-        if "audio" in self.modalities:
-            mel = normalise_mel(torch.from_numpy(stored["mel"]))
-            if self.speaker_stats is not None:
-                mean, std = self.speaker_stats[row.actor_id]
-                mel = (mel - mean) / std
-            sample["mel"] = self.augment.mel(mel) if self.augment else mel
-        if self.functionals is not None:
-            sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
-        return sample
-
-
-def speaker_stats(mels, mode: str) -> dict:
-    """speaker -> (mean, std), each 1 x F x 1: per-band statistics over all the normalised Mel images of a speaker,
-    from (speaker, mel) pairs (std 1 with mode="mean")."""
-    sums: dict = {}
-    for speaker, mel in mels:
-        mel = mel.double()
-        total = sums.setdefault(speaker, [0, 0.0, 0.0])
-        total[0] += mel.shape[-1]
-        total[1] = total[1] + mel.sum(dim=-1, keepdim=True)
-        total[2] = total[2] + (mel**2).sum(dim=-1, keepdim=True)
-    stats = {}
-    for speaker, (count, total, squares) in sums.items():
-        mean = total / count
-        std = (squares / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-2)
-        stats[speaker] = (mean.float(), std.float() if mode == "standard" else torch.ones_like(mean).float())
-    return stats
-
-
-def speaker_mel_stats(dataset: CremaDataset, mode: str) -> dict:
-    """`speaker_stats` of every actor of `dataset`, over all of their clips; undecodable clips are left out."""
-
-    def mels():
-        rows = dataset.clips.itertuples()
-        for row in tqdm(rows, total=len(dataset.clips), desc="speaker statistics", unit="clip"):
-            try:
-                yield row.actor_id, normalise_mel(torch.from_numpy(dataset.stored(row, ("audio",))["mel"]))
-            except MediaError:
-                continue
-
-    return speaker_stats(mels(), mode)
-
-
-def collate_skipping_bad(samples: list[dict]) -> dict | None:
-    """Batch the good samples; log and drop the ones that failed to decode (None if none is left)."""
-    good = []
-    for sample in samples:
-        if "error" in sample:
-            log.warning("skipped clip %s: %s", sample["clip_id"], sample["error"])
-        else:
-            good.append(sample)
-    return default_collate(good) if good else None
 
 
 class CremaDataModule(L.LightningDataModule):
@@ -408,7 +229,7 @@ class CremaDataModule(L.LightningDataModule):
                 if missing:
                     raise FileNotFoundError(
                         f"data.cache=require but {len(missing)} clips are not in {self.cache.dir} (e.g. {missing[0]}); "
-                        "run `python -m cremad_lit.prepare` with the same data settings first"
+                        "run `python -m cremad_lit prepare` with the same data settings first"
                     )
         split_file = self.split_config.get("file")
         fractions = tuple(self.split_config.get("fractions", (0.7, 0.15, 0.15)))

@@ -13,8 +13,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cremad_lit import EMOTION_NAMES, EMOTIONS
-
+# The six CREMA-D codes in their order: data.classes=default, and every checkpoint from before 0.4 (index i = EMOTIONS[i]).
+EMOTIONS: tuple[str, ...] = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+EMOTION_NAMES: dict[str, str] = {
+    "ANG": "anger",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
 # Emotions some corpora have beyond the six, with a code each (RAVDESS calm and surprised, EmoDB boredom, ...).
 EXTRA_EMOTIONS = {"CAL": "calm", "SUR": "surprised", "BOR": "boredom", "CON": "contempt"}
 # Names people give the emotions, besides the codes themselves (case-insensitive).

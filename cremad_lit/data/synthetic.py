@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cremad_lit import EMOTIONS, STATEMENTS
+from cremad_lit.data.adapters.cremad import STATEMENTS
+from cremad_lit.data.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from cremad_lit import EMOTIONS
+from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.models.backbones import Backbone
 
 # none: the corpus-wide dB scaling of the data only | clip: each Mel image to zero mean, unit std | bins: each Mel

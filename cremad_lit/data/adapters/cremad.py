@@ -17,10 +17,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from cremad_lit import EMOTIONS, INTENSITIES, STATEMENTS
 from cremad_lit.data.adapters.common import reject, walk_files
+from cremad_lit.data.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
+
+INTENSITIES: tuple[str, ...] = ("LO", "MD", "HI", "XX")
+STATEMENTS: dict[str, str] = {
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
+    "WSI": "We'll stop in a couple of minutes",
+}
 
 VIDEO_EXTENSIONS = (".flv", ".mp4", ".avi", ".mkv")
 AUDIO_EXTENSIONS = (".wav",)

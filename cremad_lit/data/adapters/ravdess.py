@@ -1,6 +1,6 @@
 """RAVDESS: `Actor_01/03-01-05-01-02-01-01.wav` (or flat), audio-only speech, audio-video and video-only mp4.
 
-    python -m cremad_lit.eda data=ravdess data.root=../shared/ravdess-speech
+    python -m cremad_lit eda data=ravdess data.root=../shared/ravdess-speech
     python train.py experiment=speech data=ravdess data.root=/path/to/RAVDESS
 
 Name fields: modality (01 audio-video mp4, 02 video-only mp4, 03 audio-only wav), vocal channel (01 speech,

@@ -1,9 +1,9 @@
 """What to run when something is wrong: the stack's versions, every native library loaded, a generated clip decoded
 through each decoder path, the accelerator and precision train.py would use, and the cache folder's free space.
 
-    python -m cremad_lit.doctor                              # exits non-zero naming the broken part and the fix
-    python -m cremad_lit.doctor --quick                      # native libraries only (make install ends with this)
-    python -m cremad_lit.doctor --against-lock requirements.lock    # also: what differs from the lock (check-latest)
+    python -m cremad_lit doctor                              # exits non-zero naming the broken part and the fix
+    python -m cremad_lit doctor --quick                      # native libraries only (make install ends with this)
+    python -m cremad_lit doctor --against-lock requirements.lock    # also: what differs from the lock (check-latest)
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def show(check: Check) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cremad_lit.doctor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cremad_lit doctor", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only load the native libraries")
     parser.add_argument(
         "--cache-dir", default="data/cache", help="the cache folder to report on (paths.cache_dir)"

@@ -1,8 +1,8 @@
 """Turn a multirun directory (or several) into a results table: mean ± std of each metric per configuration.
 
     python train.py -m model=effnet_lstm,resnet_vit_lstm seed=0,1,2        # prints its multirun dir
-    python -m cremad_lit.report logs/train/multiruns/<time>
-    python -m cremad_lit.report logs/speech                                  # baseline and deep runs side by side
+    python -m cremad_lit report logs/train/multiruns/<time>
+    python -m cremad_lit report logs/speech                                  # baseline and deep runs side by side
 
 Every metrics.json below DIR is one run (train.py, evaluate.py or the baseline command). Runs are grouped by their
 overrides, leaving out the replicate axes (seed, split.fold), so seeds and folds become the spread. Labels show only
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from cremad_lit import EMOTIONS
+from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.plots import plot_grouped_bars
 from cremad_lit.uncertainty import LEVEL, RESAMPLES, accuracy_interval, paired_difference
 

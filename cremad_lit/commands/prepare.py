@@ -1,7 +1,7 @@
 """Decode every clip once into the prepared cache (parallel, resumable, with a report of skipped clips).
 
-    python -m cremad_lit.prepare data.root=/path/to/CREMA-D                 # frames sized for model=effnet_lstm
-    python -m cremad_lit.prepare data.root=DIR model=resnet_vit_lstm data.preprocessing.face_crop=haar
+    python -m cremad_lit prepare data.root=/path/to/CREMA-D                 # frames sized for model=effnet_lstm
+    python -m cremad_lit prepare data.root=DIR model=resnet_vit_lstm data.preprocessing.face_crop=haar
 
 The cache folder is named by the preprocessing settings, so training with the same settings reuses it and any change
 (frames, size, face crop, Mel settings) makes a new one. Writes prepare_report.json into the cache and the run dir.
@@ -19,7 +19,7 @@ from cremad_lit.environment import require_environment
 from cremad_lit.pipeline import build_datamodule, frame_spec_without_weights
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     datamodule = build_datamodule(cfg.data, frame_spec_without_weights(cfg.model), cache="auto")

@@ -1,8 +1,8 @@
 """Exploratory data analysis of a corpus (the paper's Section III-C), as charts and one report page.
 
-    python -m cremad_lit.eda data.root=/path/to/CREMA-D
-    python -m cremad_lit.eda data=synthetic                    # the built-in dataset (generated if missing)
-    python -m cremad_lit.eda data=ravdess data.root=../shared/ravdess-speech
+    python -m cremad_lit eda data.root=/path/to/CREMA-D
+    python -m cremad_lit eda data=synthetic                    # the built-in dataset (generated if missing)
+    python -m cremad_lit eda data=ravdess data.root=../shared/ravdess-speech
 
 Writes into its run dir: summary.json (clip and actor counts, counts per statement, emotion, intensity, gender),
 counts.csv, a bar and a pie chart per variable, emotion x intensity and emotion x gender cross-tabs, the files left
@@ -124,7 +124,7 @@ def _has_tabulate() -> bool:
     return True
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eda")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="eda")
 def main(cfg: DictConfig) -> None:
     if cfg.data.get("generate"):  # data=synthetic: write whatever clips are missing
         from cremad_lit.data.synthetic import generate

@@ -1,14 +1,15 @@
 """Classical baselines on exactly the split train.py would use, written like a training run (metrics.json, ...).
 
-    python -m cremad_lit.baseline data=ravdess data.root=../shared/ravdess-speech split.folds=6 split.fold=0
-    python -m cremad_lit.baseline -m data=ravdess data.root=DIR split.folds=6 split.fold=0,1,2,3,4,5 method=majority
-    python -m cremad_lit.report logs/baseline/multiruns/<time>
+    python -m cremad_lit baseline data=ravdess data.root=../shared/ravdess-speech split.folds=6 split.fold=0
+    python -m cremad_lit baseline -m data=ravdess data.root=DIR split.folds=6 split.fold=0,1,2,3,4,5 method=majority
+    python -m cremad_lit report logs/baseline/multiruns/<time>
 
 `method=egemaps_logreg` (default): openSMILE's 88 eGeMAPSv02 functionals per clip (cached beside the clip cache),
 standardised, logistic regression with C chosen on the validation actors. `method=compare_logreg`: the same on the
 6,373 ComParE 2016 functionals. `method=majority`: the training set's most frequent emotion. `data.speaker_norm=standard`
 z-scores each speaker's features over that speaker's clips first. Writes metrics.json, confusion.png, predictions.csv, split.csv and prepare_report.json into its run
-dir, and logs to W&B like train.py when a logger is on. Defaults: conf/baseline.yaml.
+dir, and logs to W&B like train.py when a logger is on. The fitted model is saved there too (cremad_lit/classical.py), so
+the run dir can be an ensemble member of evaluate.py and predict. Defaults: conf/baseline.yaml.
 """
 
 from __future__ import annotations
@@ -17,41 +18,21 @@ import logging
 from pathlib import Path
 
 import hydra
-import numpy as np
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cremad_lit.classical import clip_features, design_matrix, fit_classical, save_classical
+from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.cache import write_json
-from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.environment import require_environment
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
-from cremad_lit.module import results_from_predictions
+from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import build_datamodule, run_info
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
 # method -> the functionals it reads (None: no features)
 METHODS = {"egemaps_logreg": "egemaps", "compare_logreg": "compare", "majority": None}
-
-
-def fit_and_predict(method: str, train, val, test, c_grid) -> tuple[object, dict]:
-    """Fit on train (choosing C on val for the logistic regression); return the model and what was chosen."""
-    from sklearn.dummy import DummyClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    (x_train, y_train), (x_val, y_val) = train, val
-    if method == "majority":
-        return DummyClassifier(strategy="most_frequent").fit(x_train, y_train), {}
-    scores = {}
-    for c in c_grid:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=float(c), max_iter=5000))
-        model.fit(x_train, y_train)
-        scores[float(c)] = float(model.score(x_val, y_val)) if len(y_val) else 0.0
-    best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=best, max_iter=5000)).fit(x_train, y_train)
-    return model, {"C": best, "val_accuracy_by_C": scores}
 
 
 def run_baseline(cfg: DictConfig) -> float:
@@ -69,40 +50,42 @@ def run_baseline(cfg: DictConfig) -> float:
     datamodule.setup("test")
     clips = datamodule.clips
     kind = METHODS[cfg.method]
-    if kind is None:
-        features, skipped = {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
-    else:
-        features_at = feature_dir(
-            cfg.paths.cache_dir, datamodule.cache_source, datamodule.prep.sample_rate, kind
-        )
-        features, skipped = functionals_features(
-            clips, features_at, datamodule.prep, int(cfg.data.prepare_workers), kind
-        )
+    speaker_norm = cfg.data.get("speaker_norm", "none")
+    features, skipped = clip_features(
+        datamodule, kind, cfg.paths.cache_dir, speaker_norm, int(cfg.data.prepare_workers)
+    )
     speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
-    features = normalise_by_speaker(features, speakers, cfg.data.get("speaker_norm", "none"))
     write_json(
         run_dir / "prepare_report.json", {"rejected": clips.attrs.get("rejected", []), "skipped": skipped}
     )
 
-    def arrays(split: str):
-        part = clips[(clips["split"] == split) & clips["clip_id"].isin(features)]
-        x = np.stack([features[c] for c in part["clip_id"]]) if len(part) else np.zeros((0, 1))
-        return x, part["emotion"].map(list(classes).index).to_numpy(), part["clip_id"].tolist()
-
     classes = datamodule.classes
-    x_train, y_train, _ = arrays("train")
-    x_val, y_val, _ = arrays("val")
-    x_test, y_test, test_ids = arrays("test")
-    model, chosen = fit_and_predict(
-        cfg.method, (x_train, y_train), (x_val, y_val), (x_test, y_test), cfg.C_grid
+    x_train, y_train, _ = design_matrix(clips, features, classes, "train")
+    x_val, y_val, _ = design_matrix(clips, features, classes, "val")
+    x_test, y_test, test_ids = design_matrix(clips, features, classes, "test")
+    fitted, chosen = fit_classical(cfg.method, (x_train, y_train), (x_val, y_val), cfg.C_grid)
+    save_classical(
+        run_dir,
+        fitted,
+        {
+            "method": cfg.method,
+            "functionals": kind,
+            "speaker_norm": speaker_norm,
+            "classes": list(classes),
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "cache_dir": str(cfg.paths.cache_dir),
+            "run_dir": str(run_dir.resolve()),
+            **chosen,
+            **run_info(),
+        },
     )
-    probabilities = np.zeros((len(y_test), len(classes)))
-    probabilities[:, model.classes_] = model.predict_proba(x_test)
+    probabilities = classical_probabilities(fitted, x_test, len(classes))
     predictions = [
         {"clip_id": c, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
         for c, y, p in zip(test_ids, y_test, probabilities, strict=True)
     ]
-    val_accuracy = float(model.score(x_val, y_val)) if len(y_val) else float("nan")
+    val_predictions = classical_probabilities(fitted, x_val, len(classes)).argmax(axis=1)
+    val_accuracy = float((val_predictions == y_val).mean()) if len(y_val) else float("nan")
     loggers = build_loggers(cfg, run_dir, resuming=False, job_type="baseline")
     log_config(loggers, cfg)
     metrics = write_results(
@@ -113,7 +96,7 @@ def run_baseline(cfg: DictConfig) -> float:
         extra={
             "task": "baseline",
             "method": cfg.method,
-            "speaker_norm": cfg.data.get("speaker_norm", "none"),
+            "speaker_norm": speaker_norm,
             "split": "test",
             "split_by": datamodule.split_by,
             "protocol": datamodule.protocol,
@@ -138,7 +121,7 @@ def run_baseline(cfg: DictConfig) -> float:
     return val_accuracy
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="baseline")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="baseline")
 def main(cfg: DictConfig) -> float:
     return run_baseline(cfg)
 

@@ -1,6 +1,6 @@
-"""Human baseline: how often CREMA-D's crowd raters recognised the acted emotion, on the same clips as the model.
+"""CREMA-D's crowd votes: how often the raters recognised the acted emotion, on the same clips as the model.
 
-    python -m cremad_lit.human /path/to/CREMA-D/processedResults/summaryTable.csv     # over all 7,442 clips
+    python -m cremad_lit human /path/to/CREMA-D/processedResults/summaryTable.csv     # the command (commands/human.py)
 
 The official dataset ships `processedResults/summaryTable.csv`: each clip's majority vote when raters heard the voice
 alone, saw the face alone, or saw and heard both. A vote counts as correct only when it is the acted emotion alone (a tie
@@ -10,12 +10,11 @@ metrics.json (and `human_vs_model.csv`/`.png`) whenever the dataset root holds t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from cremad_lit import EMOTIONS
+from cremad_lit.data.labels import EMOTIONS
 
 VOTE_LETTERS = {"A": "ANG", "D": "DIS", "F": "FEA", "H": "HAP", "N": "NEU", "S": "SAD"}
 CHANNELS = {"voice": "VoiceVote", "face": "FaceVote", "audiovisual": "MultiModalVote"}
@@ -68,17 +67,3 @@ def compare_with_model(baseline: dict, confusion_matrix) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("emotion")
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m cremad_lit.human PATH/TO/summaryTable.csv")
-    result = human_baseline(argv[0])
-    print(
-        f"{result['n_clips']} clips: voice {result['voice']:.1%}, face {result['face']:.1%}, audio-visual {result['audiovisual']:.1%}"
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,10 @@
 """Predict the six emotions' probabilities for any video files with a face and speech (or WAV files, for an
 audio-only model), whatever their names.
 
-    python -m cremad_lit.predict ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt inputs=[a.flv,b.mp4]
-    python -m cremad_lit.predict ckpt_path=... inputs=/path/to/folder
-    python -m cremad_lit.predict ckpt_path=[A,B,C] inputs=...     # an ensemble (or a multirun folder): mean probabilities
+    python -m cremad_lit predict ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt inputs=[a.flv,b.mp4]
+    python -m cremad_lit predict ckpt_path=... inputs=/path/to/folder
+    python -m cremad_lit predict ckpt_path=[A,B,C] inputs=...     # an ensemble (or a multirun folder): mean probabilities
+    python -m cremad_lit predict ckpt_path=[A.ckpt,<baseline run dir>] ensemble_weights=[0.6,0.4] inputs=...
 
 The model and its preprocessing are rebuilt from the checkpoint; audio comes from each video's own track. Prints a table
 and writes predictions.json, predictions.csv and one bar chart per clip (`<name>.png`) into its run dir. Files that
@@ -18,13 +19,16 @@ import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from cremad_lit.classical import is_classical, load_classical
+from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.cache import write_json
-from cremad_lit.data.datamodule import speaker_stats
+from cremad_lit.data.dataset import speaker_stats
 from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
 from cremad_lit.data.functionals import functionals_of_audio, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
@@ -109,6 +113,39 @@ def predict_files(
     return results
 
 
+def predict_files_classical(run_dir: str, files: list[Path], speaker: str = "folder") -> list[dict]:
+    """A baseline run's saved classical model on files: their functionals (from each file's audio), standardised per
+    speaker group as it was trained, its probabilities."""
+    arrays, info = load_classical(run_dir)
+    classes = list(info["classes"])
+    prep = info["data"]["preprocessing"]
+    results, features = [], {}
+    for path in files:
+        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
+        results.append({"file": str(path)})
+        if info["functionals"] is None:  # the majority class reads nothing
+            features[len(results) - 1] = np.zeros(1, dtype=np.float32)
+            continue
+        try:
+            audio = read_audio(video_path, audio_path, prep["audio_source"], prep["sample_rate"])
+            features[len(results) - 1] = functionals_of_audio(audio, prep["sample_rate"], info["functionals"])
+        except MediaError as error:
+            log.warning("skipped %s: %s", error.path, error.reason)
+            results[-1]["error"] = error.reason
+    if info["speaker_norm"] != "none" and features:
+        speakers = {i: speaker_of(Path(results[i]["file"]), speaker) for i in features}
+        warn_lone_speakers(list(speakers.values()), speaker)
+        features = normalise_by_speaker(features, speakers, info["speaker_norm"])
+    if features:
+        rows = sorted(features)
+        probabilities = classical_probabilities(arrays, np.stack([features[i] for i in rows]), len(classes))
+        for i, probs in zip(rows, probabilities, strict=True):
+            results[i]["prediction"] = classes[int(probs.argmax())]
+            results[i]["probabilities"] = dict(zip(classes, map(float, probs), strict=True))
+    return results
+
+
 def average_files(members: list[list[dict]], weights) -> list[dict]:
     """Per file, the weighted mean of the members' probabilities (a file any member could not read keeps its error)."""
     weights = normalised_weights(weights, len(members))
@@ -137,10 +174,7 @@ def average_files(members: list[list[dict]], weights) -> list[dict]:
     return fused
 
 
-def normalise_speakers(batches: list[dict], files: list[str], mode: str, grouping: str) -> None:
-    """A model trained with data.speaker_norm sees each speaker's inputs normalised by that speaker's statistics:
-    here the groups of files that `grouping` calls one speaker. In place."""
-    speakers = [speaker_of(Path(file), grouping) for file in files]
+def warn_lone_speakers(speakers: list[str], grouping: str) -> None:
     lone = sum(speakers.count(s) == 1 for s in set(speakers))
     if lone:
         log.warning(
@@ -149,6 +183,13 @@ def normalise_speakers(batches: list[dict], files: list[str], mode: str, groupin
             lone,
             grouping,
         )
+
+
+def normalise_speakers(batches: list[dict], files: list[str], mode: str, grouping: str) -> None:
+    """A model trained with data.speaker_norm sees each speaker's inputs normalised by that speaker's statistics:
+    here the groups of files that `grouping` calls one speaker. In place."""
+    speakers = [speaker_of(Path(file), grouping) for file in files]
+    warn_lone_speakers(speakers, grouping)
     stats = speaker_stats(((s, b["mel"][0]) for s, b in zip(speakers, batches, strict=True)), mode)
     for name, batch in zip(speakers, batches, strict=True):
         mean, std = stats[name]
@@ -160,17 +201,26 @@ def normalise_speakers(batches: list[dict], files: list[str], mode: str, groupin
             batch["functionals"] = torch.from_numpy(normalised[i])[None]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     files = expand_inputs(cfg.inputs)
     paths = checkpoint_paths(cfg.ckpt_path)
+    weights = cfg.get("ensemble_weights")
+    if isinstance(weights, str):
+        raise ValueError(
+            f"ensemble_weights={weights}: predict has no labels to choose weights with; give the weights "
+            "`evaluate.py ... ensemble_weights=val` chose (its metrics.json: ensemble.weights)"
+        )
     members = []
     for path in paths:
+        if is_classical(path):
+            members.append(predict_files_classical(path, files, cfg.get("speaker", "folder")))
+            continue
         module, train_cfg = model_from_checkpoint(load_checkpoint(path))
         members.append(predict_files(module, train_cfg, files, device, cfg.get("speaker", "folder")))
-    results = members[0] if len(members) == 1 else average_files(members, cfg.get("ensemble_weights"))
+    results = members[0] if len(members) == 1 else average_files(members, weights)
     out = Path(cfg.paths.output_dir)
     write_json(out / "predictions.json", results)
     rows = [

@@ -1,0 +1,121 @@
+"""Classical models (functionals + standardisation + logistic regression, or the majority class) as saved members.
+
+    python -m cremad_lit baseline data=ravdess data.root=DIR method=compare_logreg data.speaker_norm=standard
+    python evaluate.py ckpt_path=[<train run>/checkpoints/last.ckpt,<baseline run dir>] ensemble_weights=val
+
+The baseline command fits one (`fit_classical`) and saves it into its run dir (`classical_model.npz`: plain arrays,
+no pickled code; `classical_model.json`: what it reads and how), so evaluate.py and predict can use a baseline run
+like a checkpoint: as an ensemble member beside deep models, its probabilities averaged with theirs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cremad_lit.data.cache import write_atomic, write_json
+from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
+
+ARRAYS_FILE = "classical_model.npz"
+INFO_FILE = "classical_model.json"
+
+
+def clip_features(datamodule, kind: str | None, cache_dir, speaker_norm: str, workers: int = 0):
+    """clip_id -> features for every clip of a set-up DataModule (its functionals, cached per clip; one zero for the
+    majority class), standardised per speaker over all of that speaker's clips when `speaker_norm` asks; and the
+    clips that could not be read, with why."""
+    clips = datamodule.clips
+    if kind is None:
+        return {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
+    features_at = feature_dir(cache_dir, datamodule.cache_source, datamodule.prep.sample_rate, kind)
+    features, skipped = functionals_features(clips, features_at, datamodule.prep, workers, kind)
+    speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
+    return normalise_by_speaker(features, speakers, speaker_norm), skipped
+
+
+def design_matrix(clips, features: dict, classes, split: str):
+    """x, y and clip ids of one split's clips that have features (`split="all"`: every clip)."""
+    part = clips[clips["clip_id"].isin(features)]
+    if split != "all":
+        part = part[part["split"] == split]
+    x = np.stack([features[c] for c in part["clip_id"]]) if len(part) else np.zeros((0, 1))
+    return x, part["emotion"].map(list(classes).index).to_numpy(), part["clip_id"].tolist()
+
+
+def fit_classical(method: str, train, val, c_grid) -> tuple[dict, dict]:
+    """Fit on train (x, y), choosing C on val for the logistic regression; return the model's arrays and what was
+    chosen. `method`: majority | *_logreg."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    (x_train, y_train), (x_val, y_val) = train, val
+    labels = np.unique(y_train)
+    if method == "majority":
+        counts = np.bincount(y_train)
+        prior = np.zeros(len(labels))
+        prior[np.searchsorted(labels, counts.argmax())] = (
+            1.0  # all mass on the most frequent, as DummyClassifier
+        )
+        return {"labels": labels, "prior": prior}, {}
+    scores = {}
+    for c in c_grid:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=float(c), max_iter=5000))
+        model.fit(x_train, y_train)
+        scores[float(c)] = float(model.score(x_val, y_val)) if len(y_val) else 0.0
+    best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=best, max_iter=5000)).fit(x_train, y_train)
+    scaler, logreg = model[0], model[1]
+    arrays = {
+        "labels": logreg.classes_,
+        "mean": scaler.mean_,
+        "scale": scaler.scale_,
+        "coef": logreg.coef_,
+        "intercept": logreg.intercept_,
+    }
+    return arrays, {"C": best, "val_accuracy_by_C": scores}
+
+
+def probabilities(arrays: dict, x: np.ndarray, num_classes: int) -> np.ndarray:
+    """N x num_classes probabilities (scikit-learn's predict_proba, from the saved arrays); classes the training set
+    lacked get 0."""
+    out = np.zeros((len(x), num_classes))
+    labels = np.asarray(arrays["labels"], dtype=int)
+    if "prior" in arrays:
+        out[:, labels] = arrays["prior"]
+        return out
+    logits = ((x - arrays["mean"]) / arrays["scale"]) @ arrays["coef"].T + arrays["intercept"]
+    if logits.shape[1] == 1:  # two classes: one logistic unit
+        p = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        out[:, labels] = np.stack([1 - p, p], axis=1)
+        return out
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    out[:, labels] = exp / exp.sum(axis=1, keepdims=True)
+    return out
+
+
+def save_classical(run_dir: Path, arrays: dict, info: dict) -> None:
+    """The arrays and the settings (`info`: method, functionals, speaker_norm, classes, data, ...), each written
+    atomically; the JSON last, so a folder with the JSON always has its arrays."""
+    write_atomic(Path(run_dir) / ARRAYS_FILE, lambda handle: np.savez(handle, **arrays))
+    write_json(Path(run_dir) / INFO_FILE, info)
+
+
+def is_classical(path) -> bool:
+    return (Path(str(path)) / INFO_FILE).is_file()
+
+
+def load_classical(run_dir) -> tuple[dict, dict]:
+    run_dir = Path(str(run_dir))
+    if not is_classical(run_dir) or not (run_dir / ARRAYS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{run_dir} holds no saved classical model ({INFO_FILE}, {ARRAYS_FILE}): is it a baseline run dir "
+            "written by `python -m cremad_lit baseline` (0.5 or later)?"
+        )
+    info = json.loads((run_dir / INFO_FILE).read_text())
+    with np.load(run_dir / ARRAYS_FILE, allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    return arrays, info

@@ -1,0 +1,19 @@
+"""The commands: each is `python -m cremad_lit <command> [args]` (also `python -m cremad_lit.commands.<command>`).
+
+    python -m cremad_lit                      # lists them
+    python -m cremad_lit eda data=synthetic   # Hydra commands take overrides like train.py
+
+Entry points only: what they run lives in the library beside this folder (data/, models/, module.py, ...).
+train.py and evaluate.py at the repository root are the two main entry points.
+"""
+
+# name -> what it does (the order `python -m cremad_lit` lists them in)
+COMMANDS = {
+    "eda": "charts and counts of a corpus: statement, emotion, intensity, gender",
+    "prepare": "decode every clip once into the prepared cache (parallel, resumable)",
+    "baseline": "classical baselines (eGeMAPS / ComParE + logistic regression, majority) on train.py's split",
+    "report": "a results table (mean ± std, intervals, paired comparison) from run or multirun folders",
+    "predict": "emotion probabilities for any media files, from one checkpoint or an ensemble",
+    "human": "CREMA-D's crowd-vote accuracy (voice, face, audio-visual)",
+    "doctor": "check the environment: versions, native libraries, decoders, accelerator, cache space",
+}

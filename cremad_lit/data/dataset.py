@@ -1,0 +1,137 @@
+"""One clip as tensors: the torch Dataset the DataModule batches, speaker statistics, and the collate that skips bad clips.
+
+    dataset = CremaDataset(clips, prep, ["audio"], mean, std, cache=ClipCache(...))
+    sample = dataset[0]      # {"label", "clip_id", "mel"[, "frames", "functionals"]} or {"clip_id", "error"}
+
+Built by CremaDataModule (datamodule.py); predict uses `speaker_stats` for files grouped into speakers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, default_collate
+from tqdm import tqdm
+
+from cremad_lit.data.augment import Augment
+from cremad_lit.data.cache import ClipCache
+from cremad_lit.data.features import Preprocessing, clip_info, extract_clip, normalise_frames, normalise_mel
+from cremad_lit.data.labels import EMOTIONS
+from cremad_lit.data.media import MediaError
+
+log = logging.getLogger(__name__)
+STORED_AS = {"audio": "mel", "video": "frames"}  # each modality's array in a cache entry
+# none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's clips: no labels used)
+# | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes. The functionals
+# (data.functionals) get the same, feature by feature. Without a cache the statistics cost one more decoding pass.
+SPEAKER_NORMS = ("none", "mean", "standard")
+
+
+class CremaDataset(Dataset):
+    def __init__(
+        self,
+        clips: pd.DataFrame,
+        prep: Preprocessing,
+        modalities,
+        frame_mean,
+        frame_std,
+        cache: ClipCache | None = None,
+        decoder: str = "decord",
+        augment: Augment | None = None,
+        speaker_stats: dict | None = None,
+        functionals: dict | None = None,
+        classes=EMOTIONS,
+    ):
+        self.clips = clips.reset_index(drop=True)
+        self.speaker_stats, self.functionals = speaker_stats, functionals
+        self.prep, self.modalities, self.cache, self.decoder, self.augment = (
+            prep,
+            tuple(modalities),
+            cache,
+            decoder,
+            augment,
+        )
+        self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
+        self.labels = self.clips["emotion"].map(list(classes).index).to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def stored(self, row, modalities=None) -> dict:
+        """The clip's stored tensors (from the cache, else decoded now) for `modalities` (default: the dataset's);
+        MediaError if it cannot be decoded."""
+        modalities = modalities or self.modalities
+        if self.cache is not None and self.cache.has(row.clip_id):
+            names = {modality: STORED_AS[modality] for modality in modalities}
+            stored = self.cache.load(row.clip_id, (*names.values(), "info"))
+            for modality, name in names.items():
+                if name not in stored:
+                    reason = clip_info(stored).get("absent", {}).get(modality, f"no {modality} stored")
+                    raise MediaError(row.video_path or row.audio_path, f"no {modality}: {reason}")
+            return stored
+        return extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, modalities)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.clips.iloc[index]
+        try:
+            stored = self.stored(row)
+        except MediaError as error:
+            return {"clip_id": row.clip_id, "error": str(error)}
+        sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
+        if "video" in self.modalities:
+            frames = normalise_frames(torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std)
+            sample["frames"] = self.augment.frames(frames) if self.augment else frames
+        if "audio" in self.modalities:
+            mel = normalise_mel(torch.from_numpy(stored["mel"]))
+            if self.speaker_stats is not None:
+                mean, std = self.speaker_stats[row.actor_id]
+                mel = (mel - mean) / std
+            sample["mel"] = self.augment.mel(mel) if self.augment else mel
+        if self.functionals is not None:
+            sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
+        return sample
+
+
+def speaker_stats(mels, mode: str) -> dict:
+    """speaker -> (mean, std), each 1 x F x 1: per-band statistics over all the normalised Mel images of a speaker,
+    from (speaker, mel) pairs (std 1 with mode="mean")."""
+    sums: dict = {}
+    for speaker, mel in mels:
+        mel = mel.double()
+        total = sums.setdefault(speaker, [0, 0.0, 0.0])
+        total[0] += mel.shape[-1]
+        total[1] = total[1] + mel.sum(dim=-1, keepdim=True)
+        total[2] = total[2] + (mel**2).sum(dim=-1, keepdim=True)
+    stats = {}
+    for speaker, (count, total, squares) in sums.items():
+        mean = total / count
+        std = (squares / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-2)
+        stats[speaker] = (mean.float(), std.float() if mode == "standard" else torch.ones_like(mean).float())
+    return stats
+
+
+def speaker_mel_stats(dataset: CremaDataset, mode: str) -> dict:
+    """`speaker_stats` of every actor of `dataset`, over all of their clips; undecodable clips are left out."""
+
+    def mels():
+        rows = dataset.clips.itertuples()
+        for row in tqdm(rows, total=len(dataset.clips), desc="speaker statistics", unit="clip"):
+            try:
+                yield row.actor_id, normalise_mel(torch.from_numpy(dataset.stored(row, ("audio",))["mel"]))
+            except MediaError:
+                continue
+
+    return speaker_stats(mels(), mode)
+
+
+def collate_skipping_bad(samples: list[dict]) -> dict | None:
+    """Batch the good samples; log and drop the ones that failed to decode (None if none is left)."""
+    good = []
+    for sample in samples:
+        if "error" in sample:
+            log.warning("skipped clip %s: %s", sample["clip_id"], sample["error"])
+        else:
+            good.append(sample)
+    return default_collate(good) if good else None
