@@ -241,7 +241,7 @@ def paired_lines() -> list[str]:
     reference = test_predictions(REFERENCE)
     if reference is None:
         return []
-    by_fold = {r["test_actors"][0]: r["accuracy"] for r in finished(REFERENCE, "actor")}
+    by_fold = {tuple(sorted(map(str, r["test_actors"]))): r["accuracy"] for r in finished(REFERENCE, "actor")}
     lines = [
         f"Paired with {ROWS[REFERENCE][0]} on the same 6 actor folds (accuracy difference):",
         "",
@@ -255,7 +255,7 @@ def paired_lines() -> list[str]:
             lines.append(kept[label])  # not re-run here: the line an earlier run of this benchmark wrote
         if row == REFERENCE or predictions is None:
             continue
-        folds = {r["test_actors"][0]: r["accuracy"] for r in finished(row, "actor")}
+        folds = {tuple(sorted(map(str, r["test_actors"]))): r["accuracy"] for r in finished(row, "actor")}
         better = sum(folds[a] > by_fold[a] for a in folds if a in by_fold)
         worse = sum(folds[a] < by_fold[a] for a in folds if a in by_fold)
         paired = paired_difference(predictions, reference)

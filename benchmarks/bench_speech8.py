@@ -122,7 +122,7 @@ def table() -> str:
         )
     reference = predictions(REFERENCE)
     if reference is not None:
-        by_fold = {r["test_actors"][0]: r["war"] for r in finished(REFERENCE)}
+        by_fold = {tuple(sorted(map(str, r["test_actors"]))): r["war"] for r in finished(REFERENCE)}
         lines += [
             "",
             f"Paired with {ROWS[REFERENCE][0]} on the same 6 folds (WAR difference):",
@@ -134,7 +134,7 @@ def table() -> str:
             other = predictions(row)
             if row == REFERENCE or other is None:
                 continue
-            folds = {r["test_actors"][0]: r["war"] for r in finished(row)}
+            folds = {tuple(sorted(map(str, r["test_actors"]))): r["war"] for r in finished(row)}
             better = sum(folds[a] > by_fold[a] for a in folds if a in by_fold)
             worse = sum(folds[a] < by_fold[a] for a in folds if a in by_fold)
             paired = paired_difference(other, reference)

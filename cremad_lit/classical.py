@@ -60,6 +60,11 @@ def fit_classical(method: str, train, val, c_grid) -> tuple[dict, dict]:
             1.0  # all mass on the most frequent, as DummyClassifier
         )
         return {"labels": labels, "prior": prior}, {}
+    if not len(y_val) and len(c_grid) > 1:
+        raise ValueError(
+            f"no validation speakers to choose C from C_grid={list(c_grid)} on (final=all_speakers holds none out): "
+            "give one value, such as C_grid=[0.01]"
+        )
     scores = {}
     for c in c_grid:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=float(c), max_iter=5000))

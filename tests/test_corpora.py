@@ -673,7 +673,9 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
     across = run_cli("evaluate.py", folds, "ensemble_weights=val", "split=all", check=False)
     if val_actors[0] & val_actors[1]:  # two folds' models share the validation actors they have in common
         shared = 44 * len(val_actors[0] & val_actors[1])
-        assert across.returncode == 0 and f"chosen on {shared} validation clips" in across.stdout + across.stderr
+        assert (
+            across.returncode == 0 and f"chosen on {shared} validation clips" in across.stdout + across.stderr
+        )
     else:
         assert across.returncode != 0 and "share no validation clip" in across.stderr
 
@@ -691,8 +693,41 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
         f"hydra.run.dir={tmp_path / 'predict'}",
     )
     predicted = pd.read_csv(tmp_path / "predict" / "predictions.csv")
-    predicted.index = [Path(f).stem.split("-", 1)[1] for f in predicted["file"]]  # RAVDESS ids drop the modality
+    predicted.index = [
+        Path(f).stem.split("-", 1)[1] for f in predicted["file"]
+    ]  # RAVDESS ids drop the modality
     evaluated = probabilities("egemaps0").loc[predicted.index]
     assert len(predicted) == 44 and np.allclose(
         predicted[list(EMOTIONS)].to_numpy(), evaluated.to_numpy(), atol=1e-5
     )
+
+    # The ensemble to ship: the classical model fitted on every speaker, beside a deep model, in predict.
+    everyone = ["data=ravdess", *common(root, tmp_path), "logger=none"]
+    final = run_cli(
+        "-m",
+        "cremad_lit",
+        "baseline",
+        *everyone,
+        "final=all_speakers",
+        "C_grid=[0.01]",
+        "data.speaker_norm=standard",
+        f"hydra.run.dir={tmp_path / 'final'}",
+    )
+    assert "trained on all 264 clips of 6 speakers" in final.stdout
+    assert not (tmp_path / "final" / "metrics.json").exists()
+    no_c = run_cli("-m", "cremad_lit", "baseline", *everyone, "final=all_speakers", check=False)
+    assert no_c.returncode != 0 and "C_grid=[0.01]" in no_c.stderr
+    rows = {}
+    for name, ckpt in (("d", deep["checkpoint"]), ("c", tmp_path / "final"), ("dc", None)):
+        ckpt = ckpt or f"[{deep['checkpoint']},{tmp_path / 'final'}]"
+        run_cli(
+            "-m",
+            "cremad_lit",
+            "predict",
+            f"ckpt_path={ckpt}",
+            f"inputs=[{folder}]",
+            "ensemble_weights=[0.3,0.7]" if name == "dc" else "ensemble_weights=null",
+            f"hydra.run.dir={tmp_path / name}",
+        )
+        rows[name] = pd.read_csv(tmp_path / name / "predictions.csv").set_index("file")[list(EMOTIONS)]
+    assert np.allclose(rows["dc"].to_numpy(), (0.3 * rows["d"] + 0.7 * rows["c"]).to_numpy(), atol=1e-5)

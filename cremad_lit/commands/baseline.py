@@ -79,6 +79,13 @@ def run_baseline(cfg: DictConfig) -> float:
             **run_info(),
         },
     )
+    if not len(y_test):  # final=all_speakers: the model to ship, nobody held out, nothing to test
+        print(
+            f"{cfg.method}: trained on all {len(y_train)} clips of {len(datamodule.actors('train'))} speakers, "
+            f"nothing held out{', C=' + str(chosen['C']) if chosen else ''}; the saved model (an ensemble member "
+            f"for evaluate.py and predict): {run_dir.resolve()}"
+        )
+        return float("nan")
     probabilities = classical_probabilities(fitted, x_test, len(classes))
     predictions = [
         {"clip_id": c, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
