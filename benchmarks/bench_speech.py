@@ -35,7 +35,7 @@ AUDIO = ["data.modalities=[audio]"]
 PAPER = "paper settings (AdamW 5e-5, batch 8, <= 10 epochs, early stopping patience 3)"
 # The two backbones were measured with release 0.1's recipe: the Mel image alone, no speaker normalisation.
 RECIPE = "experiment=speech settings of 0.1 (Mel only, no speaker normalisation)"
-MEL_ONLY = ["data.speaker_norm=none", "data.functionals=none", "model.functionals=null"]
+MEL_ONLY = ["data.speaker_norm=none", "data.functionals=none", "model.functionals=null", "ensemble_with=null"]
 # name -> (label, command, overrides)
 ROWS = {
     "majority": ("majority class (of the training actors)", "baseline", ["method=majority"]),
@@ -86,22 +86,30 @@ ROWS = {
         ["experiment=speech", *MEL_ONLY],
     ),
     "speech": (
-        "**experiment=speech** (half-width ResNet-18 on the Mel + eGeMAPS branch, speaker-normalised)",
+        "**experiment=speech** (the network below averaged with speaker-normalised ComParE + LR, C = 0.01, fitted on the same training actors)",
         "train",
         ["experiment=speech"],
     ),
-    "speech_compare": (
-        "experiment=speech with the ComParE branch instead of eGeMAPS",
-        "train",
-        ["experiment=speech", "data.functionals=compare", "model.functionals.in_features=6373"],
+    # Its two members, read from the same runs (<fold>/members/*): nothing is trained again.
+    "speech_network": (
+        "experiment=speech's network alone (half-width ResNet-18 on the Mel + eGeMAPS branch, speaker-normalised)",
+        "member",
+        ["speech", "members/network"],
     ),
-    "speech_compare_ensemble": (
-        "**experiment=speech + ComParE logistic regression, probabilities averaged** (weights chosen on validation actors)",
-        "ensemble",
+    "speech_partner": (
+        "experiment=speech's classical member alone (speaker-normalised ComParE + LR, C = 0.01 fixed)",
+        "member",
+        ["speech", "members/classical"],
+    ),
+    "speech_compare": (
+        "experiment=speech's network with the ComParE branch instead of eGeMAPS",
+        "train",
         [
-            "speech",
-            "compare_speaker",
-        ],  # the rows whose fold k models are averaged (evaluate.py ensemble_weights=val)
+            "experiment=speech",
+            "data.functionals=compare",
+            "model.functionals.in_features=6373",
+            "ensemble_with=null",
+        ],
     ),
 }
 # The strongest classical baseline: every other row is paired with it.
@@ -113,50 +121,26 @@ def sweep_dir(row: str, protocol: str) -> Path:
     return REPO / "logs" / "bench-speech" / f"{row}-{protocol}"
 
 
+def run_dirs(row: str, protocol: str) -> list[Path]:
+    """The row's finished fold runs; for a member row, that member's folder in each fold run of its source row."""
+    _, command, overrides = ROWS[row]
+    if command == "member":
+        source, member = overrides
+        return [d / member for d in run_dirs(source, protocol) if (d / member / "metrics.json").is_file()]
+    return sorted(p.parent for p in sweep_dir(row, protocol).glob("*/metrics.json"))
+
+
 def finished(row: str, protocol: str) -> list[dict]:
-    results = [json.loads(p.read_text()) for p in sorted(sweep_dir(row, protocol).glob("*/metrics.json"))]
+    results = [json.loads((d / "metrics.json").read_text()) for d in run_dirs(row, protocol)]
     for result in results:  # evaluate.py (ensemble rows) names the tested actors `actors`
         result.setdefault("test_actors", result.get("actors"))
     return results
 
 
-def run_ensemble(row: str, protocol: str) -> float:
-    """Fold k: evaluate.py on the member rows' fold k models (run first if missing), weights chosen on the fold's
-    validation actors."""
-    members = ROWS[row][2]
-    for member in members:
-        if len(finished(member, protocol)) < FOLDS:
-            run(member, protocol)
-    started = time.perf_counter()
-    for fold in range(FOLDS):
-        paths = []
-        for member in members:
-            run_dir = sweep_dir(member, protocol) / str(fold)
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-            if metrics.get("task") == "baseline" and not (run_dir / "classical_model.json").is_file():
-                raise SystemExit(
-                    f"{run_dir} was written before baselines saved their model: delete it and re-run"
-                )
-            paths.append(str(run_dir) if metrics.get("task") == "baseline" else metrics["checkpoint"])
-        args = [
-            sys.executable,
-            "evaluate.py",
-            f"ckpt_path=[{','.join(paths)}]",
-            "ensemble_weights=val",
-            "logger=none",
-            f"hydra.run.dir={sweep_dir(row, protocol) / str(fold)}",
-        ]
-        print(f"== {row} / {protocol} fold {fold}: {' '.join(args[1:])}", flush=True)
-        subprocess.run(args, cwd=REPO, check=True, env={**os.environ, "WANDB_SILENT": "true"})
-    seconds = time.perf_counter() - started
-    (sweep_dir(row, protocol) / "wall_seconds.txt").write_text(f"{seconds:.0f}\n")
-    return seconds
-
-
 def run(row: str, protocol: str) -> float:
     _, command, overrides = ROWS[row]
-    if command == "ensemble":
-        return run_ensemble(row, protocol)
+    if command == "member":  # trained by its source row
+        return run(overrides[0], protocol)
     entry = ["train.py"] if command == "train" else ["-m", "cremad_lit", "baseline"]
     args = [
         sys.executable,
@@ -220,7 +204,7 @@ def published_paired() -> dict:
 
 def test_predictions(row: str, protocol: str = "actor") -> pd.DataFrame | None:
     """Every fold's test predictions of a finished row, pooled, when they name each clip's speaker."""
-    files = sorted(sweep_dir(row, protocol).glob("*/predictions.csv"))
+    files = [d / "predictions.csv" for d in run_dirs(row, protocol) if (d / "predictions.csv").is_file()]
     if len(files) < FOLDS:
         return None
     tables = [pd.read_csv(f, dtype={"speaker": str, "clip_id": str}) for f in files]
@@ -319,8 +303,6 @@ def main() -> None:
         raise SystemExit(f"RAVDESS speech not found at {ROOT} (set CREMAD_LIT_SHARED)")
     for row in [] if args.table_only else args.rows.split(","):
         for protocol in args.protocols.split(","):
-            if ROWS[row][1] == "ensemble" and protocol != "actor":
-                continue  # ensembles choose weights on validation actors: the actor folds only
             if len(finished(row, protocol)) < FOLDS:
                 run(row, protocol)
     body = (

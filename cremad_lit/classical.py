@@ -18,6 +18,8 @@ import numpy as np
 from cremad_lit.data.cache import write_atomic, write_json
 from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 
+# method -> the functionals it reads (None: no features)
+METHODS = {"egemaps_logreg": "egemaps", "compare_logreg": "compare", "majority": None}
 ARRAYS_FILE = "classical_model.npz"
 INFO_FILE = "classical_model.json"
 
@@ -100,6 +102,31 @@ def probabilities(arrays: dict, x: np.ndarray, num_classes: int) -> np.ndarray:
     exp = np.exp(logits)
     out[:, labels] = exp / exp.sum(axis=1, keepdims=True)
     return out
+
+
+def fit_on_split(
+    datamodule, method: str, kind: str | None, c_grid, cache_dir, speaker_norm: str, workers: int = 0
+):
+    """Features of every clip of a set-up DataModule, then `fit_classical` on its train split (C chosen on its val
+    split): the fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read."""
+    features, skipped = clip_features(datamodule, kind, cache_dir, speaker_norm, workers)
+    classes = datamodule.classes
+    train = design_matrix(datamodule.clips, features, classes, "train")[:2]
+    val = design_matrix(datamodule.clips, features, classes, "val")[:2]
+    fitted, chosen = fit_classical(method, train, val, c_grid)
+    return fitted, chosen, features, skipped
+
+
+def split_predictions(arrays: dict, clips, features: dict, classes, split: str) -> list[dict]:
+    """One split's predictions (clip_id, label, pred, probs), as the networks' test loop gives them."""
+    x, y, clip_ids = design_matrix(clips, features, classes, split)
+    if not len(y):
+        return []
+    probs = probabilities(arrays, x, len(classes))
+    return [
+        {"clip_id": c, "label": int(label), "pred": int(p.argmax()), "probs": p.tolist()}
+        for c, label, p in zip(clip_ids, y, probs, strict=True)
+    ]
 
 
 def save_classical(run_dir: Path, arrays: dict, info: dict) -> None:

@@ -39,6 +39,7 @@ from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("train", "val", "test", "all")
+ENSEMBLE_FILE = "ensemble.json"  # a train.py run with `ensemble_with`: its members and their weights
 # What `data=<corpus>` replaces in the checkpoint's data settings: which clips, and how to load them.
 CORPUS_KEYS = ("dataset", "root", "manifest", "label_map", "options")
 LOADER_KEYS = (
@@ -109,26 +110,50 @@ def _same_path(a, b) -> bool:
     )
 
 
-def checkpoint_paths(ckpt_path) -> list[str]:
-    """One checkpoint, a list of them, or a run / multirun folder: there, the checkpoint each run tested (the
-    `checkpoint` of every train metrics.json below it) and every baseline run's saved model (its run dir)."""
+def ensemble_members(run_dir: Path) -> list[tuple[str, float]]:
+    """A train.py run that made an ensemble (`ensemble_with`): its members (paths stored relative to the run dir, so
+    the folder can move) and their weights."""
+    stored = json.loads((run_dir / ENSEMBLE_FILE).read_text())
+    weights = normalised_weights(stored["weights"], len(stored["members"]))
+    return [(str(run_dir / m), float(w)) for m, w in zip(stored["members"], weights, strict=True)]
+
+
+def weighted_members(ckpt_path) -> list[tuple[str, float]]:
+    """One checkpoint, a list of them, or a run / multirun folder -> (member, weight) pairs. In a folder: the
+    checkpoint each train.py run tested (its metrics.json `checkpoint`), every baseline run's saved model, and both
+    members of a run that made an ensemble (its ensemble.json, final=all_speakers runs included). Each run, checkpoint
+    or baseline counts once (weight 1), shared among an ensemble run's members by the weights it stored."""
     if isinstance(ckpt_path, (list, tuple, ListConfig)):
-        return [p for item in ckpt_path for p in checkpoint_paths(item)]
+        return [member for item in ckpt_path for member in weighted_members(item)]
     path = Path(str(ckpt_path))
+    if (path / ENSEMBLE_FILE).is_file():
+        return ensemble_members(path)
     if not path.is_dir() or is_classical(path):
-        return [str(path)]
+        return [(str(path), 1.0)]
     found = []
-    for metrics_file in sorted(path.glob("**/metrics.json")):
-        metrics = json.loads(metrics_file.read_text())
+    run_dirs = {
+        f.parent for pattern in ("**/metrics.json", f"**/{ENSEMBLE_FILE}") for f in path.glob(pattern)
+    }
+    for run_dir in sorted(run_dirs):
+        if (run_dir / ENSEMBLE_FILE).is_file():
+            found += ensemble_members(run_dir)
+            continue
+        metrics = json.loads((run_dir / "metrics.json").read_text())
         if metrics.get("task", "train") == "train" and metrics.get("checkpoint"):
-            found.append(str(metrics["checkpoint"]))
-        elif metrics.get("task") == "baseline" and is_classical(metrics_file.parent):
-            found.append(str(metrics_file.parent))
+            found.append((str(metrics["checkpoint"]), 1.0))
+        elif metrics.get("task") == "baseline" and is_classical(run_dir):
+            found.append((str(run_dir), 1.0))
     if not found:
         raise FileNotFoundError(
             f"no train.py run with a tested checkpoint and no baseline run under {path} (its metrics.json files)"
         )
     return found
+
+
+def member_weights(cfg: DictConfig, found: list[tuple[str, float]]):
+    """`ensemble_weights` when given; else the weights the runs stored (an ensemble run's, 1 for every other)."""
+    given = cfg.get("ensemble_weights")
+    return given if given is not None else [weight for _, weight in found]
 
 
 def data_settings(cfg: DictConfig, data_cfg: DictConfig, trained_in: str | Path, out_dir: Path) -> bool:
@@ -349,7 +374,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
     run_dir = Path(cfg.paths.output_dir)
-    paths = checkpoint_paths(cfg.ckpt_path)
+    found = weighted_members(cfg.ckpt_path)
+    paths = [member for member, _ in found]
     members = [
         test_member(cfg, path, run_dir if len(paths) == 1 else run_dir / "members" / str(i))
         for i, path in enumerate(paths)
@@ -365,7 +391,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 "the ensemble's members predict different class lists "
                 f"({[m['classes'] for m in members]}): average only like with like"
             )
-        weights, chosen = cfg.get("ensemble_weights"), {}
+        weights, chosen = member_weights(cfg, found), {}
         if isinstance(weights, str):
             weights, chosen = choose_weights_on_validation(cfg, paths, run_dir, weights)
         predictions = average_predictions(members, weights)

@@ -19,6 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
+from cremad_lit.ensemble import (
+    NETWORK_DIR,
+    PARTNER_DIR,
+    check_partner,
+    fit_partner,
+    test_ensemble,
+    write_ensemble_file,
+)
 from cremad_lit.environment import require_environment
 from cremad_lit.loggers import (
     build_loggers,
@@ -123,6 +131,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
     check_functionals_size(cfg)
+    if cfg.get("ensemble_with"):
+        check_partner(cfg.ensemble_with, cfg.data)
     L.seed_everything(cfg.seed, workers=True)
     classes = resolve_run_classes(cfg)  # data.classes -> the ordered list, and the head's size
     net = build_net(cfg.model)
@@ -170,6 +180,10 @@ def train(cfg: DictConfig) -> float | None:
         tested, monitored = checkpointing.last_model_path, None
     if monitored is None:
         monitored = trainer.callback_metrics.get(cfg.monitor.metric)
+    partner, weights = None, None
+    if cfg.get("ensemble_with") and trainer.is_global_zero and tested:
+        partner = fit_partner(cfg.ensemble_with, datamodule, cfg.data, run_dir)
+        weights = write_ensemble_file(run_dir, tested, cfg.ensemble_with.network_weight)
     if cfg.get("test_after_fit", True):
         if tested:
             # Exactly the weights stored in the checkpoint, as evaluate.py loads them: test(ckpt_path=...) would let
@@ -177,20 +191,71 @@ def train(cfg: DictConfig) -> float | None:
             module.load_state_dict(torch.load(tested, map_location="cpu", weights_only=True)["state_dict"])
         trainer.test(module, datamodule=datamodule)
         if trainer.is_global_zero:
+            about = {
+                "split": "test",
+                "split_by": datamodule.split_by,
+                "protocol": datamodule.protocol,
+                "dataset": datamodule.dataset,
+                "test_actors": datamodule.actors("test"),
+            }
+            results, predictions, ensemble = module.test_results, module.test_predictions, {}
+            if partner:
+                tested_pair = test_ensemble(partner, predictions, classes, weights, datamodule.clips)
+                for member, member_results, member_predictions, task in (
+                    (NETWORK_DIR, results, predictions, "network"),
+                    (
+                        PARTNER_DIR,
+                        tested_pair["partner_results"],
+                        tested_pair["partner_predictions"],
+                        cfg.ensemble_with.method,
+                    ),
+                ):
+                    write_results(
+                        run_dir / member,
+                        member_results,
+                        member_predictions,
+                        extra={"task": "member", "member": task, **about},
+                        speakers=datamodule.speakers(),
+                        classes=classes,
+                    )
+                results, predictions = tested_pair["results"], tested_pair["predictions"]
+                ensemble = {
+                    "ensemble": {
+                        "members": [tested, str((run_dir / PARTNER_DIR).resolve())],
+                        "weights": weights,
+                        "method": cfg.ensemble_with.method,
+                        "member_accuracy": [
+                            module.test_results["accuracy"],
+                            tested_pair["partner_results"]["accuracy"],
+                        ],
+                    }
+                }
+                for logger in trainer.loggers:  # the ensemble is test/accuracy; each member beside it
+                    logger.log_metrics(
+                        {
+                            "test/network_accuracy": module.test_results["accuracy"],
+                            "test/partner_accuracy": tested_pair["partner_results"]["accuracy"],
+                        }
+                    )
+                log.info(
+                    "test accuracy: network %.4f, %s %.4f, their ensemble (weights %s) %.4f",
+                    module.test_results["accuracy"],
+                    cfg.ensemble_with.method,
+                    tested_pair["partner_results"]["accuracy"],
+                    weights,
+                    results["accuracy"],
+                )
             metrics = write_results(
                 run_dir,
-                module.test_results,
-                module.test_predictions,
+                results,
+                predictions,
                 trainer.loggers,
                 extra={
                     "task": "train",
-                    "split": "test",
-                    "split_by": datamodule.split_by,
-                    "protocol": datamodule.protocol,
-                    "dataset": datamodule.dataset,
-                    "test_actors": datamodule.actors("test"),
+                    **about,
                     "checkpoint": tested or None,
                     "monitor": {cfg.monitor.metric: float(monitored) if monitored is not None else None},
+                    **ensemble,
                     **info,
                 },
                 data_root=datamodule.root,

@@ -522,6 +522,7 @@ def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_d
     root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
     quick = [
         "experiment=speech",
+        "ensemble_with=null",  # the networks alone: seeds are the members here
         "data=ravdess",
         *common(root, tmp_path),
         "data.preprocessing.hop_length=1024",
@@ -731,3 +732,101 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
         )
         rows[name] = pd.read_csv(tmp_path / name / "predictions.csv").set_index("file")[list(EMOTIONS)]
     assert np.allclose(rows["dc"].to_numpy(), (0.3 * rows["d"] + 0.7 * rows["c"]).to_numpy(), atol=1e-5)
+
+
+def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regression(ravdess_dir, tmp_path):
+    """experiment=speech's run is an ensemble: the network and a speaker-normalised ComParE + LR model fitted on the
+    same training speakers (exactly the baseline command's model with C=0.01), probabilities averaged; the run folder
+    is that ensemble for evaluate.py, predict and the report; final=all_speakers ships the same pair."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    base = ["data=ravdess", *common(root, tmp_path), "logger=none"]
+    quick = ["experiment=speech", *base, "data.preprocessing.hop_length=1024", "trainer.max_epochs=1"]
+    run = tmp_path / "speech"
+    run_cli("train.py", *quick, f"hydra.run.dir={run}")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ensemble"]["weights"] == [0.5, 0.5]
+    assert metrics["ensemble"]["method"] == "compare_logreg"
+    columns = [f"p_{e}" for e in EMOTIONS]
+
+    def probabilities(folder: Path) -> pd.DataFrame:
+        return pd.read_csv(folder / "predictions.csv").set_index("clip_id")[columns].sort_index()
+
+    network, partner = (
+        probabilities(run / "members" / "network"),
+        probabilities(run / "members" / "classical"),
+    )
+    assert len(network) == len(partner) == metrics["n_test"] == 88
+    assert np.allclose(probabilities(run).to_numpy(), (0.5 * network + 0.5 * partner).to_numpy(), atol=1e-6)
+    member_metrics = [
+        json.loads((run / "members" / m / "metrics.json").read_text()) for m in ("network", "classical")
+    ]
+    assert metrics["ensemble"]["member_accuracy"] == pytest.approx([m["accuracy"] for m in member_metrics])
+    # The partner is the baseline command's model on the same split (speaker-normalised, C=0.01).
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "baseline",
+        *base,
+        "method=compare_logreg",
+        "data.speaker_norm=standard",
+        "C_grid=[0.01]",
+        f"hydra.run.dir={tmp_path / 'baseline'}",
+    )
+    assert np.allclose(partner.to_numpy(), probabilities(tmp_path / "baseline").to_numpy(), atol=1e-6)
+
+    # The run folder is the ensemble (ensemble.json): evaluate.py reproduces the run's test result ...
+    run_cli("evaluate.py", f"ckpt_path={run}", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["ensemble"]["weights"] == [0.5, 0.5] and evaluated["n_test"] == 88
+    assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+    assert np.allclose(probabilities(tmp_path / "eval").to_numpy(), probabilities(run).to_numpy(), atol=1e-5)
+    # ... and predict gives the same probabilities for one test speaker's files.
+    actor = metrics["test_actors"][0]
+    folder = tmp_path / "one-speaker"
+    folder.mkdir()
+    for wav in six_emotion_wavs(sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))):
+        (folder / wav.name).symlink_to(wav)
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "predict",
+        f"ckpt_path={run}",
+        f"inputs=[{folder}]",
+        f"hydra.run.dir={tmp_path / 'p'}",
+    )
+    predicted = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    predicted.index = [Path(f).stem.split("-", 1)[1] for f in predicted["file"]]
+    assert len(predicted) == 44 and np.allclose(
+        predicted[list(EMOTIONS)].to_numpy(), probabilities(run).loc[predicted.index].to_numpy(), atol=1e-4
+    )
+    # The report counts the run once (the ensemble), not its members.
+    run_cli("-m", "cremad_lit", "report", str(run))
+    assert len(pd.read_csv(run / "runs.csv")) == 1
+
+    # The model to ship: the same pair fitted on every speaker (C is fixed, so no validation speakers are needed).
+    final = tmp_path / "final"
+    run_cli("train.py", *quick, "final=all_speakers", f"hydra.run.dir={final}")
+    stored = json.loads((final / "ensemble.json").read_text())
+    assert stored["members"] == ["checkpoints/last.ckpt", "members/classical"]
+    assert json.loads((final / "members" / "classical" / "classical_model.json").read_text())["C"] == 0.01
+    rows = {}
+    for name, ckpt in (
+        ("net", final / stored["members"][0]),
+        ("lr", final / stored["members"][1]),
+        ("pair", final),
+    ):
+        run_cli(
+            "-m",
+            "cremad_lit",
+            "predict",
+            f"ckpt_path={ckpt}",
+            f"inputs=[{folder}]",
+            f"hydra.run.dir={tmp_path / ('final-' + name)}",
+        )
+        rows[name] = pd.read_csv(tmp_path / f"final-{name}" / "predictions.csv").set_index("file")[
+            list(EMOTIONS)
+        ]
+    assert np.allclose(rows["pair"].to_numpy(), (0.5 * rows["net"] + 0.5 * rows["lr"]).to_numpy(), atol=1e-5)
+
+    video_only = run_cli("train.py", *quick, "data.modalities=[video]", check=False)
+    assert video_only.returncode != 0 and "ensemble_with=null" in video_only.stderr

@@ -18,10 +18,10 @@ import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cremad_lit.classical import clip_features, design_matrix, fit_classical, save_classical
-from cremad_lit.classical import probabilities as classical_probabilities
+from cremad_lit.classical import METHODS, fit_on_split, save_classical, split_predictions
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.environment import require_environment
@@ -31,8 +31,6 @@ from cremad_lit.pipeline import build_datamodule, run_info
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
-# method -> the functionals it reads (None: no features)
-METHODS = {"egemaps_logreg": "egemaps", "compare_logreg": "compare", "majority": None}
 
 
 def run_baseline(cfg: DictConfig) -> float:
@@ -51,19 +49,20 @@ def run_baseline(cfg: DictConfig) -> float:
     clips = datamodule.clips
     kind = METHODS[cfg.method]
     speaker_norm = cfg.data.get("speaker_norm", "none")
-    features, skipped = clip_features(
-        datamodule, kind, cfg.paths.cache_dir, speaker_norm, int(cfg.data.prepare_workers)
+    fitted, chosen, features, skipped = fit_on_split(
+        datamodule,
+        cfg.method,
+        kind,
+        cfg.C_grid,
+        cfg.paths.cache_dir,
+        speaker_norm,
+        int(cfg.data.prepare_workers),
     )
     speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
     write_json(
         run_dir / "prepare_report.json", {"rejected": clips.attrs.get("rejected", []), "skipped": skipped}
     )
-
     classes = datamodule.classes
-    x_train, y_train, _ = design_matrix(clips, features, classes, "train")
-    x_val, y_val, _ = design_matrix(clips, features, classes, "val")
-    x_test, y_test, test_ids = design_matrix(clips, features, classes, "test")
-    fitted, chosen = fit_classical(cfg.method, (x_train, y_train), (x_val, y_val), cfg.C_grid)
     save_classical(
         run_dir,
         fitted,
@@ -79,20 +78,21 @@ def run_baseline(cfg: DictConfig) -> float:
             **run_info(),
         },
     )
-    if not len(y_test):  # final=all_speakers: the model to ship, nobody held out, nothing to test
+    predictions = split_predictions(fitted, clips, features, classes, "test")
+    val_predictions = split_predictions(fitted, clips, features, classes, "val")
+    n_train = int((clips["split"] == "train").sum())
+    if not predictions:  # final=all_speakers: the model to ship, nobody held out, nothing to test
         print(
-            f"{cfg.method}: trained on all {len(y_train)} clips of {len(datamodule.actors('train'))} speakers, "
+            f"{cfg.method}: trained on all {n_train} clips of {len(datamodule.actors('train'))} speakers, "
             f"nothing held out{', C=' + str(chosen['C']) if chosen else ''}; the saved model (an ensemble member "
             f"for evaluate.py and predict): {run_dir.resolve()}"
         )
         return float("nan")
-    probabilities = classical_probabilities(fitted, x_test, len(classes))
-    predictions = [
-        {"clip_id": c, "label": int(y), "pred": int(p.argmax()), "probs": p.tolist()}
-        for c, y, p in zip(test_ids, y_test, probabilities, strict=True)
-    ]
-    val_predictions = classical_probabilities(fitted, x_val, len(classes)).argmax(axis=1)
-    val_accuracy = float((val_predictions == y_val).mean()) if len(y_val) else float("nan")
+    val_accuracy = (
+        float(np.mean([p["pred"] == p["label"] for p in val_predictions]))
+        if val_predictions
+        else float("nan")
+    )
     loggers = build_loggers(cfg, run_dir, resuming=False, job_type="baseline")
     log_config(loggers, cfg)
     metrics = write_results(
@@ -111,7 +111,7 @@ def run_baseline(cfg: DictConfig) -> float:
             "test_actors": datamodule.actors("test"),
             "val_accuracy": val_accuracy,
             "chosen": chosen,
-            "n_train": int(len(y_train)),
+            "n_train": n_train,
             **run_info(),
         },
         data_root=datamodule.root,

@@ -33,7 +33,13 @@ from cremad_lit.data.features import Preprocessing, extract_clip, normalise_fram
 from cremad_lit.data.functionals import functionals_of_audio, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.environment import require_environment
-from cremad_lit.evaluation import checkpoint_paths, load_checkpoint, model_from_checkpoint, normalised_weights
+from cremad_lit.evaluation import (
+    load_checkpoint,
+    member_weights,
+    model_from_checkpoint,
+    normalised_weights,
+    weighted_members,
+)
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
 
@@ -206,8 +212,9 @@ def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     files = expand_inputs(cfg.inputs)
-    paths = checkpoint_paths(cfg.ckpt_path)
-    weights = cfg.get("ensemble_weights")
+    found = weighted_members(cfg.ckpt_path)
+    paths = [member for member, _ in found]
+    weights = member_weights(cfg, found)
     if isinstance(weights, str):
         raise ValueError(
             f"ensemble_weights={weights}: predict has no labels to choose weights with; give the weights "

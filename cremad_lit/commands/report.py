@@ -67,6 +67,8 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         metrics = json.loads(metrics_file.read_text())
         settings = _overrides(run_dir)
         task = metrics.get("task", "train")
+        if task == "member":  # one member of a train.py run's ensemble (members/*/): the run's own row has it
+            continue
         if task == "baseline":
             settings.setdefault("method", metrics.get("method", "egemaps_logreg"))
         row = {

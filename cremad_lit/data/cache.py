@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 
 def write_atomic(path: Path, write) -> None:
-    """Call `write(handle)` on a temporary file beside `path`, then rename it into place."""
+    """Call `write(handle)` on a temporary file beside `path` (its folder made if missing), then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
