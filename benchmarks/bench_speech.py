@@ -102,7 +102,7 @@ ROWS = {
         ["speech", "members/classical"],
     ),
     "speech_compare": (
-        "experiment=speech's network with the ComParE branch instead of eGeMAPS",
+        "experiment=speech with the ComParE branch instead of eGeMAPS",
         "train",
         [
             "experiment=speech",

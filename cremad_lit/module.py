@@ -164,7 +164,7 @@ class EmotionModule(L.LightningModule):
         return [unique[c] for c in sorted(unique)]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=parameter_groups(self.net))
         if self.scheduler_factory is None:
             return optimizer
         # Per-step schedules (OneCycleLR) need the run's length, which only the trainer knows.
@@ -192,3 +192,15 @@ class EmotionModule(L.LightningModule):
         state = checkpoint.get("cremad_lit", {}).get("rng")
         if state is not None and self.trainer is not None and self.trainer.state.fn == "fit":
             set_rng_state(state)
+
+
+def parameter_groups(net: nn.Module) -> list[dict]:
+    """The trainable parameters: a branch's own groups (a fine-tuned speech encoder's learning rate) first, then the
+    rest with the optimizer's settings."""
+    groups, claimed = [], set()
+    for branch in net.children():
+        for group in getattr(branch, "parameter_groups", lambda: [])():
+            groups.append(group)
+            claimed.update(id(p) for p in group["params"])
+    rest = [p for p in net.parameters() if p.requires_grad and id(p) not in claimed]
+    return [{"params": rest}, *groups]

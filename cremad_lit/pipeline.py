@@ -35,8 +35,17 @@ def resolve_precision(precision: str | int, accelerator: str = "auto") -> str | 
     return "32-true"
 
 
-def build_net(model_cfg: DictConfig):
-    return instantiate(model_cfg)
+def build_net(model_cfg: DictConfig, record: bool = False):
+    """The Hydra-instantiated net. `record`: write into `model_cfg` what a branch needs to be rebuilt without its
+    source (a speech encoder's architecture, so the checkpoint's config rebuilds it offline)."""
+    net = instantiate(model_cfg)
+    if record:
+        with open_dict(model_cfg):
+            for branch in ("audio_backbone", "video_backbone"):
+                part = getattr(net, branch, None)
+                for key, value in (getattr(part, "architecture", dict)() if part is not None else {}).items():
+                    model_cfg[branch][key] = value
+    return net
 
 
 def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
@@ -58,8 +67,10 @@ def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
 
 
 def cache_frame_spec(net, model_cfg: DictConfig) -> dict:
-    """The frame spec that keys a run's cache: the net's own, or for an audio-only net its config's video backbone."""
-    return net.frame_input_spec() or frame_spec_without_weights(model_cfg)
+    """The frame spec that keys a run's cache: the net's own, or for an audio-only net its config's video backbone;
+    with what its audio branch reads (`audio_input`: mel or waveform)."""
+    spec = net.frame_input_spec() or frame_spec_without_weights(model_cfg)
+    return {**spec, "audio_input": net.audio_input() or "mel"}
 
 
 def check_data_root(data_cfg: DictConfig) -> None:
@@ -128,6 +139,7 @@ def build_datamodule(data_cfg: DictConfig, frame_spec: dict | None, **overrides)
         data_cfg.preprocessing.image_size = int(frame_spec["image_size"])
         data_cfg.frame_mean = list(frame_spec["mean"])
         data_cfg.frame_std = list(frame_spec["std"])
+        data_cfg.audio_input = frame_spec.get("audio_input", "mel")
         for key, value in overrides.items():
             data_cfg[key] = value
     return instantiate(data_cfg, _convert_="all")

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
+from cremad_lit.encoder_cache import use_encoder_cache
 from cremad_lit.ensemble import (
     NETWORK_DIR,
     PARTNER_DIR,
@@ -135,9 +136,15 @@ def train(cfg: DictConfig) -> float | None:
         check_partner(cfg.ensemble_with, cfg.data)
     L.seed_everything(cfg.seed, workers=True)
     classes = resolve_run_classes(cfg)  # data.classes -> the ordered list, and the head's size
-    net = build_net(cfg.model)
+    net = build_net(cfg.model, record=True)
     datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model))
 
+    accelerated = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in (
+        "auto",
+        "gpu",
+        "cuda",
+    )
+    encoder_cache = use_encoder_cache(net, datamodule, "cuda" if accelerated else "cpu")
     class_weights = None
     if cfg.loss.class_weights:
         datamodule.prepare_data()
@@ -159,6 +166,8 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg, run_dir, resuming=resume_from is not None)
     trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), bool(loggers)), loggers)
     info = run_info()
+    if encoder_cache:
+        info["encoder_cache"] = {**encoder_cache, "skipped": len(encoder_cache["skipped"])}
     if trainer.is_global_zero:
         write_json(run_dir / "run_info.json", info)
         log.info("to resume this run after an interruption: bash %s", write_resume_command(run_dir))

@@ -29,7 +29,13 @@ from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.cache import write_json
 from cremad_lit.data.dataset import speaker_stats
-from cremad_lit.data.features import Preprocessing, extract_clip, normalise_frames, normalise_mel
+from cremad_lit.data.features import (
+    Preprocessing,
+    extract_clip,
+    normalise_frames,
+    normalise_mel,
+    waveform_tensor,
+)
 from cremad_lit.data.functionals import functionals_of_audio, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.environment import require_environment
@@ -100,7 +106,10 @@ def predict_files(
         if "frames" in sample:
             frames = normalise_frames(torch.from_numpy(sample["frames"]), spec["mean"], spec["std"])
             batch["frames"] = frames[None]
-        if "mel" in sample:
+        if "audio" in modalities and module.net.audio_input() == "waveform":
+            batch["waveform"] = waveform_tensor(sample["waveform"])[None]
+            batch["waveform_lengths"] = torch.tensor([batch["waveform"].shape[1]])
+        elif "mel" in sample:
             batch["mel"] = normalise_mel(torch.from_numpy(sample["mel"]))[None]
         if "functionals" in sample:
             batch["functionals"] = torch.from_numpy(sample["functionals"])[None]
@@ -196,10 +205,11 @@ def normalise_speakers(batches: list[dict], files: list[str], mode: str, groupin
     here the groups of files that `grouping` calls one speaker. In place."""
     speakers = [speaker_of(Path(file), grouping) for file in files]
     warn_lone_speakers(speakers, grouping)
-    stats = speaker_stats(((s, b["mel"][0]) for s, b in zip(speakers, batches, strict=True)), mode)
-    for name, batch in zip(speakers, batches, strict=True):
-        mean, std = stats[name]
-        batch["mel"] = (batch["mel"] - mean) / std
+    if batches and "mel" in batches[0]:  # a speech encoder reads the raw waveform: only its functionals are
+        stats = speaker_stats(((s, b["mel"][0]) for s, b in zip(speakers, batches, strict=True)), mode)
+        for name, batch in zip(speakers, batches, strict=True):
+            mean, std = stats[name]
+            batch["mel"] = (batch["mel"] - mean) / std
     if batches and "functionals" in batches[0]:
         features = {i: b["functionals"][0].numpy() for i, b in enumerate(batches)}
         normalised = normalise_by_speaker(features, dict(enumerate(speakers)), mode)

@@ -84,8 +84,15 @@ class CremaDataModule(L.LightningDataModule):
         speaker_norm: str = "none",
         functionals: str = "none",
         classes="default",
+        audio_input: str = "mel",
     ):
         super().__init__()
+        self.audio_input = (
+            audio_input  # set by build_datamodule from the net: mel, or waveform for speech encoders
+        )
+        self.encoder_features: str | None = (
+            None  # a frozen encoder's feature cache (encoder_cache.py), when filled
+        )
         self.classes_setting = list(classes) if not isinstance(classes, str) else classes
         modalities = tuple(modalities)
         if not modalities or set(modalities) - set(MODALITIES):
@@ -314,6 +321,8 @@ class CremaDataModule(L.LightningDataModule):
                 speaker_stats,
                 functionals,
                 self.classes,
+                self.audio_input,
+                self.encoder_features,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
         log.info(

@@ -9,7 +9,9 @@ Built by CremaDataModule (datamodule.py); predict uses `speaker_stats` for files
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -17,12 +19,23 @@ from tqdm import tqdm
 
 from cremad_lit.data.augment import Augment
 from cremad_lit.data.cache import ClipCache
-from cremad_lit.data.features import Preprocessing, clip_info, extract_clip, normalise_frames, normalise_mel
+from cremad_lit.data.features import (
+    Preprocessing,
+    clip_info,
+    extract_clip,
+    normalise_frames,
+    normalise_mel,
+    waveform_tensor,
+)
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.data.media import MediaError
 
 log = logging.getLogger(__name__)
 STORED_AS = {"audio": "mel", "video": "frames"}  # each modality's array in a cache entry
+AUDIO_INPUTS = (
+    "mel",
+    "waveform",
+)  # what the audio branch reads: the Mel image, or the waveform (speech encoders)
 # none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's clips: no labels used)
 # | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes. The functionals
 # (data.functionals) get the same, feature by feature. Without a cache the statistics cost one more decoding pass.
@@ -43,7 +56,13 @@ class CremaDataset(Dataset):
         speaker_stats: dict | None = None,
         functionals: dict | None = None,
         classes=EMOTIONS,
+        audio_input: str = "mel",
+        encoder_features: str | None = None,
     ):
+        self.encoder_features = Path(encoder_features) if encoder_features else None
+        if audio_input not in AUDIO_INPUTS:
+            raise ValueError(f"audio_input must be one of {AUDIO_INPUTS}, not {audio_input!r}")
+        self.audio_input = audio_input
         self.clips = clips.reset_index(drop=True)
         self.speaker_stats, self.functionals = speaker_stats, functionals
         self.prep, self.modalities, self.cache, self.decoder, self.augment = (
@@ -65,7 +84,9 @@ class CremaDataset(Dataset):
         modalities = modalities or self.modalities
         if self.cache is not None and self.cache.has(row.clip_id):
             names = {modality: STORED_AS[modality] for modality in modalities}
-            stored = self.cache.load(row.clip_id, (*names.values(), "info"))
+            if "audio" in names and self.audio_input == "waveform":
+                names["audio"] = "waveform"
+            stored = self.cache.load(row.clip_id, (*names.values(), "mel", "info"))
             for modality, name in names.items():
                 if name not in stored:
                     reason = clip_info(stored).get("absent", {}).get(modality, f"no {modality} stored")
@@ -73,9 +94,15 @@ class CremaDataset(Dataset):
             return stored
         return extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, modalities)
 
+    def waveform(self, row) -> torch.Tensor:
+        """The clip's waveform (float, -1..1); MediaError if it has none."""
+        return waveform_tensor(self.stored(row, ("audio",))["waveform"])
+
     def __getitem__(self, index: int) -> dict:
         row = self.clips.iloc[index]
         try:
+            if self.encoder_features is not None:  # a frozen encoder's stored outputs stand for the audio
+                return self.encoded_sample(index, row)
             stored = self.stored(row)
         except MediaError as error:
             return {"clip_id": row.clip_id, "error": str(error)}
@@ -83,12 +110,33 @@ class CremaDataset(Dataset):
         if "video" in self.modalities:
             frames = normalise_frames(torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std)
             sample["frames"] = self.augment.frames(frames) if self.augment else frames
-        if "audio" in self.modalities:
+        if "audio" in self.modalities and self.audio_input == "waveform":
+            sample["waveform"] = waveform_tensor(stored["waveform"])
+        elif "audio" in self.modalities:
             mel = normalise_mel(torch.from_numpy(stored["mel"]))
             if self.speaker_stats is not None:
                 mean, std = self.speaker_stats[row.actor_id]
                 mel = (mel - mean) / std
             sample["mel"] = self.augment.mel(mel) if self.augment else mel
+        if self.functionals is not None:
+            sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
+        return sample
+
+    def encoded_sample(self, index: int, row) -> dict:
+        entry = self.encoder_features / f"{row.clip_id}.npy"
+        if not entry.is_file():
+            raise MediaError(
+                row.audio_path or row.video_path, "not in the encoder feature cache (unreadable audio)"
+            )
+        sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
+        sample["encoder_features"] = torch.from_numpy(np.load(entry))
+        if "video" in self.modalities:
+            stored = self.stored(row, ("video",))
+            sample["frames"] = normalise_frames(
+                torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std
+            )
+            if self.augment:
+                sample["frames"] = self.augment.frames(sample["frames"])
         if self.functionals is not None:
             sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
         return sample
@@ -134,4 +182,13 @@ def collate_skipping_bad(samples: list[dict]) -> dict | None:
             log.warning("skipped clip %s: %s", sample["clip_id"], sample["error"])
         else:
             good.append(sample)
-    return default_collate(good) if good else None
+    if not good:
+        return None
+    if "waveform" not in good[0]:
+        return default_collate(good)
+    # Waveforms differ in length: zero-padded to the longest, with each one's length beside it.
+    waveforms = [sample.pop("waveform") for sample in good]
+    batch = default_collate(good)
+    batch["waveform_lengths"] = torch.tensor([len(w) for w in waveforms])
+    batch["waveform"] = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
+    return batch

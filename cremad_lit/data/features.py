@@ -4,6 +4,7 @@
     sample = extract_clip(video_path, audio_path, Preprocessing(frames=8, image_size=224))
     sample["frames"]  # (8, 224, 224, 3) uint8, face-cropped (data/faces.py) or centre-cropped, resized
     sample["mel"]     # (1, 64, 128) float16 log-Mel in dB
+    sample["waveform"] # (samples,) int16 PCM at the sample rate, for speech encoders
     clip_info(sample) # {"absent": {modality: reason}, "faces": {"kind": "face", "box": [...], "found": 8, ...}}
 
 Frames are stored as uint8 and normalised at load time with the video backbone's own mean/std (see `normalise_frames`),
@@ -27,6 +28,8 @@ from cremad_lit.data.faces import FACE_CROPS, FaceCrop, crop_faces
 from cremad_lit.data.media import MediaError, probe_video, read_audio, read_frames
 
 AUDIO_FITS = ("resize", "pad_crop")
+# What a cache entry holds, in the key: 2 added the 16 kHz waveform (int16 PCM) beside the Mel image (0.6).
+STORED_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ class Preprocessing:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        settings = {**self.to_dict(), "stored_format": STORED_FORMAT}
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def prepare_frames(frames: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, FaceCrop]:
@@ -128,6 +132,7 @@ def extract_clip(
             audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate, decoder)
             _check_duration(audio_path or video_path, len(audio) / prep.sample_rate, prep)
             sample["mel"] = log_mel(audio, prep).astype(np.float16)
+            sample["waveform"] = pcm16(audio)  # for speech encoders (32 kB per second)
         except TooLong:
             raise
         except MediaError as error:
@@ -140,6 +145,15 @@ def extract_clip(
     info["absent"] = {modality: error.reason for modality, error in reasons.items()}
     sample["info"] = np.array(json.dumps(info))
     return sample
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0).round().astype(np.int16)
+
+
+def waveform_tensor(stored: np.ndarray) -> torch.Tensor:
+    """A stored int16 waveform as float in [-1, 1]."""
+    return torch.from_numpy(stored.astype(np.float32) / 32767.0)
 
 
 def clip_info(sample: dict) -> dict:

@@ -5,8 +5,8 @@ image) -> fusion -> logits. Built by Hydra from `conf/model/`; every part arrive
     python train.py model=resnet_vit_lstm             # the paper's Model 1
     python train.py data.modalities=[audio]           # unimodal ablation: only the audio branch is built
 
-Input is the batch dict (`frames` B x T x 3 x H x W, `mel` B x 1 x F x W, with a functionals branch `functionals`
-B x 88); the net never sees a path.
+Input is the batch dict (`frames` B x T x 3 x H x W, `mel` B x 1 x F x W, or for a speech encoder `waveform` B x S
+with `waveform_lengths` B; with a functionals branch `functionals` B x 88); the net never sees a path.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ class AudioVisualNet(nn.Module):
             embedding_sizes.append(self.functionals.out_features)
         self.fusion = fusion(in_features=embedding_sizes, num_classes=num_classes)
 
+    def audio_input(self) -> str | None:
+        """What the audio branch reads from the batch: `mel` (image backbones) or `waveform` (speech encoders)."""
+        return getattr(self.audio_backbone, "input_key", "mel") if "audio" in self.modalities else None
+
     def frame_input_spec(self) -> dict | None:
         """Frame size, mean and std the video backbone expects (None without a video branch)."""
         return self.video_backbone.input_spec() if "video" in self.modalities else None
@@ -78,7 +82,12 @@ class AudioVisualNet(nn.Module):
         if "video" in self.modalities:
             embeddings.append(self.embed_video(batch["frames"]))
         if "audio" in self.modalities:
-            embeddings.append(self.audio_backbone(self.normalise_audio(batch["mel"])))
+            if "encoder_features" in batch:  # a frozen encoder's cached per-layer means (encoder_cache.py)
+                embeddings.append(self.audio_backbone.readout_means(batch["encoder_features"]))
+            elif self.audio_input() == "waveform":
+                embeddings.append(self.audio_backbone(batch["waveform"], batch["waveform_lengths"]))
+            else:
+                embeddings.append(self.audio_backbone(self.normalise_audio(batch["mel"])))
         if self.functionals is not None:
             if "functionals" not in batch:
                 raise KeyError(
