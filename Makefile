@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech bench-speech8 clean
+.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech bench-speech8 bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,10 +70,13 @@ format: $(INSTALLED) ## Ruff autofix and format
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-bench: bench-data bench-train bench-faces ## All benchmarks (results in docs/benchmarks.md)
+bench: bench-data bench-train bench-faces bench-encoders ## All benchmarks (results in docs/benchmarks.md)
 
 bench-data: $(INSTALLED) ## Clips/s: on-the-fly decoding (decord vs PyAV) vs the prepared cache
 	$(PYTHON) benchmarks/bench_data.py
+
+bench-encoders: $(INSTALLED) ## Frozen speech encoder: head training from the feature cache vs end to end, fill cost, size
+	$(PYTHON) benchmarks/bench_encoders.py
 
 bench-faces: $(INSTALLED) ## Face detectors on the shared real clips: detection rate, ms/frame, where the crops put the eyes
 	$(PYTHON) benchmarks/bench_faces.py

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,7 @@ class EncoderFeatureCache:
                 "stored": "per-layer mean over valid time steps, float32",
             },
         )
+        started = time.perf_counter()
         rows = [row for row in dataset.clips.itertuples() if not self.entry(row.clip_id).is_file()]
         skipped, done = [], 0
         encoder = self.encoder.to(device).eval()
@@ -125,7 +127,13 @@ class EncoderFeatureCache:
             stored,
             len(skipped),
         )
-        return {"computed": done, "stored": stored, "skipped": skipped, "dir": str(self.dir)}
+        return {
+            "computed": done,
+            "stored": stored,
+            "skipped": skipped,
+            "dir": str(self.dir),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
 
     @staticmethod
     def compute(encoder, waveforms: list[torch.Tensor], device) -> np.ndarray:

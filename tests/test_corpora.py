@@ -88,7 +88,8 @@ def test_ravdess_48k_stereo_and_left_out_emotions(ravdess_dir, tmp_path):
     assert abs(len(ours) - len(theirs)) <= 2
     assert np.corrcoef(ours[:n], theirs[:n])[0, 1] > 0.99
     sample = extract_clip("", str(native), Preprocessing())
-    assert set(sample) == {"mel", "info"} and sample["mel"].shape == (1, 64, 128)
+    assert set(sample) == {"mel", "waveform", "info"} and sample["mel"].shape == (1, 64, 128)
+    assert sample["waveform"].dtype == np.int16 and abs(len(sample["waveform"]) - len(ours)) <= 2
 
 
 def link_actors(ravdess_dir, root, actors):

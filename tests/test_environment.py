@@ -174,7 +174,7 @@ def test_a_skipped_clip_is_decoded_again_once_its_file_changes(few_clips, synthe
     partial = cache.build(clips)
     assert partial["decoded_now"] == 1 and partial["skipped"] == [] and cache.has(skip["clip_id"])
     assert [(r["clip_id"], r["modality"]) for r in partial["absent"]] == [(skip["clip_id"], "video")]
-    assert set(cache.load(skip["clip_id"])) == {"mel", "info"}
+    assert set(cache.load(skip["clip_id"])) == {"mel", "waveform", "info"}
     assert cache.build(clips)["decoded_now"] == 0  # unchanged: the entry stands
 
     broken_video.write_bytes(good_video)  # the video repaired too: decoded again, whole

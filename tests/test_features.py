@@ -95,6 +95,7 @@ def test_extract_clip_only_decodes_requested_modalities(synthetic_root):
     video = str(synthetic_root / "VideoFlash" / "1001_IEO_ANG_HI.flv")
     assert set(extract_clip(video, "", Preprocessing(frames=2, image_size=32), modalities=("audio",))) == {
         "mel",
+        "waveform",
         "info",
     }
     assert set(extract_clip(video, "", Preprocessing(frames=2, image_size=32), modalities=("video",))) == {

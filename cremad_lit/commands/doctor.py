@@ -39,6 +39,7 @@ STACK = [
     "numpy",
     "opensmile",
     "scikit-learn",
+    "transformers",
 ]
 
 

@@ -4,6 +4,7 @@
     video = Backbone("efficientnet_b0")                        # ImageNet weights from the hub
     audio = Backbone("resnet18", in_chans=1)                   # 1-channel Mel image; timm adapts the stem weights
     offline = Backbone("efficientnet_b0", pretrained_file="/weights/efficientnet_b0.safetensors")
+    folder = Backbone("vit_base_patch16_224", pretrained_dir="/weights/some-timm-face-vit")  # a timm hub snapshot
     video.input_spec()                                         # {'image_size': 224, 'mean': (...), 'std': (...)}
 
 The frame preprocessing (size, mean, std) is derived from the model via timm's `resolve_model_data_config`, never
@@ -12,7 +13,9 @@ repeated in configs. `input_size` overrides it (and sets `img_size` for ViTs) fo
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import timm
 import torch
@@ -27,17 +30,41 @@ class Backbone(nn.Module):
         pretrained_file: str | None = None,
         in_chans: int = 3,
         input_size: int | None = None,
+        pretrained_dir: str | None = None,
+        architecture: str | None = None,
+        architecture_args: dict | None = None,
+        recorded_spec: dict | None = None,
         **timm_kwargs,
     ):
         super().__init__()
-        if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        self._architecture, stored = {}, {}
+        if (
+            pretrained_dir and pretrained
+        ):  # a timm hub snapshot (config.json + weights): timm's own local-dir source
+            name = f"local-dir:{timm_folder(pretrained_dir)}"
+        elif (
+            pretrained_dir and architecture
+        ):  # a checkpoint: the architecture the folder named, weights from it
+            stored = {
+                k: v for k, v in dict(architecture_args or {}).items() if k not in ("num_classes", "in_chans")
+            }
+            name = architecture
+        if (
+            not name.startswith("local-dir:")
+            and name not in timm.list_models()
+            and name not in timm.list_models(pretrained=True)
+        ):
             raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models() for the names")
         kwargs = dict(timm_kwargs)
-        if _is_vit(name):
+        local = name.startswith("local-dir:")
+        family = json.loads((Path(name[10:]) / "config.json").read_text())["architecture"] if local else name
+        if _is_vit(family):
             if input_size is not None:
                 kwargs.setdefault("img_size", input_size)
             # Interpolate position embeddings at run time, so a ViT also takes the 64x128 Mel image.
             kwargs.setdefault("dynamic_img_size", True)
+        for key, value in stored.items():  # as timm's local-dir loading applies the folder's model_args
+            kwargs.setdefault(key, value)
         if pretrained_file:
             if not os.path.isfile(pretrained_file):
                 raise FileNotFoundError(
@@ -50,6 +77,12 @@ class Backbone(nn.Module):
         self.model = timm.create_model(
             name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs
         )
+        if local:
+            config = json.loads((Path(name[10:]) / "config.json").read_text())
+            self._architecture = {
+                "architecture": config["architecture"],
+                "architecture_args": dict(config.get("model_args") or {}),
+            }
         # Some models (MobileNetV3, ...) keep a hidden head layer after pooling: that is what forward() returns.
         self.out_features: int = getattr(self.model, "head_hidden_size", None) or self.model.num_features
         config = timm.data.resolve_model_data_config(self.model)
@@ -58,12 +91,47 @@ class Backbone(nn.Module):
             "mean": tuple(float(v) for v in config["mean"]),
             "std": tuple(float(v) for v in config["std"]),
         }
+        if (
+            recorded_spec
+        ):  # a checkpoint of a pretrained_dir model: the folder's preprocessing, not the default's
+            self._spec = {
+                "image_size": int(recorded_spec["image_size"]),
+                "mean": tuple(recorded_spec["mean"]),
+                "std": tuple(recorded_spec["std"]),
+            }
+        if self._architecture:
+            self._architecture["recorded_spec"] = {
+                **self._spec,
+                "mean": list(self._spec["mean"]),
+                "std": list(self._spec["std"]),
+            }
 
     def input_spec(self) -> dict:
         return dict(self._spec)
 
+    def architecture(self) -> dict:
+        """With pretrained_dir: the timm architecture the folder holds, so a checkpoint rebuilds it without the folder."""
+        return dict(self._architecture)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
+
+
+def timm_folder(pretrained_dir: str) -> Path:
+    """A folder timm can load (config.json naming an `architecture`, and its weights), or one clear error."""
+    folder = Path(str(pretrained_dir)).expanduser()
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"pretrained_dir={folder} holds no config.json: give a timm hub snapshot (`hf download timm/<model> "
+            f"--local-dir {folder}`), or a single weights file with pretrained_file="
+        )
+    if "architecture" not in json.loads(config.read_text()):
+        raise ValueError(
+            f"{folder} is not in timm's format (its config.json names no `architecture`): a transformers image model "
+            "loads with model/backbone@model.video_backbone=hf_image model.video_backbone.pretrained_dir=..."
+        )
+    return folder
 
 
 def _is_vit(name: str) -> bool:

@@ -44,13 +44,13 @@ def weights_source(name: str | None, pretrained_dir: str | None) -> str:
     return str(name)
 
 
-def missing_weights_error(name: str, error: Exception) -> OSError:
+def missing_weights_error(name: str, error: Exception, branch: str = "audio_backbone") -> OSError:
     folder = f"/path/to/weights/{name.split('/')[-1]}"
     return OSError(
-        f"could not load the speech encoder {name!r} from the Hugging Face hub or its local cache ({error}). "
+        f"could not load {name!r} from the Hugging Face hub or its local cache ({error}). "
         f"Download it on a machine with internet: `hf download {name} --local-dir {folder}` (or "
         f"`huggingface-cli download ...`; the files: config.json, preprocessor_config.json, model.safetensors), copy "
-        f"the folder here and add model.audio_backbone.pretrained_dir={folder}"
+        f"the folder here and add model.{branch}.pretrained_dir={folder}"
     )
 
 
@@ -232,7 +232,9 @@ def _extractor_from_dict(stored: dict):
     return kind(**{k: v for k, v in stored.items() if k != "feature_extractor_type"})
 
 
-def tiny_encoder_folder(folder: str | Path, kind: str = "wavlm", layers: int = 2, hidden: int = 32) -> Path:
+def tiny_encoder_folder(
+    folder: str | Path, kind: str = "wavlm", layers: int = 2, hidden: int = 32, conv_dim: int = 16
+) -> Path:
     """A randomly initialised encoder of `kind` (wavlm | hubert | wav2vec2 | whisper) written with save_pretrained:
     exactly the files a hub snapshot holds, for tests and CPU benchmarks (no download)."""
     import transformers
@@ -265,9 +267,10 @@ def tiny_encoder_folder(folder: str | Path, kind: str = "wavlm", layers: int = 2
     config = getattr(transformers, configs[kind])(
         hidden_size=hidden,
         num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
-        conv_dim=(16,) * 7,  # the real models' 7 convolutions and 320-sample stride (50 frames per second), narrow
+        num_attention_heads=max(2, hidden // 64),
+        intermediate_size=hidden * 4 if hidden >= 64 else hidden * 2,
+        conv_dim=(conv_dim,)
+        * 7,  # the real models' 7 convolutions and 320-sample stride (50 frames per second), narrow
         conv_kernel=(10, 3, 3, 3, 3, 2, 2),
         conv_stride=(5, 2, 2, 2, 2, 2, 2),
         num_conv_pos_embeddings=16,

@@ -198,3 +198,93 @@ def test_finetuning_trains_the_transformer_layers_with_their_own_rate_and_keeps_
     assert all(torch.equal(tuned[k], original[k]) for k in convolutions)  # the waveform encoder did not
     rates = sorted(group["lr"] for group in checkpoint["optimizer_states"][0]["param_groups"])
     assert rates == pytest.approx([5e-4, 1e-3])  # the encoder's own rate beside the head's
+
+
+def test_image_encoders_load_from_timm_and_transformers_folders_and_rebuild_from_the_checkpoint_config(
+    tmp_path,
+):
+    """pretrained_dir for the video branch: a timm hub snapshot (timm's save_for_hf) and a transformers
+    save_pretrained folder; each gives the folder's weights and preprocessing, and rebuilds from what the run stores."""
+    import timm
+    import transformers
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from timm.models._hub import save_for_hf
+
+    from cremad_lit.models.backbones import Backbone
+    from cremad_lit.models.hf_image import HFImageEncoder
+    from cremad_lit.pipeline import build_net
+
+    torch.manual_seed(0)
+    timm_model = timm.create_model("test_vit", pretrained=False, num_classes=0).eval()
+    save_for_hf(timm_model, tmp_path / "timm", safe_serialization=True)
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    transformers.ViTModel(config).save_pretrained(tmp_path / "hf")
+    transformers.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.4] * 3, image_std=[0.2] * 3
+    ).save_pretrained(tmp_path / "hf")
+    images = torch.randn(2, 3, 32, 32)
+
+    loaded = Backbone("ignored", pretrained_dir=str(tmp_path / "timm"), input_size=32).eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), timm_model(images), atol=1e-5)  # the folder's weights
+    hf = HFImageEncoder(pretrained_dir=str(tmp_path / "hf")).eval()
+    assert hf.input_spec() == {"image_size": 32, "mean": (0.4,) * 3, "std": (0.2,) * 3}  # its processor's
+    assert hf(images).shape == (2, 32)
+    with pytest.raises(ValueError, match="model/backbone@model.video_backbone=hf_image"):
+        Backbone("ignored", pretrained_dir=str(tmp_path / "hf"))
+
+    # As a run stores them: build_net(record=True) writes the architecture into the config; the checkpoint path
+    # (pretrained=false) rebuilds the same net from that config alone.
+    for target, folder in (
+        ("cremad_lit.models.Backbone", "timm"),
+        ("cremad_lit.models.hf_image.HFImageEncoder", "hf"),
+    ):
+        model_cfg = OmegaConf.create(
+            {
+                "_target_": "cremad_lit.models.AudioVisualNet",
+                "modalities": ["video"],
+                "video_backbone": {
+                    "_target_": target,
+                    "_partial_": True,
+                    "name": "ignored",
+                    "pretrained_dir": str(tmp_path / folder),
+                    "input_size": 32,
+                },
+                "temporal": {"_target_": "cremad_lit.models.MeanTemporal", "_partial_": True},
+                "fusion": {"_target_": "cremad_lit.models.ConcatFusion", "_partial_": True},
+            }
+        )
+        net = build_net(model_cfg, record=True).eval()
+        spec = net.frame_input_spec()
+        model_cfg.video_backbone.pretrained = False
+        (tmp_path / folder).rename(tmp_path / f"{folder}-gone")
+        rebuilt = instantiate(model_cfg)
+        rebuilt.load_state_dict(net.state_dict())
+        frames = {"frames": torch.randn(2, 2, 3, 32, 32)}
+        with torch.no_grad():
+            assert torch.equal(rebuilt.eval()(frames), net(frames)), target
+        assert rebuilt.frame_input_spec() == spec, target
+
+
+def test_the_recipes_compose():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        speech = compose("train", overrides=["experiment=ssl_speech"])
+        av = compose("train", overrides=["experiment=ssl_av"])
+    backbone = speech.model.audio_backbone
+    assert backbone._target_.endswith("SpeechEncoder") and backbone.name == "microsoft/wavlm-base-plus"
+    assert not backbone.finetune and backbone.pooling == "mean" and backbone.feature_cache
+    assert list(speech.data.modalities) == ["audio"] and speech.ensemble_with is None
+    assert list(av.data.modalities) == ["audio", "video"] and av.model.audio_backbone.name == backbone.name
+    assert av.model.video_backbone.name == "vit_tiny_patch16_224" and av.model.fusion.dropout == 0.5
