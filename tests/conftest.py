@@ -56,6 +56,14 @@ def six_emotion_wavs(wavs) -> list[Path]:
     return [wav for wav in wavs if ravdess_emotion(wav) not in DEFAULT_LABEL_MAP]
 
 
+def one_speaker_folder(ravdess_dir: Path, actor: int, folder: Path) -> Path:
+    """A folder holding one RAVDESS actor's six-emotion files (symlinks): predict reads a folder as one speaker."""
+    folder.mkdir(parents=True)
+    for wav in six_emotion_wavs(sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))):
+        (folder / wav.name).symlink_to(wav)
+    return folder
+
+
 def write_manifest(path: Path, wavs: list[Path], extra_rows: list[dict] | None = None) -> Path:
     """A manifest of RAVDESS wavs (relative paths where possible), with the emotion names and speakers their names
     hold: whatever the folder has, calm and surprised included (a manifest without a label map leaves those out)."""

@@ -18,7 +18,15 @@ from cremad_lit.data.features import Preprocessing, extract_clip
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.data.media import read_wav
 from cremad_lit.data.splits import make_split
-from tests.conftest import RAVDESS_48K, TINY, common, run_cli, six_emotion_wavs, write_manifest
+from tests.conftest import (
+    RAVDESS_48K,
+    TINY,
+    common,
+    one_speaker_folder,
+    run_cli,
+    six_emotion_wavs,
+    write_manifest,
+)
 
 TINY_AUDIO = [*TINY, "data.modalities=[audio]", "trainer.max_epochs=1"]
 
@@ -682,10 +690,7 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
         assert across.returncode != 0 and "share no validation clip" in across.stderr
 
     actor = baseline["test_actors"][0]
-    folder = tmp_path / "one-speaker"
-    folder.mkdir()
-    for wav in six_emotion_wavs(sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))):
-        (folder / wav.name).symlink_to(wav)
+    folder = one_speaker_folder(ravdess_dir, actor, tmp_path / "one-speaker")
     run_cli(
         "-m",
         "cremad_lit",
@@ -783,10 +788,7 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
     assert np.allclose(probabilities(tmp_path / "eval").to_numpy(), probabilities(run).to_numpy(), atol=1e-5)
     # ... and predict gives the same probabilities for one test speaker's files.
     actor = metrics["test_actors"][0]
-    folder = tmp_path / "one-speaker"
-    folder.mkdir()
-    for wav in six_emotion_wavs(sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))):
-        (folder / wav.name).symlink_to(wav)
+    folder = one_speaker_folder(ravdess_dir, actor, tmp_path / "one-speaker")
     run_cli(
         "-m",
         "cremad_lit",

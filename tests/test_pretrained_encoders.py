@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import common, run_cli, six_emotion_wavs
+from tests.conftest import common, one_speaker_folder, run_cli
 from tests.test_corpora import link_actors
 
 KINDS = ("wavlm", "hubert", "wav2vec2", "whisper")
@@ -140,10 +140,7 @@ def test_frozen_encoder_trains_from_its_feature_cache_and_evaluates_and_predicts
     assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
 
     actor = metrics["test_actors"][0]
-    folder = tmp_path / "one-speaker"
-    folder.mkdir()
-    for wav in six_emotion_wavs(sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))):
-        (folder / wav.name).symlink_to(wav)
+    folder = one_speaker_folder(ravdess_dir, actor, tmp_path / "one-speaker")
     run_cli(
         "-m",
         "cremad_lit",

@@ -84,9 +84,11 @@ class CremaDataset(Dataset):
         modalities = modalities or self.modalities
         if self.cache is not None and self.cache.has(row.clip_id):
             names = {modality: STORED_AS[modality] for modality in modalities}
-            if "audio" in names and self.audio_input == "waveform":
+            # A waveform branch still loads the small Mel image: the speaker statistics are computed on it.
+            extra = ("mel",) if "audio" in names and self.audio_input == "waveform" else ()
+            if extra:
                 names["audio"] = "waveform"
-            stored = self.cache.load(row.clip_id, (*names.values(), "mel", "info"))
+            stored = self.cache.load(row.clip_id, (*names.values(), *extra, "info"))
             for modality, name in names.items():
                 if name not in stored:
                     reason = clip_info(stored).get("absent", {}).get(modality, f"no {modality} stored")
