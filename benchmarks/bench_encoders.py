@@ -2,12 +2,16 @@
 
     make bench-encoders       # or: python benchmarks/bench_encoders.py [--actors 6] [--hidden 256 --layers 4]
 
-A randomly initialised WavLM-architecture encoder (hub weights cannot be downloaded on the machines that built this;
-speed does not depend on the weights' values) is written with save_pretrained and loaded by pretrained_dir=, exactly
-as real weights are. Two `train.py experiment=ssl_speech` runs on the same RAVDESS actors, same settings: one with the
-feature cache (model.audio_backbone.feature_cache=true: the default), one with it off (the encoder runs on every
-batch). Reported: training clips/s (the TrainingSpeed callback's median over epochs), the one-off cost to fill the
-cache, and its size per clip beside the prepared clip cache's. Everything in one run, so the ratio is like for like.
+Three caches, each as a pair of `train.py` runs with the same settings, one reading the cache (the default for a frozen
+encoder) and one with `feature_cache=false` (the encoder runs on every batch):
+- speech, mean pooling (per-layer means stored) and attentive pooling (every time step stored): a randomly
+  initialised WavLM-architecture encoder written with save_pretrained and loaded by pretrained_dir=, exactly as real
+  weights are (hub weights cannot be downloaded on the machines that built this; speed does not depend on their
+  values), `experiment=ssl_speech` on real RAVDESS speech;
+- video: a frozen, randomly initialised timm ResNet-18 per frame (per-frame embeddings stored) + LSTM, video only, on
+  generated clips in the real CREMA-D format (flv, 8 frames).
+Reported: training clips/s (the TrainingSpeed callback's median over epochs), the one-off cost to fill each cache, and
+its size per clip beside the prepared clip cache's. Everything in one run, so the ratios are like for like.
 """
 
 from __future__ import annotations
@@ -28,9 +32,17 @@ from common import machine, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared"))
+CPU = [
+    "trainer=cpu",
+    "logger=none",
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.pin_memory=false",
+    "callbacks.early_stopping=null",
+]
 
 
-def train(args: list[str], run_dir: Path) -> dict:
+def train(args: list[str], run_dir: Path, modality: str) -> dict:
     command = [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"]
     print("==", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
@@ -41,13 +53,39 @@ def train(args: list[str], run_dir: Path) -> dict:
     return {
         "clips_per_s": float(history["speed/clips_per_s"].median()),
         "wall_s": time.perf_counter() - started,
-        "encoder_cache": info.get("encoder_cache"),
+        "fill": (info.get("encoder_cache") or {}).get(modality),
     }
 
 
 def folder_size(folder: Path, pattern: str) -> tuple[int, int]:
     files = list(folder.glob(pattern))
     return sum(f.stat().st_size for f in files), len(files)
+
+
+def cache_pair(name: str, args: list[str], switch: str, modality: str, work: Path) -> dict:
+    """The same run from the cache and with the encoder in the loop, and the cache's size per clip."""
+    cached = train(args, work / f"{name}-cached", modality)
+    end_to_end = train([*args, f"{switch}=false"], work / f"{name}-end-to-end", modality)
+    if not cached["fill"] or end_to_end["fill"]:
+        raise SystemExit(f"{name}: the cached run filled no {modality} cache, or the end-to-end run did")
+    features, count = folder_size(Path(cached["fill"]["dir"]), "*.npy")
+    clips, clip_count = folder_size(Path(cached["fill"]["dir"]).parent, "*.npz")
+    return {
+        "cached": cached,
+        "end_to_end": end_to_end,
+        "kib_per_clip": features / max(count, 1) / 1024,
+        "clip_cache_kib": clips / max(clip_count, 1) / 1024,
+    }
+
+
+def row(label: str, pair: dict) -> str:
+    cached, end_to_end, fill = pair["cached"], pair["end_to_end"], pair["cached"]["fill"]
+    ratio = cached["clips_per_s"] / end_to_end["clips_per_s"]
+    return (
+        f"| {label} | {cached['clips_per_s']:.0f} | {end_to_end['clips_per_s']:.1f} | **{ratio:.0f}x** "
+        f"| {fill['seconds']:.1f} s for {fill['computed']} clips | {pair['kib_per_clip']:.1f} KiB "
+        f"| {pair['clip_cache_kib']:.0f} KiB |"
+    )
 
 
 def main() -> None:
@@ -57,6 +95,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
+    from cremad_lit.data.synthetic import generate
     from cremad_lit.models.speech_encoders import tiny_encoder_folder
 
     ravdess = SHARED / "ravdess-speech"
@@ -71,49 +110,60 @@ def main() -> None:
         weights = tiny_encoder_folder(
             tmp / "encoder", "wavlm", layers=args.layers, hidden=args.hidden, conv_dim=args.hidden // 2
         )
-        common = [
+        speech = [
             "experiment=ssl_speech",
             "data=ravdess",
             f"data.root={root}",
             f"paths.cache_dir={tmp / 'cache'}",
             f"paths.log_dir={tmp / 'logs'}",
-            "trainer=cpu",
-            "logger=none",
-            "data.num_workers=0",
-            "data.persistent_workers=false",
-            "data.pin_memory=false",
+            *CPU,
             f"model.audio_backbone.pretrained_dir={weights}",
             f"trainer.max_epochs={args.epochs}",
-            "callbacks.early_stopping=null",
         ]
-        cached = train(common, tmp / "cached")
-        end_to_end = train([*common, "model.audio_backbone.feature_cache=false"], tmp / "end_to_end")
-        fill = cached["encoder_cache"]
-        features_bytes, features_count = folder_size(Path(fill["dir"]), "*.npy")
-        clip_cache = Path(fill["dir"]).parent
-        clips_bytes, clips_count = folder_size(clip_cache, "*.npz")
+        switch = "model.audio_backbone.feature_cache"
+        means = cache_pair("means", speech, switch, "audio", tmp)
+        steps = cache_pair("steps", [*speech, "model.audio_backbone.pooling=attentive"], switch, "audio", tmp)
+        videos = generate(tmp / "cremad", actors=args.actors, sentences=1, seed=0)
+        video = [
+            "model=tiny",
+            "model/backbone@model.video_backbone=resnet18",
+            "model.video_backbone.pretrained=false",
+            "model.video_backbone.input_size=112",
+            "model.video_backbone.freeze=true",
+            "data.modalities=[video]",
+            "data.preprocessing.frames=8",
+            "data.augment.enabled=false",
+            f"data.root={videos}",
+            "data.generate=null",
+            f"paths.cache_dir={tmp / 'cache'}",
+            f"paths.log_dir={tmp / 'logs'}",
+            *CPU,
+            "data.prepare_workers=0",
+            f"trainer.max_epochs={args.epochs}",
+        ]
+        frames = cache_pair("frames", video, "model.video_backbone.feature_cache", "video", tmp)
         from transformers import AutoModel
 
         parameters = sum(p.numel() for p in AutoModel.from_pretrained(weights).parameters())
-    ratio = cached["clips_per_s"] / end_to_end["clips_per_s"]
     body = f"""## Frozen-encoder feature cache (`make bench-encoders`)
 
-Machine: {machine()}. `train.py experiment=ssl_speech` on RAVDESS actors 01-{args.actors:02d} ({fill["stored"]} clips),
-a randomly initialised WavLM-architecture encoder ({args.layers} transformer layers, hidden {args.hidden},
-{parameters / 1e6:.1f}M parameters; a base model has 12 layers, hidden 768, 94M) loaded from a save_pretrained
-folder, frozen, mean pooling, {args.epochs} epochs, batch 32, one process.
+Machine: {machine()}. One process, {args.epochs} epochs, each row a pair of runs with the same settings: the head
+trained from the feature cache (the default for a frozen encoder) and with `feature_cache=false` (the encoder runs on
+every batch). Speech: `train.py experiment=ssl_speech` on RAVDESS actors 01-{args.actors:02d}
+({means["cached"]["fill"]["stored"]} clips), a randomly initialised WavLM-architecture encoder ({args.layers} transformer
+layers, hidden {args.hidden}, {parameters / 1e6:.1f}M parameters; a base model has 12 layers, hidden 768, 94M) loaded
+from a save_pretrained folder, frozen, batch 32. Video: a frozen, randomly initialised timm ResNet-18 (11M) on 8 frames
+of 112 px + LSTM, video only, on {frames["cached"]["fill"]["stored"]} generated clips in the CREMA-D format, batch 8.
 
-| | training clips/s | wall time of the run |
-| --- | ---: | ---: |
-| head from the feature cache (`feature_cache=true`, the default) | {cached["clips_per_s"]:.0f} | {cached["wall_s"]:.0f} s (fill included) |
-| the encoder on every batch (`feature_cache=false`) | {end_to_end["clips_per_s"]:.1f} | {end_to_end["wall_s"]:.0f} s |
-| **ratio** | **{ratio:.0f}x** | |
+| frozen encoder, what is stored | training clips/s from the cache | end to end | ratio | one-off fill | cache per clip | prepared clip cache per clip |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+{row("speech, mean pooling: per-layer means", means)}
+{row("speech, attentive pooling: every layer at every step", steps)}
+{row("video: per-frame embeddings", frames)}
 
-Filling the cache (once per encoder, weights and preprocessing; every later run on these clips reuses it):
-{fill["seconds"]:.1f} s for {fill["computed"]} clips ({fill["computed"] / max(fill["seconds"], 1e-9):.1f} clips/s).
-Size: {features_bytes / max(features_count, 1) / 1024:.1f} KiB per clip ({args.layers + 1}
-layers x {args.hidden} float32 means), beside {clips_bytes / max(clips_count, 1) / 1024:.0f} KiB per clip in the
-prepared clip cache (Mel image and int16 waveform). A base-size encoder stores 13 x 768 x 4 bytes = 39 KiB per clip.
+Every later run on these clips with the same encoder, weights and preprocessing reuses the fill. Sizes are float32;
+a base-size speech encoder stores 13 x 768 x 4 bytes = 39 KiB per clip for mean pooling and 13 x 768 x 4 bytes x ~50
+steps per second = ~6 MB per 3 s clip for attentive pooling (`feature_cache_dtype=float16` halves it).
 Not measured here: a base-size encoder on a GPU (no GPU was lent to the task that built this).
 """
     write_section("bench-encoders", body)

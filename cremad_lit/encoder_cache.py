@@ -1,18 +1,25 @@
-"""The frozen-encoder feature cache: a frozen speech encoder's outputs for every clip, computed once and stored beside
-the prepared clip cache, so training, validation and testing read them and the encoder never runs: a sweep over the
-readout, fusion, learning rate or seeds costs only the head.
+"""The frozen-encoder feature cache: a frozen encoder's outputs for every clip, computed once and stored beside the
+prepared clip cache, so training, validation and testing read them and the encoder never runs: a sweep over the
+readout, temporal model, fusion, learning rate or seeds costs only the head.
 
     python train.py experiment=ssl_speech data=ravdess data.root=DIR          # filled on first use, then reused
+    python train.py experiment=ssl_speech ... model.audio_backbone.pooling=attentive     # per-time-step storage
+    python train.py ... model.video_backbone.freeze=true data.augment.enabled=false       # per-frame video features
     python train.py experiment=ssl_speech ... model.audio_backbone.feature_cache=false   # run the encoder every step
 
-What is stored: per clip, the mean over its valid time steps of every hidden layer (layers x hidden, float32). With
-mean pooling that is exact, not an approximation: the readout is a weighted sum over layers, and a weighted sum over
-layers commutes with a mean over time. (Attentive pooling or fine-tuning needs the encoder in the loop: no cache.)
+What is stored, per clip (what the branch's readout needs, so training from it gives the logits of running the
+encoder; float32 unless `feature_cache_dtype=float16`):
+- `means`, a frozen speech encoder with mean pooling: every hidden layer's mean over the valid time steps
+  (layers x hidden). Exact, not an approximation: the learned weighted sum over layers commutes with a mean over time.
+- `steps`, a frozen speech encoder with attentive pooling: every hidden layer at every valid time step
+  (steps x layers x hidden; ~50 steps per second, so ~2 MB per 3 s clip for a base model in float16).
+- `frames`, a frozen video backbone: its embedding of every sampled frame (frames x features). Only without frame
+  augmentation or mixup (the cache holds the frames as prepared); with either, the backbone runs on every batch.
 Layout: `<clip cache dir>/encoder-<fingerprint>/<clip_id>.npy`, `encoder.json` (what the fingerprint covers) and
-`skipped.json`. The fingerprint hashes the encoder's weights and its preprocessing config, and the folder sits under
-the clip cache's preprocessing key, so other weights or other audio settings never read these. Every file is written
-atomically (a temporary file renamed into place): parallel jobs fill the same folder safely, an interrupted fill
-resumes where it stopped, and bad clips are reported, never stored.
+`skipped.json`. The fingerprint hashes the encoder's weights, its preprocessing and the storage kind, and the folder
+sits under the clip cache's preprocessing key, so other weights or other settings never read these. Every file is
+written atomically (a temporary file renamed into place): parallel jobs fill the same folder safely, an interrupted
+fill resumes where it stopped, and bad clips are reported, never stored.
 """
 
 from __future__ import annotations
@@ -31,87 +38,127 @@ from cremad_lit.data.cache import write_atomic, write_json
 from cremad_lit.data.media import MediaError
 
 log = logging.getLogger(__name__)
+STORED = {
+    "means": "per-layer mean over the valid time steps (layers x hidden)",
+    "steps": "every layer at every valid time step (steps x layers x hidden)",
+    "frames": "the backbone's embedding of every sampled frame (frames x features)",
+}
 
 
-def can_cache(encoder) -> bool:
-    """A frozen speech encoder with mean pooling: its per-layer means are all the readout needs."""
-    return (
-        getattr(encoder, "input_key", None) == "waveform"
-        and encoder.feature_cache
-        and not encoder.finetune
-        and encoder.pool is None
-    )
+def audio_storage(encoder) -> str | None:
+    """What a speech encoder's cache holds: `means` (mean pooling) or `steps` (attentive pooling); None when the
+    encoder must run in the loop (fine-tuned, an image backbone on the Mel, or feature_cache=false)."""
+    if getattr(encoder, "input_key", None) != "waveform" or not encoder.feature_cache or encoder.finetune:
+        return None
+    return "means" if encoder.pool is None else "steps"
 
 
-def use_encoder_cache(net, datamodule, device: str = "cpu") -> dict | None:
-    """Fill (or reuse) the feature cache of the net's audio encoder for every clip of the DataModule, and make its
-    datasets read it. None when the encoder cannot be cached or there is no clip cache to sit beside."""
-    encoder = getattr(net, "audio_backbone", None)
-    if encoder is None or not can_cache(encoder):
+def video_storage(backbone, augment, frame_mixup: bool) -> str | None:
+    """`frames` for a frozen video backbone whose training frames are the prepared ones; else None (logged why)."""
+    if not getattr(backbone, "frozen", False) or not getattr(backbone, "feature_cache", False):
+        return None
+    if augment is not None and augment.changes_frames():
+        log.info(
+            "frozen video backbone, but training flips and crops its frames: it runs on every batch "
+            "(data.augment.hflip=0 data.augment.crop_scale=1, or data.augment.enabled=false, to train from its cache)"
+        )
+        return None
+    if frame_mixup:
+        log.info(
+            "frozen video backbone, but mixup blends the frames: it runs on every batch (loss.mixup_alpha=0)"
+        )
+        return None
+    return "frames"
+
+
+def use_encoder_cache(net, datamodule, device: str = "cpu", frame_mixup: bool = False) -> dict | None:
+    """Fill (or reuse) the feature cache of each frozen encoder of the net for every clip of the DataModule, and make
+    its datasets read them: {modality: fill report}. None when no branch can be cached or there is no clip cache."""
+    plans = {}
+    if "audio" in net.modalities and (storage := audio_storage(net.audio_backbone)):
+        plans["audio"] = (net.audio_backbone, storage)
+    if "video" in net.modalities and (
+        storage := video_storage(net.video_backbone, datamodule.augment, frame_mixup)
+    ):
+        plans["video"] = (net.video_backbone, storage)
+    if not plans:
         return None
     if datamodule.cache is None:
-        log.info("data.cache=off: no encoder feature cache, the encoder runs on every batch")
+        log.info("data.cache=off: no encoder feature cache, the frozen encoders run on every batch")
         return None
     datamodule.prepare_data()
     datamodule.setup("fit")
-    cache = EncoderFeatureCache(datamodule.cache.dir, encoder)
-    report = cache.fill(datamodule.datasets["all"], datamodule.eval_batch_size, device)
-    encoder.to("cpu")  # the trainer places the whole module
-    datamodule.encoder_features = str(cache.dir)
-    for dataset in datamodule.datasets.values():
-        dataset.encoder_features = cache.dir
-    return report
+    reports = {}
+    for modality, (encoder, storage) in plans.items():
+        cache = EncoderFeatureCache(datamodule.cache.dir, encoder, storage)
+        reports[modality] = cache.fill(datamodule.datasets["all"], datamodule.eval_batch_size, device)
+        encoder.to("cpu")  # the trainer places the whole module
+        datamodule.cached_features[modality] = str(cache.dir)
+        for dataset in datamodule.datasets.values():
+            dataset.cached_features[modality] = cache.dir
+    return reports
 
 
-def fingerprint(encoder) -> str:
-    """sha1 of the encoder's weights (every tensor, in name order) and its preprocessing config."""
+def fingerprint(encoder, storage: str, dtype: str) -> str:
+    """sha1 of the encoder's weights (every tensor, in name order), its preprocessing and the storage kind."""
     digest = hashlib.sha1()
     for name, tensor in sorted(encoder.model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    digest.update(json.dumps(encoder.stored_configs["preprocessor_config"], sort_keys=True).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(preprocessing(encoder), sort_keys=True).encode())
+    digest.update(f"{storage}:{dtype}".encode())
     return digest.hexdigest()[:16]
 
 
+def preprocessing(encoder) -> dict:
+    stored = getattr(encoder, "stored_configs", None)
+    return stored["preprocessor_config"] if stored else {**encoder.input_spec()}
+
+
 class EncoderFeatureCache:
-    def __init__(self, clip_cache_dir: str | Path, encoder):
-        self.encoder = encoder
-        self.fingerprint = fingerprint(encoder)
+    def __init__(self, clip_cache_dir: str | Path, encoder, storage: str = "means"):
+        if storage not in STORED:
+            raise ValueError(f"storage must be one of {tuple(STORED)}, not {storage!r}")
+        self.encoder, self.storage = encoder, storage
+        self.dtype = getattr(encoder, "feature_cache_dtype", "float32")
+        self.fingerprint = fingerprint(encoder, storage, self.dtype)
         self.dir = Path(clip_cache_dir) / f"encoder-{self.fingerprint}"
 
     def entry(self, clip_id: str) -> Path:
         return self.dir / f"{clip_id}.npy"
 
     def fill(self, dataset, batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
-        """Compute and store every clip of `dataset` (a CremaDataset reading waveforms) not stored yet."""
+        """Compute and store every clip of `dataset` (a CremaDataset) not stored yet."""
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json(
             self.dir / "encoder.json",
             {
                 "encoder": self.encoder.name,
                 "fingerprint": self.fingerprint,
-                "layers": self.encoder.num_layers,
-                "hidden": self.encoder.out_features,
-                "stored": "per-layer mean over valid time steps, float32",
+                "storage": self.storage,
+                "stored": f"{STORED[self.storage]}, {self.dtype}",
+                "features": self.encoder.out_features,
+                **({"layers": self.encoder.num_layers} if self.storage != "frames" else {}),
             },
         )
         started = time.perf_counter()
         rows = [row for row in dataset.clips.itertuples() if not self.entry(row.clip_id).is_file()]
+        read = dataset.frames if self.storage == "frames" else dataset.waveform
         skipped, done = [], 0
         encoder = self.encoder.to(device).eval()
         progress = tqdm(total=len(rows), desc=f"encoder features ({self.encoder.name})", unit="clip")
         for start in range(0, len(rows), batch_size):
-            batch_rows, waveforms = [], []
+            batch_rows, inputs = [], []
             for row in rows[start : start + batch_size]:
                 try:
-                    waveforms.append(dataset.waveform(row))
+                    inputs.append(read(row))
                     batch_rows.append(row)
                 except MediaError as error:
                     skipped.append({"clip_id": row.clip_id, "reason": str(error)})
-            if waveforms:
-                means = self.compute(encoder, waveforms, device)
-                for row, mean in zip(batch_rows, means, strict=True):
-                    write_atomic(self.entry(row.clip_id), lambda handle, m=mean: np.save(handle, m))
+            if inputs:
+                for row, features in zip(batch_rows, self.compute(encoder, inputs, device), strict=True):
+                    stored = features.astype(self.dtype)
+                    write_atomic(self.entry(row.clip_id), lambda handle, a=stored: np.save(handle, a))
                     done += 1
             progress.update(len(rows[start : start + batch_size]))
         progress.close()
@@ -121,13 +168,15 @@ class EncoderFeatureCache:
                 log.warning("encoder features: skipped clip %s: %s", clip["clip_id"], clip["reason"])
         stored = sum(self.entry(c).is_file() for c in dataset.clips["clip_id"])
         log.info(
-            "encoder feature cache %s: %d clips computed now, %d stored, %d skipped",
+            "encoder feature cache %s (%s): %d clips computed now, %d stored, %d skipped",
             self.dir,
+            self.storage,
             done,
             stored,
             len(skipped),
         )
         return {
+            "storage": self.storage,
             "computed": done,
             "stored": stored,
             "skipped": skipped,
@@ -135,13 +184,19 @@ class EncoderFeatureCache:
             "seconds": round(time.perf_counter() - started, 2),
         }
 
-    @staticmethod
-    def compute(encoder, waveforms: list[torch.Tensor], device) -> np.ndarray:
-        """B x layers x hidden: each clip's per-layer means (the batch zero-padded, the padding masked out)."""
-        from cremad_lit.models.speech_encoders import layer_means
-
-        lengths = torch.tensor([len(w) for w in waveforms], device=device)
-        padded = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True).to(device)
+    def compute(self, encoder, inputs: list[torch.Tensor], device) -> list[np.ndarray]:
+        """Each clip's stored array, from a batch of its waveforms (zero-padded, the padding masked out) or frames."""
         with torch.no_grad():
+            if self.storage == "frames":
+                frames = torch.stack(inputs).to(device)  # B x T x 3 x H x W
+                per_frame = encoder(frames.flatten(0, 1)).view(*frames.shape[:2], -1)
+                return list(per_frame.float().cpu().numpy())
+            from cremad_lit.models.speech_encoders import layer_means
+
+            lengths = torch.tensor([len(w) for w in inputs], device=device)
+            padded = torch.nn.utils.rnn.pad_sequence(inputs, batch_first=True).to(device)
             states, mask = encoder.hidden_states(padded, lengths)
-        return layer_means(states, mask)
+            if self.storage == "means":
+                return list(layer_means(states, mask))
+            steps = states.permute(1, 2, 0, 3).float().cpu()  # B x T x layers x hidden
+            return [clip[valid].numpy() for clip, valid in zip(steps, mask.cpu(), strict=True)]

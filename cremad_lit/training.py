@@ -144,7 +144,9 @@ def train(cfg: DictConfig) -> float | None:
         "gpu",
         "cuda",
     )
-    encoder_cache = use_encoder_cache(net, datamodule, "cuda" if accelerated else "cpu")
+    encoder_cache = use_encoder_cache(
+        net, datamodule, "cuda" if accelerated else "cpu", frame_mixup=cfg.loss.get("mixup_alpha", 0.0) > 0
+    )
     class_weights = None
     if cfg.loss.class_weights:
         datamodule.prepare_data()
@@ -167,7 +169,10 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), bool(loggers)), loggers)
     info = run_info()
     if encoder_cache:
-        info["encoder_cache"] = {**encoder_cache, "skipped": len(encoder_cache["skipped"])}
+        info["encoder_cache"] = {
+            modality: {**report, "skipped": len(report["skipped"])}
+            for modality, report in encoder_cache.items()
+        }
     if trainer.is_global_zero:
         write_json(run_dir / "run_info.json", info)
         log.info("to resume this run after an interruption: bash %s", write_resume_command(run_dir))

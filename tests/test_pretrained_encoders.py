@@ -5,12 +5,14 @@ No hub access: every command runs with HF_HUB_OFFLINE=1."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from cremad_lit.models.speech_encoders import SpeechEncoder
 from tests.conftest import common, one_speaker_folder, run_cli
 from tests.test_corpora import link_actors
 
@@ -62,6 +64,62 @@ def test_each_encoder_family_loads_from_its_folder_masks_padding_and_rebuilds_fr
         assert torch.equal(rebuilt.eval()(waveform, lengths), embedded)
 
 
+class WaveformClips:
+    """The two things EncoderFeatureCache.fill reads from a CremaDataset: its clips table and a clip's waveform."""
+
+    def __init__(self, waveforms: list[torch.Tensor]):
+        self.clips = pd.DataFrame({"clip_id": [f"clip{i}" for i in range(len(waveforms))]})
+        self.by_id = dict(zip(self.clips["clip_id"], waveforms, strict=True))
+
+    def waveform(self, row) -> torch.Tensor:
+        return self.by_id[row.clip_id]
+
+
+@pytest.mark.parametrize(
+    ("pooling", "dtype", "tolerance"),
+    [("mean", "float32", 1e-5), ("attentive", "float32", 1e-5), ("attentive", "float16", 5e-3)],
+)
+def test_training_from_the_feature_cache_gives_the_embeddings_of_running_the_encoder(
+    tiny_encoders, tmp_path, pooling, dtype, tolerance
+):
+    """Per-layer means (mean pooling) and every stored time step (attentive pooling), filled in batches of mixed
+    lengths, batched by the training collate: the readout of the stored arrays equals the encoder run on each clip."""
+    from cremad_lit.data.dataset import collate_skipping_bad
+    from cremad_lit.encoder_cache import EncoderFeatureCache, audio_storage
+
+    encoder = SpeechEncoder(
+        pretrained_dir=str(tiny_encoders["wav2vec2"]), pooling=pooling, feature_cache_dtype=dtype
+    ).eval()
+    torch.manual_seed(1)
+    if encoder.pool is not None:  # a trained-looking attention, not the near-uniform initial one
+        for parameter in encoder.pool.parameters():
+            parameter.data.normal_(0, 1.0)
+    encoder.layer_weights.data.normal_(0, 1.0)
+    lengths = [24000, 9000, 17000, 30000, 4000]
+    waveforms = [torch.randn(n) * 0.1 for n in lengths]
+    storage = audio_storage(encoder)
+    assert storage == ("means" if pooling == "mean" else "steps")
+    cache = EncoderFeatureCache(tmp_path, encoder, storage)
+    report = cache.fill(WaveformClips(waveforms), batch_size=2)
+    assert report["computed"] == report["stored"] == 5 and not report["skipped"]
+    stored = [np.load(cache.entry(f"clip{i}")) for i in range(5)]
+    assert all(a.dtype == np.dtype(dtype) for a in stored)
+    if storage == "steps":  # only each clip's valid steps: 50 per second
+        assert [a.shape[0] for a in stored] == [74, 27, 52, 93, 12] and stored[0].shape[1:] == (3, 32)
+    batch = collate_skipping_bad(
+        [
+            {"label": 0, "clip_id": f"clip{i}", "audio_features": torch.from_numpy(a).float()}
+            for i, a in enumerate(stored)
+        ]
+    )
+    with torch.no_grad():
+        cached = encoder.readout_cached(batch["audio_features"], batch.get("audio_features_lengths"))
+        direct = torch.cat([encoder(w[None], torch.tensor([len(w)])) for w in waveforms])
+    assert torch.allclose(cached, direct, atol=tolerance, rtol=tolerance)
+    # Other storage or weights never share the folder.
+    assert EncoderFeatureCache(tmp_path, encoder, "means" if storage == "steps" else "steps").dir != cache.dir
+
+
 def test_missing_weights_are_one_clear_error(tmp_path, ravdess_dir):
     from cremad_lit.models.speech_encoders import SpeechEncoder
 
@@ -107,7 +165,7 @@ def test_frozen_encoder_trains_from_its_feature_cache_and_evaluates_and_predicts
         "trainer.max_epochs=2",
     ]
     run_cli("train.py", *run_args, f"hydra.run.dir={tmp_path / 'train'}", env=OFFLINE)
-    info = json.loads((tmp_path / "train" / "run_info.json").read_text())["encoder_cache"]
+    info = json.loads((tmp_path / "train" / "run_info.json").read_text())["encoder_cache"]["audio"]
     assert info["computed"] == info["stored"] == 264 and info["skipped"] == 0
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     checkpoint = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
@@ -121,7 +179,7 @@ def test_frozen_encoder_trains_from_its_feature_cache_and_evaluates_and_predicts
 
     # A second run on the same clips reuses every stored clip.
     run_cli("train.py", *run_args, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'again'}", env=OFFLINE)
-    again = json.loads((tmp_path / "again" / "run_info.json").read_text())["encoder_cache"]
+    again = json.loads((tmp_path / "again" / "run_info.json").read_text())["encoder_cache"]["audio"]
     assert again["computed"] == 0 and again["stored"] == 264 and again["dir"] == info["dir"]
 
     # The checkpoint alone (weights folder gone, hub offline) runs the encoder on the raw audio.
@@ -195,6 +253,71 @@ def test_finetuning_trains_the_transformer_layers_with_their_own_rate_and_keeps_
     assert all(torch.equal(tuned[k], original[k]) for k in convolutions)  # the waveform encoder did not
     rates = sorted(group["lr"] for group in checkpoint["optimizer_states"][0]["param_groups"])
     assert rates == pytest.approx([5e-4, 1e-3])  # the encoder's own rate beside the head's
+
+
+def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_if_they_ran(
+    synthetic_root, tiny_encoders, tmp_path
+):
+    """Audio-visual on real decoded flv + wav clips: a frozen video backbone (per-frame features stored) and a frozen
+    speech encoder with attentive pooling (every time step stored) train from their caches, and evaluate.py, which
+    runs both encoders on the media from the checkpoint alone, gives the test probabilities training read from them."""
+    from cremad_lit.encoder_cache import fingerprint
+    from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
+    from tests.conftest import train_args
+
+    args = train_args(
+        synthetic_root,
+        tmp_path,
+        "model/backbone@model.audio_backbone=wavlm_base_plus",
+        f"model.audio_backbone.pretrained_dir={tiny_encoders['wavlm']}",
+        "model.audio_backbone.pooling=attentive",
+        "model.video_backbone.freeze=true",
+        "data.augment.enabled=false",
+        "trainer.max_epochs=2",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'train'}",
+    )
+    run_cli(*args, env=OFFLINE)
+    caches = json.loads((tmp_path / "train" / "run_info.json").read_text())["encoder_cache"]
+    assert caches["audio"]["storage"] == "steps" and caches["video"]["storage"] == "frames"
+    assert caches["audio"]["computed"] == caches["video"]["computed"] == 96
+    assert caches["audio"]["dir"] != caches["video"]["dir"]
+    frames = np.load(next(Path(caches["video"]["dir"]).glob("*.npy")))
+    assert frames.shape[0] == 2  # one embedding per sampled frame
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    module, _ = model_from_checkpoint(load_checkpoint(metrics["checkpoint"]))
+    # Frozen: the trained video backbone (buffers included) still hashes to the cache it filled before training.
+    video = module.net.video_backbone
+    assert not any(p.requires_grad for p in video.model.parameters())
+    assert Path(caches["video"]["dir"]).name == f"encoder-{fingerprint(video, 'frames', 'float32')}"
+
+    run_cli(
+        "evaluate.py", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}", env=OFFLINE
+    )
+    columns = [f"p_{e}" for e in EMOTIONS]
+    from_cache = (
+        pd.read_csv(tmp_path / "train" / "predictions.csv").set_index("clip_id")[columns].sort_index()
+    )
+    end_to_end = pd.read_csv(tmp_path / "eval" / "predictions.csv").set_index("clip_id")[columns].sort_index()
+    assert len(from_cache) > 0 and list(end_to_end.index) == list(from_cache.index)
+    assert np.allclose(end_to_end.to_numpy(), from_cache.to_numpy(), atol=1e-5)
+
+
+def test_a_frozen_video_backbone_runs_in_the_loop_when_training_changes_its_frames():
+    from cremad_lit.data.augment import Augment
+    from cremad_lit.encoder_cache import video_storage
+    from cremad_lit.models.backbones import Backbone
+
+    frozen = Backbone("test_efficientnet", pretrained=False, freeze=True, input_size=32)
+    frozen.train()
+    assert not frozen.model.training and not any(p.requires_grad for p in frozen.parameters())
+    assert video_storage(frozen, None, frame_mixup=False) == "frames"
+    assert video_storage(frozen, Augment(hflip=0.0, crop_scale=1.0), frame_mixup=False) == "frames"
+    assert video_storage(frozen, Augment(), frame_mixup=False) is None  # flips and crops
+    assert video_storage(frozen, None, frame_mixup=True) is None
+    trained = Backbone("test_efficientnet", pretrained=False, input_size=32)
+    assert video_storage(trained, None, frame_mixup=False) is None
+    assert trained.train().model.training and all(p.requires_grad for p in trained.parameters())
 
 
 def test_image_encoders_load_from_timm_and_transformers_folders_and_rebuild_from_the_checkpoint_config(

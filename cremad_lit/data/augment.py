@@ -44,6 +44,10 @@ class Augment:
             else None
         )
 
+    def changes_frames(self) -> bool:
+        """Whether training frames differ from the prepared ones (a frozen video encoder's cache holds the latter)."""
+        return self.hflip > 0 or self.crop_scale < 1
+
     def frames(self, frames: torch.Tensor) -> torch.Tensor:  # T x 3 x H x W
         if torch.rand(()) < self.hflip:
             frames = frames.flip(-1)

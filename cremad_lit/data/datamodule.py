@@ -90,9 +90,9 @@ class CremaDataModule(L.LightningDataModule):
         self.audio_input = (
             audio_input  # set by build_datamodule from the net: mel, or waveform for speech encoders
         )
-        self.encoder_features: str | None = (
-            None  # a frozen encoder's feature cache (encoder_cache.py), when filled
-        )
+        self.cached_features: dict[
+            str, str
+        ] = {}  # modality -> a frozen encoder's feature cache (encoder_cache.py)
         self.classes_setting = list(classes) if not isinstance(classes, str) else classes
         modalities = tuple(modalities)
         if not modalities or set(modalities) - set(MODALITIES):
@@ -322,7 +322,7 @@ class CremaDataModule(L.LightningDataModule):
                 functionals,
                 self.classes,
                 self.audio_input,
-                self.encoder_features,
+                self.cached_features,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
         log.info(

@@ -2,6 +2,7 @@
 
     dataset = CremaDataset(clips, prep, ["audio"], mean, std, cache=ClipCache(...))
     sample = dataset[0]      # {"label", "clip_id", "mel"[, "frames", "functionals"]} or {"clip_id", "error"}
+    # with a frozen encoder's feature cache, "audio_features" / "video_features" stand for "waveform" / "frames"
 
 Built by CremaDataModule (datamodule.py); predict uses `speaker_stats` for files grouped into speakers.
 """
@@ -57,9 +58,11 @@ class CremaDataset(Dataset):
         functionals: dict | None = None,
         classes=EMOTIONS,
         audio_input: str = "mel",
-        encoder_features: str | None = None,
+        cached_features: dict | None = None,
     ):
-        self.encoder_features = Path(encoder_features) if encoder_features else None
+        # modality -> a frozen encoder's feature cache folder (encoder_cache.py): its stored outputs stand for the
+        # modality's media, so that encoder never runs.
+        self.cached_features = {m: Path(d) for m, d in (cached_features or {}).items()}
         if audio_input not in AUDIO_INPUTS:
             raise ValueError(f"audio_input must be one of {AUDIO_INPUTS}, not {audio_input!r}")
         self.audio_input = audio_input
@@ -81,7 +84,7 @@ class CremaDataset(Dataset):
     def stored(self, row, modalities=None) -> dict:
         """The clip's stored tensors (from the cache, else decoded now) for `modalities` (default: the dataset's);
         MediaError if it cannot be decoded."""
-        modalities = modalities or self.modalities
+        modalities = self.modalities if modalities is None else modalities
         if self.cache is not None and self.cache.has(row.clip_id):
             names = {modality: STORED_AS[modality] for modality in modalities}
             # A waveform branch still loads the small Mel image: the speaker statistics are computed on it.
@@ -100,21 +103,29 @@ class CremaDataset(Dataset):
         """The clip's waveform (float, -1..1); MediaError if it has none."""
         return waveform_tensor(self.stored(row, ("audio",))["waveform"])
 
+    def frames(self, row) -> torch.Tensor:
+        """The clip's frames as the video backbone takes them (T x 3 x H x W, normalised, never augmented)."""
+        return normalise_frames(
+            torch.from_numpy(self.stored(row, ("video",))["frames"]), self.frame_mean, self.frame_std
+        )
+
     def __getitem__(self, index: int) -> dict:
         row = self.clips.iloc[index]
+        cached = [m for m in self.modalities if m in self.cached_features]
         try:
-            if self.encoder_features is not None:  # a frozen encoder's stored outputs stand for the audio
-                return self.encoded_sample(index, row)
-            stored = self.stored(row)
+            features = {m: self.cached_feature(row, m) for m in cached}
+            raw = tuple(m for m in self.modalities if m not in cached)
+            stored = self.stored(row, raw) if raw else {}
         except MediaError as error:
             return {"clip_id": row.clip_id, "error": str(error)}
         sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
-        if "video" in self.modalities:
+        sample.update({f"{m}_features": value for m, value in features.items()})
+        if "video" in raw:
             frames = normalise_frames(torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std)
             sample["frames"] = self.augment.frames(frames) if self.augment else frames
-        if "audio" in self.modalities and self.audio_input == "waveform":
+        if "audio" in raw and self.audio_input == "waveform":
             sample["waveform"] = waveform_tensor(stored["waveform"])
-        elif "audio" in self.modalities:
+        elif "audio" in raw:
             mel = normalise_mel(torch.from_numpy(stored["mel"]))
             if self.speaker_stats is not None:
                 mean, std = self.speaker_stats[row.actor_id]
@@ -124,24 +135,18 @@ class CremaDataset(Dataset):
             sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
         return sample
 
-    def encoded_sample(self, index: int, row) -> dict:
-        entry = self.encoder_features / f"{row.clip_id}.npy"
+    def cached_feature(self, row, modality: str) -> torch.Tensor:
+        entry = self.cached_features[modality] / f"{row.clip_id}.npy"
         if not entry.is_file():
+            path = (
+                (row.audio_path if modality == "audio" else row.video_path)
+                or row.video_path
+                or row.audio_path
+            )
             raise MediaError(
-                row.audio_path or row.video_path, "not in the encoder feature cache (unreadable audio)"
+                path, f"not in the encoder feature cache {entry.parent} (its {modality} was unreadable)"
             )
-        sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
-        sample["encoder_features"] = torch.from_numpy(np.load(entry))
-        if "video" in self.modalities:
-            stored = self.stored(row, ("video",))
-            sample["frames"] = normalise_frames(
-                torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std
-            )
-            if self.augment:
-                sample["frames"] = self.augment.frames(sample["frames"])
-        if self.functionals is not None:
-            sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
-        return sample
+        return torch.from_numpy(np.load(entry)).float()
 
 
 def speaker_stats(mels, mode: str) -> dict:
@@ -186,11 +191,16 @@ def collate_skipping_bad(samples: list[dict]) -> dict | None:
             good.append(sample)
     if not good:
         return None
-    if "waveform" not in good[0]:
-        return default_collate(good)
-    # Waveforms differ in length: zero-padded to the longest, with each one's length beside it.
-    waveforms = [sample.pop("waveform") for sample in good]
+    # Waveforms and a speech encoder's stored time steps differ in length: zero-padded to the longest along time,
+    # with each one's length beside it.
+    variable = [
+        key
+        for key in ("waveform", "audio_features")
+        if key in good[0] and (key == "waveform" or good[0][key].ndim == 3)
+    ]
+    ragged = {key: [sample.pop(key) for sample in good] for key in variable}
     batch = default_collate(good)
-    batch["waveform_lengths"] = torch.tensor([len(w) for w in waveforms])
-    batch["waveform"] = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
+    for key, values in ragged.items():
+        batch[f"{key}_lengths"] = torch.tensor([len(v) for v in values])
+        batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)
     return batch

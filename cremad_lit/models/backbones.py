@@ -5,6 +5,7 @@
     audio = Backbone("resnet18", in_chans=1)                   # 1-channel Mel image; timm adapts the stem weights
     offline = Backbone("efficientnet_b0", pretrained_file="/weights/efficientnet_b0.safetensors")
     folder = Backbone("vit_base_patch16_224", pretrained_dir="/weights/some-timm-face-vit")  # a timm hub snapshot
+    frozen = Backbone("efficientnet_b0", freeze=True)          # not trained; per-frame features cached (encoder_cache)
     video.input_spec()                                         # {'image_size': 224, 'mean': (...), 'std': (...)}
 
 The frame preprocessing (size, mean, std) is derived from the model via timm's `resolve_model_data_config`, never
@@ -22,7 +23,28 @@ import torch
 from torch import nn
 
 
-class Backbone(nn.Module):
+class ImageEncoder(nn.Module):
+    """What every per-frame (or Mel image) encoder shares: `freeze`, which stops its weights from training and keeps
+    it in eval mode (BatchNorm statistics and dropout fixed, so a frame gives the same features in training and
+    testing), and `feature_cache`, which lets a frozen video encoder run once per clip (cremad_lit/encoder_cache.py)."""
+
+    def __init__(self, freeze: bool = False, feature_cache: bool = True):
+        super().__init__()
+        self.frozen, self.feature_cache = bool(freeze), bool(feature_cache)
+
+    def freeze_weights(self) -> None:
+        if self.frozen:
+            for parameter in self.model.parameters():
+                parameter.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+
+class Backbone(ImageEncoder):
     def __init__(
         self,
         name: str,
@@ -34,9 +56,11 @@ class Backbone(nn.Module):
         architecture: str | None = None,
         architecture_args: dict | None = None,
         recorded_spec: dict | None = None,
+        freeze: bool = False,
+        feature_cache: bool = True,
         **timm_kwargs,
     ):
-        super().__init__()
+        super().__init__(freeze, feature_cache)
         self._architecture, stored = {}, {}
         if (
             pretrained_dir and pretrained
@@ -77,6 +101,7 @@ class Backbone(nn.Module):
         self.model = timm.create_model(
             name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs
         )
+        self.freeze_weights()
         if local:
             config = json.loads((Path(name[10:]) / "config.json").read_text())
             self._architecture = {

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 
 import torch
-from torch import nn
 
+from cremad_lit.models.backbones import ImageEncoder
 from cremad_lit.models.speech_encoders import missing_weights_error, plain, weights_source
 
 
@@ -29,7 +29,7 @@ def image_side(size) -> int:
     raise ValueError(f"cannot read an image size from the image processor's size {size!r}: set input_size=")
 
 
-class HFImageEncoder(nn.Module):
+class HFImageEncoder(ImageEncoder):
     def __init__(
         self,
         name: str | None = None,
@@ -40,8 +40,10 @@ class HFImageEncoder(nn.Module):
         recorded_spec: dict | None = None,
         in_chans: int = 3,
         pretrained_file: str | None = None,  # timm's field, set to None for checkpoints: unused here
+        freeze: bool = False,
+        feature_cache: bool = True,
     ):
-        super().__init__()
+        super().__init__(freeze, feature_cache)
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
         if pretrained:
@@ -65,6 +67,7 @@ class HFImageEncoder(nn.Module):
             encoder_config = plain(encoder_config)
             self.model = AutoModel.from_config(AutoConfig.for_model(**encoder_config))
             spec = plain(recorded_spec)
+        self.freeze_weights()
         self.name = name or str(pretrained_dir)
         config = self.model.config
         self.out_features = int(getattr(config, "hidden_size", None) or config.hidden_sizes[-1])

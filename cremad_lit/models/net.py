@@ -6,7 +6,8 @@ image) -> fusion -> logits. Built by Hydra from `conf/model/`; every part arrive
     python train.py data.modalities=[audio]           # unimodal ablation: only the audio branch is built
 
 Input is the batch dict (`frames` B x T x 3 x H x W, `mel` B x 1 x F x W, or for a speech encoder `waveform` B x S
-with `waveform_lengths` B; with a functionals branch `functionals` B x 88); the net never sees a path.
+with `waveform_lengths` B; with a functionals branch `functionals` B x 88; from a frozen encoder's feature cache
+`video_features` B x T x D and `audio_features`, see encoder_cache.py); the net never sees a path.
 """
 
 from __future__ import annotations
@@ -79,11 +80,17 @@ class AudioVisualNet(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         embeddings = []
-        if "video" in self.modalities:
+        if "video_features" in batch:  # a frozen backbone's stored per-frame embeddings (encoder_cache.py)
+            embeddings.append(self.temporal(batch["video_features"]))
+        elif "video" in self.modalities:
             embeddings.append(self.embed_video(batch["frames"]))
         if "audio" in self.modalities:
-            if "encoder_features" in batch:  # a frozen encoder's cached per-layer means (encoder_cache.py)
-                embeddings.append(self.audio_backbone.readout_means(batch["encoder_features"]))
+            if "audio_features" in batch:  # a frozen speech encoder's stored outputs (encoder_cache.py)
+                embeddings.append(
+                    self.audio_backbone.readout_cached(
+                        batch["audio_features"], batch.get("audio_features_lengths")
+                    )
+                )
             elif self.audio_input() == "waveform":
                 embeddings.append(self.audio_backbone(batch["waveform"], batch["waveform_lengths"]))
             else:

@@ -88,6 +88,7 @@ class SpeechEncoder(nn.Module):
         gradient_checkpointing: bool = False,
         pooling: str = "mean",
         feature_cache: bool = True,
+        feature_cache_dtype: str = "float32",
         sample_rate: int = 16000,
         encoder_config: dict | None = None,
         preprocessor_config: dict | None = None,
@@ -100,8 +101,10 @@ class SpeechEncoder(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.name, self.finetune, self.finetune_lr = name or str(pretrained_dir), finetune, finetune_lr
-        # Frozen with mean pooling: training reads the stored per-layer means (encoder_cache.py).
-        self.feature_cache = feature_cache
+        # Frozen: training reads the stored outputs (encoder_cache.py); float16 halves them (~1e-3 off the logits).
+        if feature_cache_dtype not in ("float32", "float16"):
+            raise ValueError(f"feature_cache_dtype must be float32 or float16, not {feature_cache_dtype!r}")
+        self.feature_cache, self.feature_cache_dtype = feature_cache, feature_cache_dtype
         if pretrained:
             source = weights_source(name, pretrained_dir)
             try:
@@ -209,6 +212,14 @@ class SpeechEncoder(nn.Module):
     def readout_means(self, means: torch.Tensor) -> torch.Tensor:
         """The mean-pooled readout from each clip's per-layer means (B x layers x H): the feature cache's input."""
         return torch.einsum("l,blh->bh", self.layer_weights.softmax(dim=0).to(means.dtype), means)
+
+    def readout_cached(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The readout from the feature cache's arrays: per-layer means (B x layers x H), or with `lengths` every
+        stored step (B x T x layers x H, zero-padded): what forward() gives on the waveform."""
+        if lengths is None:
+            return self.readout_means(features)
+        mask = torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]
+        return self.readout(features.permute(2, 0, 1, 3), mask)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.readout(*self.hidden_states(waveform, lengths))
