@@ -3,4 +3,4 @@
 Run `make demo` for a complete example on generated data; see README.md.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"

@@ -313,13 +313,11 @@ def choose_weights_on_validation(cfg: DictConfig, paths: list[str], run_dir: Pat
         for key in CORPUS_KEYS:
             own.data[key] = None  # each member's own corpus and split.csv
     members = [test_member(own, p, run_dir / "validation" / str(i)) for i, p in enumerate(paths)]
-    by_member = [{p["clip_id"]: p for p in m["predictions"]} for m in members]
-    shared = sorted(set.intersection(*(set(b) for b in by_member)))
-    if not shared:
-        raise ValueError(
-            "ensemble_weights=val: the members share no validation clip (fold models each have their own "
-            "validation speakers); choose weights for members of one split, or give them as a list"
-        )
+    by_member, shared = shared_clips(
+        members,
+        "ensemble_weights=val: the members share no validation clip (fold models each have their own "
+        "validation speakers); choose weights for members of one split, or give them as a list",
+    )
     probs = np.stack([[b[c]["probs"] for c in shared] for b in by_member])  # members x clips x classes
     labels = np.array([by_member[0][c]["label"] for c in shared])
     equal = np.full(len(members), 1 / len(members))
@@ -345,16 +343,23 @@ def choose_weights_on_validation(cfg: DictConfig, paths: list[str], run_dir: Pat
     }
 
 
-def average_predictions(members: list[dict], weights) -> list[dict]:
-    """The weighted mean of the members' probabilities for every clip all of them were tested on."""
-    weights = normalised_weights(weights, len(members))
+def shared_clips(members: list[dict], none_shared: str) -> tuple[list[dict], list[str]]:
+    """Each member's predictions by clip id, and the clips all of them predicted (sorted); `none_shared` if none."""
     by_member = [{p["clip_id"]: p for p in m["predictions"]} for m in members]
     shared = sorted(set.intersection(*(set(b) for b in by_member)))
     if not shared:
-        raise ValueError(
-            "the checkpoints share no test clip (fold models each test their own actors): "
-            "evaluate them together with split=all, or on another corpus"
-        )
+        raise ValueError(none_shared)
+    return by_member, shared
+
+
+def average_predictions(members: list[dict], weights) -> list[dict]:
+    """The weighted mean of the members' probabilities for every clip all of them were tested on."""
+    weights = normalised_weights(weights, len(members))
+    by_member, shared = shared_clips(
+        members,
+        "the checkpoints share no test clip (fold models each test their own actors): "
+        "evaluate them together with split=all, or on another corpus",
+    )
     fused = []
     for clip_id in shared:
         probs = sum(w * np.asarray(b[clip_id]["probs"]) for w, b in zip(weights, by_member, strict=True))

@@ -145,6 +145,18 @@ def encoder_weights(state_dict: dict) -> dict:
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def evaluate_like_training(checkpoint: str, train_dir: Path, eval_dir: Path) -> pd.DataFrame:
+    """evaluate.py on the checkpoint alone (the encoders run on the media); its test probabilities, asserted equal
+    (1e-5) to those the training run's test wrote, read from the feature caches."""
+    run_cli("evaluate.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={eval_dir}", env=OFFLINE)
+    columns = [f"p_{e}" for e in EMOTIONS]
+    from_cache = pd.read_csv(train_dir / "predictions.csv").set_index("clip_id")[columns].sort_index()
+    end_to_end = pd.read_csv(eval_dir / "predictions.csv").set_index("clip_id")[columns].sort_index()
+    assert list(end_to_end.index) == list(from_cache.index)
+    assert np.allclose(end_to_end.to_numpy(), from_cache.to_numpy(), atol=1e-5)
+    return end_to_end
+
+
 def test_frozen_encoder_trains_from_its_feature_cache_and_evaluates_and_predicts_on_raw_audio(
     ravdess_dir, tiny_encoders, tmp_path
 ):
@@ -184,16 +196,8 @@ def test_frozen_encoder_trains_from_its_feature_cache_and_evaluates_and_predicts
 
     # The checkpoint alone (weights folder gone, hub offline) runs the encoder on the raw audio.
     weights.rename(tmp_path / "moved")
-    run_cli(
-        "evaluate.py", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}", env=OFFLINE
-    )
-    columns = [f"p_{e}" for e in EMOTIONS]
-    from_cache = (
-        pd.read_csv(tmp_path / "train" / "predictions.csv").set_index("clip_id")[columns].sort_index()
-    )
-    end_to_end = pd.read_csv(tmp_path / "eval" / "predictions.csv").set_index("clip_id")[columns].sort_index()
-    assert len(from_cache) == 88 and list(end_to_end.index) == list(from_cache.index)
-    assert np.allclose(end_to_end.to_numpy(), from_cache.to_numpy(), atol=1e-5)
+    end_to_end = evaluate_like_training(metrics["checkpoint"], tmp_path / "train", tmp_path / "eval")
+    assert len(end_to_end) == 88
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
 
@@ -291,16 +295,7 @@ def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_i
     assert not any(p.requires_grad for p in video.model.parameters())
     assert Path(caches["video"]["dir"]).name == f"encoder-{fingerprint(video, 'frames', 'float32')}"
 
-    run_cli(
-        "evaluate.py", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}", env=OFFLINE
-    )
-    columns = [f"p_{e}" for e in EMOTIONS]
-    from_cache = (
-        pd.read_csv(tmp_path / "train" / "predictions.csv").set_index("clip_id")[columns].sort_index()
-    )
-    end_to_end = pd.read_csv(tmp_path / "eval" / "predictions.csv").set_index("clip_id")[columns].sort_index()
-    assert len(from_cache) > 0 and list(end_to_end.index) == list(from_cache.index)
-    assert np.allclose(end_to_end.to_numpy(), from_cache.to_numpy(), atol=1e-5)
+    assert len(evaluate_like_training(metrics["checkpoint"], tmp_path / "train", tmp_path / "eval")) > 0
 
 
 def test_a_frozen_video_backbone_runs_in_the_loop_when_training_changes_its_frames():
