@@ -68,10 +68,14 @@ class WaveformClips:
     """The two things EncoderFeatureCache.fill reads from a CremaDataset: its clips table and a clip's waveform."""
 
     def __init__(self, waveforms: list[torch.Tensor]):
-        self.clips = pd.DataFrame({"clip_id": [f"clip{i}" for i in range(len(waveforms))]})
-        self.by_id = dict(zip(self.clips["clip_id"], waveforms, strict=True))
+        self.clips = pd.DataFrame({"clip_id": [f"clip{i}" for i in range(len(waveforms))] + ["broken"]})
+        self.by_id = dict(zip(self.clips["clip_id"], waveforms, strict=False))
 
     def waveform(self, row) -> torch.Tensor:
+        from cremad_lit.data.media import MediaError
+
+        if row.clip_id not in self.by_id:
+            raise MediaError(f"{row.clip_id}.wav", "no audio stream")
         return self.by_id[row.clip_id]
 
 
@@ -100,8 +104,16 @@ def test_training_from_the_feature_cache_gives_the_embeddings_of_running_the_enc
     storage = audio_storage(encoder)
     assert storage == ("means" if pooling == "mean" else "steps")
     cache = EncoderFeatureCache(tmp_path, encoder, storage)
-    report = cache.fill(WaveformClips(waveforms), batch_size=2)
-    assert report["computed"] == report["stored"] == 5 and not report["skipped"]
+    clips = WaveformClips(waveforms)
+    report = cache.fill(clips, batch_size=2)
+    assert report["computed"] == report["stored"] == 5
+    assert [c["clip_id"] for c in report["skipped"]] == ["broken"] and "no audio stream" in report["skipped"][
+        0
+    ]["reason"]
+    assert not cache.entry("broken").exists() and not list(cache.dir.glob(".*.tmp"))
+    assert (
+        cache.fill(clips, batch_size=2)["computed"] == 0
+    )  # a second fill (or a resumed one) computes nothing new
     stored = [np.load(cache.entry(f"clip{i}")) for i in range(5)]
     assert all(a.dtype == np.dtype(dtype) for a in stored)
     if storage == "steps":  # only each clip's valid steps: 50 per second
@@ -260,20 +272,23 @@ def test_finetuning_trains_the_transformer_layers_with_their_own_rate_and_keeps_
 
 
 def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_if_they_ran(
-    synthetic_root, tiny_encoders, tmp_path
+    synthetic_root, tmp_path
 ):
     """Audio-visual on real decoded flv + wav clips: a frozen video backbone (per-frame features stored) and a frozen
     speech encoder with attentive pooling (every time step stored) train from their caches, and evaluate.py, which
     runs both encoders on the media from the checkpoint alone, gives the test probabilities training read from them."""
     from cremad_lit.encoder_cache import fingerprint
     from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
+    from cremad_lit.models.speech_encoders import tiny_encoder_folder
     from tests.conftest import train_args
 
+    # Its own folder: another test moves the shared tiny WavLM's folder away to show checkpoints do not need it.
+    weights = tiny_encoder_folder(tmp_path / "wavlm", "wavlm")
     args = train_args(
         synthetic_root,
         tmp_path,
         "model/backbone@model.audio_backbone=wavlm_base_plus",
-        f"model.audio_backbone.pretrained_dir={tiny_encoders['wavlm']}",
+        f"model.audio_backbone.pretrained_dir={weights}",
         "model.audio_backbone.pooling=attentive",
         "model.video_backbone.freeze=true",
         "data.augment.enabled=false",
