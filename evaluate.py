@@ -13,9 +13,11 @@ import hydra
 from omegaconf import DictConfig
 
 from cremad_lit.environment import require_environment
+from cremad_lit.errors import stops_cleanly
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@stops_cleanly
 def main(cfg: DictConfig) -> float:
     require_environment()  # before torch, Lightning and timm load: a broken install stops with the fix named
     from cremad_lit.evaluation import evaluate

@@ -16,11 +16,13 @@ import hydra
 from omegaconf import DictConfig
 
 from cremad_lit.environment import require_environment
+from cremad_lit.errors import stops_cleanly
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@stops_cleanly
 def main(cfg: DictConfig) -> float | None:
     require_environment()  # before torch, Lightning and timm load: a broken install stops with the fix named
     from cremad_lit.training import train

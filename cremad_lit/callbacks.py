@@ -7,13 +7,13 @@ python train.py    # conf/callbacks/default.yaml adds both; see <run dir>/histor
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 
+from cremad_lit.io import write_text
 from cremad_lit.plots import plot_curves
 
 _COLUMNS = {
@@ -65,10 +65,7 @@ class EpochHistory(L.Callback):
         row = {"epoch": trainer.current_epoch}
         row.update({name: float(metrics[key]) for key, name in _COLUMNS.items() if key in metrics})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.output_dir / f".history.{os.getpid()}.tmp"
-        pd.DataFrame(self.rows).to_csv(tmp, index=False)
-        os.replace(tmp, self.output_dir / "history.csv")
+        write_text(self.output_dir / "history.csv", pd.DataFrame(self.rows).to_csv(index=False))
         # One line per epoch in train.log (and the console), readable where progress bars are off or interleaved.
         log.info(
             "%s epoch %d: %s",

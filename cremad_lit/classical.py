@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cremad_lit.data.cache import write_atomic, write_json
 from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
+from cremad_lit.io import write_atomic, write_json
 
 # method -> the functionals it reads (None: no features)
 METHODS = {"egemaps_logreg": "egemaps", "compare_logreg": "compare", "majority": None}

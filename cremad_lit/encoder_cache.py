@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cremad_lit.data.cache import write_atomic, write_json
 from cremad_lit.data.media import MediaError
+from cremad_lit.io import write_atomic, write_json
 
 log = logging.getLogger(__name__)
 STORED = {

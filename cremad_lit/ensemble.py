@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cremad_lit.classical import METHODS, fit_on_split, save_classical, split_predictions
-from cremad_lit.data.cache import write_json
 from cremad_lit.evaluation import ENSEMBLE_FILE, average_predictions
+from cremad_lit.io import write_json
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import run_info
 

@@ -14,10 +14,12 @@ import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cremad_lit.errors import Stop
+
 REINSTALL = "rm -rf .venv && make install  (installs the locked, measured set in requirements.lock)"
 
 
-class BrokenEnvironment(RuntimeError):
+class BrokenEnvironment(Stop, RuntimeError):
     """A dependency that cannot load or run: nothing the data did, so nothing to skip."""
 
 

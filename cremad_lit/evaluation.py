@@ -25,6 +25,7 @@ from cremad_lit.classical import clip_features, design_matrix, is_classical, loa
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.labels import shared_classes
 from cremad_lit.environment import require_environment
+from cremad_lit.errors import BadCheckpoint
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.module import EmotionModule
@@ -57,20 +58,26 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read a cremad-lit checkpoint safely (weights_only: tensors and plain data, no pickled code)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise BadCheckpoint(
             f"checkpoint {path} does not exist (train.py writes them to <run dir>/checkpoints/)"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    except Exception as error:  # truncated, damaged, not a torch file, or pickled code weights_only refuses
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        raise BadCheckpoint(
+            f"{path} ({path.stat().st_size} bytes) is not a readable PyTorch checkpoint: truncated, damaged or "
+            f"another kind of file ({type(error).__name__}: {first_line})"
+        ) from error
     if (
         not isinstance(checkpoint, dict)
         or "state_dict" not in checkpoint
-        or not checkpoint.get("cremad_lit", {}).get("config")
+        or not isinstance(checkpoint.get("cremad_lit"), dict)
+        or not checkpoint["cremad_lit"].get("config")
     ):
-        raise ValueError(
-            f"{path} is not a cremad-lit checkpoint (no stored training config); was it written by train.py?"
+        raise BadCheckpoint(
+            f"{path} is a PyTorch file but not a cremad-lit checkpoint (no stored training config); was it "
+            "written by train.py?"
         )
     return checkpoint
 
@@ -95,8 +102,9 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
-        raise ValueError(
-            f"the checkpoint's weights do not match the model its config describes: {error}"
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        raise BadCheckpoint(
+            f"the checkpoint's weights do not match the model its config describes: {first_line}"
         ) from error
     module.eval()
     return module, config

@@ -21,14 +21,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cremad_lit.io import write_atomic  # noqa: E402
+
 
 def _save(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(figure)
     return path
 
 

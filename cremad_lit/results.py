@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cremad_lit.data.cache import write_json
 from cremad_lit.data.crowd_votes import compare_with_model, find_summary_table, human_baseline
 from cremad_lit.data.labels import EMOTIONS
+from cremad_lit.io import write_json
 from cremad_lit.plots import plot_confusion, plot_grouped_bars
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cremad_lit.checkpointing import AtomicCheckpointIO
-from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.encoder_cache import use_encoder_cache
 from cremad_lit.ensemble import (
@@ -29,6 +28,7 @@ from cremad_lit.ensemble import (
     write_ensemble_file,
 )
 from cremad_lit.environment import require_environment
+from cremad_lit.io import write_json
 from cremad_lit.loggers import (
     build_loggers,
     finish_loggers,

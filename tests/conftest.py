@@ -21,6 +21,14 @@ RAVDESS = SHARED / "ravdess-speech"
 RAVDESS_48K = SHARED / "ravdess-speech-48k"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_canary_verdicts():
+    """Each test judges failures anew: a test that breaks a library on purpose must not inherit a good verdict."""
+    from cremad_lit.data import canary
+
+    canary.forget()
+
+
 @pytest.fixture(scope="session")
 def meta_dir() -> Path:
     if not META.is_dir():

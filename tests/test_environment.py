@@ -99,7 +99,7 @@ def test_a_library_that_cannot_load_stops_every_command_and_a_rerun_decodes_ever
 
     fixed = run_cli(*prepare_args(speech_manifest, tmp_path, "fixed"))
     report = json.loads((tmp_path / "fixed" / "prepare_report.json").read_text())
-    assert report["decoded_now"] == 8 and report["skipped"] == [] and report["errors"] == []
+    assert report["decoded_now"] == 8 and report["skipped"] == []
     assert len(list(cache_root.rglob("*.npz"))) == 8
     assert "8 clips in" in fixed.stdout
 
@@ -109,45 +109,43 @@ def few_clips(synthetic_root):
     return build_catalog(synthetic_root).head(6)
 
 
-def test_errors_that_are_not_bad_media_stop_the_build_and_are_never_recorded(
-    few_clips, tmp_path, monkeypatch
-):
-    import cremad_lit.data.cache as cache_module
+def test_the_canary_decides_between_a_broken_library_and_a_damaged_file(few_clips, tmp_path, monkeypatch):
+    """A library that fails on every file fails on the canary too: the build stops naming it and records nothing. One
+    odd failure among good clips, while the canary decodes, is that file's: skipped with the exception as its reason
+    and its files' fingerprint, so the next build does not decode it again."""
+    import cremad_lit.data.features as features_module
+
+    real_extract = features_module.extract_clip
 
     def library_fails(*args, **kwargs):
         raise OSError(UNDEFINED_SYMBOL)
 
     cache = ClipCache(tmp_path, Preprocessing(frames=2, image_size=32))
-    monkeypatch.setattr(cache_module, "extract_clip", library_fails)
-    with pytest.raises(
-        BrokenEnvironment, match=r"(?s)3 of the 3 clips tried so far.*undefined symbol.*doctor"
-    ):
+    monkeypatch.setattr(features_module, "extract_clip", library_fails)
+    with pytest.raises(BrokenEnvironment, match=r"(?s)undefined symbol.*canary.*doctor") as stop:
         cache.build(few_clips)
-    assert json.loads(cache.skipped_file.read_text()) == []
+    assert "Nothing was recorded" in str(stop.value)
+    assert json.loads(cache.skipped_file.read_text()) == [] and not list(cache.dir.glob("*.npz"))
 
-    monkeypatch.undo()
-    # One odd failure among good clips: reported, left out of this run only, and decoded by the next build.
-    calls = {"n": 0}
-    original = cache_module.extract_clip
+    failing = few_clips.iloc[3]["video_path"]
 
-    def fails_once(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("a passing fault")
-        return original(*args, **kwargs)
+    def fails_on_one_file(video_path, *args, **kwargs):
+        if video_path == failing:
+            raise RuntimeError()  # a decoder's error with no message, as a damaged flv gave
+        return real_extract(video_path, *args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "extract_clip", fails_once)
+    monkeypatch.setattr(features_module, "extract_clip", fails_on_one_file)
     report = cache.build(few_clips)
-    assert report["decoded_now"] == 6 and report["skipped"] == []
-    assert [e["error"] for e in report["errors"]] == ["RuntimeError: a passing fault"]
-    assert list(cache.errors) == [report["errors"][0]["clip_id"]]
-    monkeypatch.undo()
+    assert report["decoded_now"] == 6 and "errors" not in report
+    [skip] = report["skipped"]
+    assert skip["path"] == failing and skip["reason"].startswith("damaged: RuntimeError")
+    assert failing in skip["files"]
     again = cache.build(few_clips)
-    assert (
-        again["decoded_now"] == 1
-        and again["errors"] == []
-        and all(cache.has(c) for c in few_clips["clip_id"])
-    )
+    assert again["decoded_now"] == 0 and again["skipped"] == report["skipped"]
+    monkeypatch.undo()
+    retried = cache.build(few_clips, retry_skipped=True)
+    assert retried["decoded_now"] == 1 and retried["skipped"] == []
+    assert all(cache.has(c) for c in few_clips["clip_id"])
 
 
 def test_a_skipped_clip_is_decoded_again_once_its_file_changes(few_clips, synthetic_root, tmp_path):

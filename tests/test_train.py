@@ -286,6 +286,18 @@ def test_clear_errors_for_common_mistakes(tmp_path):
     torch.save({"state_dict": {}}, other)
     not_ours = run_cli("evaluate.py", f"ckpt_path={other}", f"hydra.run.dir={tmp_path / 'c'}", check=False)
     assert not_ours.returncode != 0 and "not a cremad-lit checkpoint" in not_ours.stderr
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    foreign = tmp_path / "notes.ckpt"
+    foreign.write_text("not a checkpoint at all\n")
+    for path, what in ((truncated, "truncated, damaged or another kind of file"), (foreign, "another kind")):
+        result = run_cli(
+            "evaluate.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / path.stem}", check=False
+        )
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert last.startswith(f"error: {path} (") and what in last
     unknown = run_cli("train.py", "model=efficientnet_b7_lstm", check=False)
     assert (
         unknown.returncode != 0

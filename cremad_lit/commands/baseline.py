@@ -22,9 +22,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cremad_lit.classical import METHODS, fit_on_split, save_classical, split_predictions
-from cremad_lit.data.cache import write_json
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.environment import require_environment
+from cremad_lit.errors import stops_cleanly
+from cremad_lit.io import write_json
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import build_datamodule, run_info
@@ -129,6 +130,7 @@ def run_baseline(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="baseline")
+@stops_cleanly
 def main(cfg: DictConfig) -> float:
     return run_baseline(cfg)
 

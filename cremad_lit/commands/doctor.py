@@ -16,8 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from cremad_lit.environment import REINSTALL, Check, _version, check_native, failure_message
 
 STACK = [
@@ -30,6 +28,7 @@ STACK = [
     "timm",
     "decord",
     "av",
+    "pebble",
     "opencv-python-headless",
     "scikit-image",
     "torchmetrics",
@@ -45,19 +44,13 @@ STACK = [
 
 def decode_checks(workdir: Path) -> list[Check]:
     """Write a tiny FLV1/MP3 clip and its WAV with PyAV, then decode them the ways the pipeline does."""
+    from cremad_lit.data.canary import write_canary
     from cremad_lit.data.features import Preprocessing, extract_clip
     from cremad_lit.data.media import read_frames, read_video_audio, read_wav
-    from cremad_lit.data.synthetic import VIDEO_AUDIO_RATE, encode_video, write_wav
 
-    video, wav = workdir / "doctor.flv", workdir / "doctor.wav"
-    t = np.arange(VIDEO_AUDIO_RATE) / VIDEO_AUDIO_RATE
-    tone = 0.3 * np.sin(2 * np.pi * 220 * t)
-    frames = np.zeros((30, 360, 480, 3), np.uint8)
-    frames[:, 100:260, 160:320] = (np.arange(30) * 8)[:, None, None, None]
     checks = []
-    try:
-        encode_video(video, frames, tone, "flv")
-        write_wav(wav, tone[::3], 14700)
+    try:  # the canary clips the pipeline decodes when a file fails (data/canary.py)
+        video, wav = write_canary("flv", workdir), write_canary("wav", workdir)
         checks.append(Check("encode FLV1/MP3 (PyAV)", True, detail=f"{video.stat().st_size} bytes"))
     except Exception as error:
         return [

@@ -18,7 +18,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from cremad_lit.data.cache import write_json
+from cremad_lit.io import write_json
 from cremad_lit.pipeline import load_catalog
 from cremad_lit.plots import plot_counts, plot_crosstab
 

@@ -27,18 +27,18 @@ from omegaconf import DictConfig, ListConfig
 from cremad_lit.classical import is_classical, load_classical
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from cremad_lit.data.cache import write_json
 from cremad_lit.data.dataset import speaker_stats
 from cremad_lit.data.features import (
     Preprocessing,
-    extract_clip,
+    decode_clip,
     normalise_frames,
     normalise_mel,
     waveform_tensor,
 )
-from cremad_lit.data.functionals import functionals_of_audio, normalise_by_speaker
-from cremad_lit.data.media import MediaError, read_audio
+from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
+from cremad_lit.data.media import MediaError
 from cremad_lit.environment import require_environment
+from cremad_lit.errors import stops_cleanly
 from cremad_lit.evaluation import (
     load_checkpoint,
     member_weights,
@@ -46,6 +46,7 @@ from cremad_lit.evaluation import (
     normalised_weights,
     weighted_members,
 )
+from cremad_lit.io import write_json
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
 
@@ -93,11 +94,12 @@ def predict_files(
         is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
         video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
         try:
-            sample = extract_clip(video_path, audio_path, prep, train_cfg.data.decoder, modalities)
+            sample = decode_clip(video_path, audio_path, prep, train_cfg.data.decoder, modalities)
             if with_functionals:
-                audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate)
                 kind = train_cfg.data.get("functionals", "egemaps")
-                sample["functionals"] = functionals_of_audio(audio, prep.sample_rate, kind)
+                sample["functionals"] = audio_functionals(
+                    video_path, audio_path, prep.audio_source, prep.sample_rate, kind
+                )
         except MediaError as error:
             log.warning("skipped %s: %s", error.path, error.reason)
             results.append({"file": str(path), "error": error.reason})
@@ -143,8 +145,9 @@ def predict_files_classical(run_dir: str, files: list[Path], speaker: str = "fol
             features[len(results) - 1] = np.zeros(1, dtype=np.float32)
             continue
         try:
-            audio = read_audio(video_path, audio_path, prep["audio_source"], prep["sample_rate"])
-            features[len(results) - 1] = functionals_of_audio(audio, prep["sample_rate"], info["functionals"])
+            features[len(results) - 1] = audio_functionals(
+                video_path, audio_path, prep["audio_source"], prep["sample_rate"], info["functionals"]
+            )
         except MediaError as error:
             log.warning("skipped %s: %s", error.path, error.reason)
             results[-1]["error"] = error.reason
@@ -218,6 +221,7 @@ def normalise_speakers(batches: list[dict], files: list[str], mode: str, groupin
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@stops_cleanly
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device

@@ -14,12 +14,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cremad_lit.data.cache import write_json
 from cremad_lit.environment import require_environment
+from cremad_lit.errors import stops_cleanly
+from cremad_lit.io import write_json
 from cremad_lit.pipeline import build_datamodule, frame_spec_without_weights
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
+@stops_cleanly
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     datamodule = build_datamodule(cfg.data, frame_spec_without_weights(cfg.model), cache="auto")
@@ -28,7 +30,9 @@ def main(cfg: DictConfig) -> None:
 
         generate(datamodule.root, **datamodule.generate)
     clips = datamodule.catalog()
-    report = datamodule.cache.build(clips, datamodule.decoder, datamodule.prepare_workers, cfg.retry_skipped)
+    report = datamodule.cache.build(
+        clips, datamodule.decoder, datamodule.prepare_workers, cfg.retry_skipped, datamodule.decode_timeout_s
+    )
     report["rejected"] = clips.attrs["rejected"]
     out = Path(cfg.paths.output_dir)
     report["left_out"] = datamodule.cache.lacking(clips, datamodule.modalities)

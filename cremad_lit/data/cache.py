@@ -9,21 +9,29 @@ and the size and modification time of its files, for every clip with nothing usa
 modalities it has: a silent video is kept for video-only runs, and a run that needs its sound leaves it out by name. Every file is written to a temporary name and renamed, so a run killed at any point leaves only whole
 entries and the next run resumes where it stopped.
 
-Only a MediaError (a file that cannot be opened, is empty or truncated, has no audio, is too long, will not decode) is
-recorded as a skip. Any other exception is the environment's or the code's: it is reported, never stored, and when it
-hits the first clips or most of them the build stops (BrokenEnvironment) instead of writing the corpus off. A skip
-whose files changed since (repaired, replaced) is decoded again.
+Bad files never stop a build and a broken environment always does. A clip that fails with a MediaError (a file that
+cannot be opened, is empty, truncated or too long, has no audio) or any other exception is judged by the canary
+(data/canary.py): known-good media decoded the same way. If it decodes, the clip is recorded as skipped with the reason
+and its files' fingerprint (decoded again once they change); if not, the build stops (BrokenEnvironment) and records
+nothing. With `workers` > 0 each clip decodes in a worker process (pebble): a decoder that crashes its process or runs
+past `decode_timeout_s` costs that clip only (skipped: "decoder crashed (SIGSEGV)" / "decoding took longer than ..."),
+and the build goes on with a new worker. A full disk stops the build with the folder and the space needed (io.py); an
+entry damaged on disk is found when it is loaded (`DamagedEntry`) and decoded again by the dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
@@ -35,32 +43,25 @@ try:
 except ImportError:  # Windows: no lock; parallel jobs may then decode the same clip twice (harmless, atomic)
     fcntl = None
 
+from cremad_lit.data import canary
 from cremad_lit.data.faces import summarise
-from cremad_lit.data.features import Preprocessing, clip_info, extract_clip
+from cremad_lit.data.features import Preprocessing, clip_info, decode_clip, extract_clip
 from cremad_lit.data.media import MediaError
 from cremad_lit.environment import BrokenEnvironment
+from cremad_lit.errors import Stop
+from cremad_lit.io import explain_write_error, write_atomic, write_json
 
-# The build stops when its first this-many clips all fail with errors that are not bad media, or when most clips do.
-FIRST_CLIPS_FAILING = 3
+DEFAULT_DECODE_TIMEOUT_S = (
+    300.0  # a ~3 s clip decodes in well under a second: only a hung decoder takes this long
+)
+# Test-only: "crash:<file name>,hang:<file name>" makes a prepare worker die or hang on those files (tests/).
+FAULTS_VARIABLE = "CREMAD_LIT_TEST_FAULTS"
 
 log = logging.getLogger(__name__)
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call `write(handle)` on a temporary file beside `path` (its folder made if missing), then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: Path, payload) -> None:
-    write_atomic(Path(path), lambda handle: handle.write(json.dumps(payload, indent=2, default=str).encode()))
+class DamagedEntry(MediaError):
+    """A cache entry whose bytes no longer read back (changed on disk, truncated): decode the clip again."""
 
 
 def file_fingerprint(*paths: str) -> dict[str, list[int]]:
@@ -92,9 +93,24 @@ class ClipCache:
         return self.entry(clip_id).is_file()
 
     def load(self, clip_id: str, names=None) -> dict:
-        """The clip's stored arrays (`names`: only these, e.g. ("mel",); npz members are read one by one)."""
-        with np.load(self.entry(clip_id)) as stored:
-            return {name: stored[name] for name in stored.files if names is None or name in names}
+        """The clip's stored arrays (`names`: only these, e.g. ("mel",); npz members are read one by one).
+        DamagedEntry when the entry does not read back whole: each member carries a CRC-32 that is checked."""
+        entry = self.entry(clip_id)
+        try:
+            with np.load(entry) as stored:
+                return {name: stored[name] for name in stored.files if names is None or name in names}
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as error:
+            if isinstance(error, OSError) and not entry.is_file():
+                raise
+            raise DamagedEntry(entry, f"cache entry is damaged ({type(error).__name__}: {error})") from error
+
+    def decode_again(self, clip_id: str, video_path: str, audio_path: str, decoder: str) -> dict:
+        """Decode a clip whose entry is damaged and store it again (the canary judges a failure, as in a build)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.entry(clip_id).unlink()
+        sample = decode_clip(video_path, audio_path, self.prep, decoder)
+        self.save(clip_id, sample)
+        return sample
 
     def save(self, clip_id: str, sample: dict) -> None:
         write_atomic(self.entry(clip_id), lambda handle: np.savez(handle, **sample))
@@ -105,13 +121,17 @@ class ClipCache:
 
     def infos(self, clip_ids) -> dict[str, dict]:
         """clip_id -> stored `info` of each cached clip among `clip_ids` (index.json, else the entry itself)."""
-        index = json.loads(self.index_file.read_text()) if self.index_file.is_file() else {}
+        index = _read_json(self.index_file, {})
         found = {}
         for clip_id in clip_ids:
             if clip_id in index:
                 found[clip_id] = index[clip_id]
             elif self.has(clip_id):
-                found[clip_id] = clip_info(self.load(clip_id, ("info",)))
+                try:
+                    found[clip_id] = clip_info(self.load(clip_id, ("info",)))
+                except DamagedEntry as error:  # read as missing: the next build decodes it again
+                    log.warning("%s: decoding it again", error)
+                    self.entry(clip_id).unlink(missing_ok=True)
         return found
 
     def lacking(self, clips: pd.DataFrame, modalities) -> list[dict]:
@@ -143,77 +163,90 @@ class ClipCache:
         return self.dir / "skipped.json"
 
     def skipped(self) -> dict[str, dict]:
-        if not self.skipped_file.is_file():
-            return {}
-        return {row["clip_id"]: row for row in json.loads(self.skipped_file.read_text())}
+        return {row["clip_id"]: row for row in _read_json(self.skipped_file, [])}
 
     def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise explain_write_error(error, self.dir / "settings.json") from error
         settings = self.dir / "settings.json"
         if not settings.exists():
             write_json(settings, self.prep.to_dict())
 
     def build(
-        self, clips: pd.DataFrame, decoder: str = "decord", workers: int = 0, retry_skipped: bool = False
+        self,
+        clips: pd.DataFrame,
+        decoder: str = "decord",
+        workers: int = 0,
+        retry_skipped: bool = False,
+        decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
     ) -> dict:
-        """Decode every clip of `clips` that is not cached yet; return a report (also saved as skipped.json)."""
-        self.open()
+        """Decode every clip of `clips` that is not cached yet; return a report (also saved as skipped.json). A cache
+        folder that refuses writes is read as it is when it already holds every clip, else NotWritable."""
+        try:
+            self.open()
+            lock = open(self.dir / ".lock", "w")  # noqa: SIM115 (held for the whole build)
+        except OSError as error:
+            refused = explain_write_error(error, self.dir / ".lock")
+            if isinstance(refused, Stop) and self.dir.is_dir() and not self._todo(clips, retry_skipped)[0]:
+                log.info("cache %s is read-only and holds every clip: read as it is", self.dir)
+                return self._report(clips, [], self._still_valid_skips(clips), time.perf_counter())
+            raise refused from error
         # One builder at a time: jobs of a parallel sweep that start together wait, then find the clips cached.
-        with open(self.dir / ".lock", "w") as lock:
+        with lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._build(clips, decoder, workers, retry_skipped)
+            return self._build(clips, decoder, workers, retry_skipped, decode_timeout_s)
 
-    def _build(self, clips: pd.DataFrame, decoder: str, workers: int, retry_skipped: bool) -> dict:
+    def _todo(self, clips: pd.DataFrame, retry_skipped: bool) -> tuple[list[tuple[str, str, str]], dict]:
+        """The (clip_id, video, audio) jobs to decode, and the recorded skips that still hold."""
         skipped = {} if retry_skipped else self._still_valid_skips(clips)
         stale = self._stale_partial_entries(clips, retry_skipped)
         todo = clips[~clips["clip_id"].map(lambda c: (self.has(c) and c not in stale) or c in skipped)]
+        return list(zip(todo["clip_id"], todo["video_path"], todo["audio_path"], strict=True)), skipped
+
+    def _build(self, clips, decoder: str, workers: int, retry_skipped: bool, decode_timeout_s) -> dict:
+        jobs, skipped = self._todo(clips, retry_skipped)
         started = time.perf_counter()
-        jobs = list(zip(todo["clip_id"], todo["video_path"], todo["audio_path"], strict=True))
-        self.errors = {}
-        if jobs:
-            paths_of = {clip_id: (video, audio) for clip_id, video, audio in jobs}
-            done, results = 0, _run(jobs, self, decoder, workers)
-            infos = {}
-            try:
-                for clip_id, path, reason, error, info in tqdm(
-                    results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
-                ):
-                    done += 1
-                    skipped.pop(clip_id, None)
-                    if info is not None:
-                        infos[clip_id] = info
-                    if reason is not None:
-                        files = file_fingerprint(*paths_of[clip_id])
-                        skipped[clip_id] = {
-                            "clip_id": clip_id,
-                            "path": path,
-                            "reason": reason,
-                            "files": files,
-                        }
-                        log.warning("skipped %s: %s", path, reason)
-                    elif error is not None:
-                        self.errors[clip_id] = {"clip_id": clip_id, "path": path, "error": error}
-                        log.error("could not prepare %s (not a media problem, not recorded): %s", path, error)
-                        if len(self.errors) == done == min(FIRST_CLIPS_FAILING, len(jobs)):
-                            raise BrokenEnvironment(self._stop_message(done))
-                if len(self.errors) > len(jobs) / 2:
-                    raise BrokenEnvironment(self._stop_message(done))
-            finally:
-                results.close()  # on a stop: cancel what the workers have not started
-                write_json(self.skipped_file, sorted(skipped.values(), key=lambda r: r["clip_id"]))
-                self._update_index(infos)
+        infos = {}
+        paths_of = {clip_id: (video, audio) for clip_id, video, audio in jobs}
+        try:
+            results = _run(jobs, self, decoder, workers, decode_timeout_s)
+            for clip_id, path, reason, info in tqdm(
+                results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
+            ):
+                skipped.pop(clip_id, None)
+                if info is not None:
+                    infos[clip_id] = info
+                if reason is not None:
+                    files = file_fingerprint(*paths_of[clip_id])
+                    skipped[clip_id] = {"clip_id": clip_id, "path": path, "reason": reason, "files": files}
+                    log.warning("skipped %s: %s", path, reason)
+        except BaseException:
+            # What was decoded before a stop is whole and kept; a second failure (the same full disk) must not hide
+            # the first.
+            with contextlib.suppress(Stop):
+                self._record(skipped, infos)
+            raise
+        self._record(skipped, infos)
+        return self._report(clips, jobs, skipped, started)
+
+    def _record(self, skipped: dict, infos: dict) -> None:
+        write_json(self.skipped_file, sorted(skipped.values(), key=lambda r: r["clip_id"]))
+        self._update_index(infos)
+
+    def _report(self, clips: pd.DataFrame, jobs: list, skipped: dict, started: float) -> dict:
         stored = self.infos(clips["clip_id"])
-        self._update_index({c: i for c, i in stored.items()})
-        report = {
+        with contextlib.suppress(Stop):  # a read-only cache keeps the index it has
+            self._update_index(dict(stored.items()))
+        return {
             "cache_dir": str(self.dir),
             "settings": self.prep.to_dict(),
             "clips": len(clips),
             "decoded_now": len(jobs),
             "seconds": round(time.perf_counter() - started, 2),
             "skipped": [skipped[c] for c in clips["clip_id"] if c in skipped],
-            # Left out of this run only: retried by the next one.
-            "errors": list(self.errors.values()),
             "absent": [
                 {"clip_id": c, "modality": m, "reason": r}
                 for c, info in stored.items()
@@ -223,11 +256,10 @@ class ClipCache:
                 self.prep.face_crop, {c: info["faces"] for c, info in stored.items() if "faces" in info}
             ),
         }
-        return report
 
     def _update_index(self, infos: dict[str, dict]) -> None:
         """Merge `infos` into index.json (under the build lock; atomic, so readers see the old or the new)."""
-        index = json.loads(self.index_file.read_text()) if self.index_file.is_file() else {}
+        index = _read_json(self.index_file, {})
         if all(index.get(c) == i for c, i in infos.items()):
             return
         index.update(infos)
@@ -253,31 +285,43 @@ class ClipCache:
             if info.get("absent") and (retry or info.get("files") != file_fingerprint(*paths.loc[clip_id]))
         }
 
-    def _stop_message(self, done: int) -> str:
-        first = next(iter(self.errors.values()))
-        return (
-            f"stopped preparing {self.dir}: {len(self.errors)} of the {done} clips tried so far failed with errors "
-            f"that are not bad media, e.g. {first['path']}: {first['error']}\n"
-            "Nothing was recorded as skipped for them, so the next run decodes them again. This is most likely the "
-            "environment (a library that does not load or run): python -m cremad_lit doctor names it."
-        )
+
+def _read_json(path: Path, empty):
+    """A JSON file the cache keeps, or `empty` when it is missing or damaged (it is rebuilt from the entries)."""
+    if not path.is_file():
+        return empty
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        log.warning("%s is damaged (%s): rebuilt from the cache entries", path, error)
+        return empty
+
+
+def _injected_fault(path: str) -> None:
+    """Test-only: the fault FAULTS_VARIABLE names for this file, a decoder crash (SIGSEGV) or hang."""
+    for fault in filter(None, os.environ.get(FAULTS_VARIABLE, "").split(",")):
+        kind, _, name = fault.partition(":")
+        if name and Path(path).name == name:
+            if kind == "crash":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            elif kind == "hang":
+                time.sleep(3600)
 
 
 def _prepare_one(job, cache: ClipCache, decoder: str):
-    """(clip_id, path, media reason or None, other error or None, stored info or None): only bad media is a skip."""
+    """(clip_id, path, skip reason or None, stored info or None). Raises only what stops the build."""
     clip_id, video_path, audio_path = job
+    _injected_fault(video_path or audio_path)
     try:
-        sample = extract_clip(video_path, audio_path, cache.prep, decoder)
-        info = clip_info(sample)
-        if info["absent"]:  # like a skip, a missing modality holds only for the files it was found in
-            info["files"] = file_fingerprint(video_path, audio_path)
-            sample["info"] = np.array(json.dumps(info))
-        cache.save(clip_id, sample)
-        return clip_id, video_path or audio_path, None, None, clip_info(sample)
+        sample = decode_clip(video_path, audio_path, cache.prep, decoder)
     except MediaError as error:
-        return clip_id, error.path, error.reason, None, None
-    except Exception as error:  # reported and counted by the caller; one odd failure must not stop the others
-        return clip_id, video_path or audio_path, None, f"{type(error).__name__}: {error}", None
+        return clip_id, error.path, error.reason, None
+    info = clip_info(sample)
+    if info["absent"]:  # like a skip, a missing modality holds only for the files it was found in
+        info["files"] = file_fingerprint(video_path, audio_path)
+        sample["info"] = np.array(json.dumps(info))
+    cache.save(clip_id, sample)
+    return clip_id, video_path or audio_path, None, clip_info(sample)
 
 
 def _init_worker() -> None:
@@ -286,21 +330,82 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run(jobs, cache: ClipCache, decoder: str, workers: int):
+def _signal_name(exitcode) -> str:
+    with contextlib.suppress(ValueError, TypeError):
+        return signal.Signals(-exitcode).name
+    return f"exit code {exitcode}"
+
+
+def _run(jobs, cache: ClipCache, decoder: str, workers: int, timeout: float | None):
+    """Each job's result, in completion order. Worker processes isolate crashes and hangs; in the main process
+    (`workers` 0) or on threads (inside a joblib worker, where processes cannot start) nothing can."""
     if workers <= 0:
         yield from (_prepare_one(job, cache, decoder) for job in jobs)
         return
     if multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
         # Inside a joblib (loky) worker of a parallel sweep, spawned children cannot start: decode on threads,
         # which the decoders, OpenCV and torch mostly run outside the GIL.
-        pool = ThreadPoolExecutor(max_workers=workers)
-        results = pool.map(_prepare_one, jobs, [cache] * len(jobs), [decoder] * len(jobs))
-    else:
-        # spawn: forking a process that already runs torch/OpenMP threads can deadlock.
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
-        results = pool.map(_prepare_one, jobs, [cache] * len(jobs), [decoder] * len(jobs), chunksize=8)
+        with ThreadPoolExecutor(max_workers=workers) as threads:
+            futures = [threads.submit(_prepare_one, job, cache, decoder) for job in jobs]
+            try:
+                yield from (future.result() for future in as_completed(futures))
+            finally:
+                for future in futures:
+                    future.cancel()
+        return
+    import pebble
+
+    # spawn: forking a process that already runs torch/OpenMP threads can deadlock.
+    pool = pebble.ProcessPool(
+        max_workers=workers, context=multiprocessing.get_context("spawn"), initializer=_init_worker
+    )
     try:
-        yield from results
-    finally:  # a build that stops early must not decode the rest first
-        pool.shutdown(wait=True, cancel_futures=True)
+        futures = {
+            pool.schedule(_prepare_one, args=(job, cache, decoder), timeout=timeout): job for job in jobs
+        }
+        checked, finished = False, False
+        for future in as_completed(futures):
+            clip_id, video_path, audio_path = futures[future]
+            try:
+                yield future.result()
+                continue
+            except FutureTimeout:
+                reason = f"decoding took longer than data.decode_timeout_s={timeout:g} s (stopped)"
+            except pebble.ProcessExpired as error:
+                reason = f"decoder crashed ({_signal_name(error.exitcode)})"
+            if not checked:  # a decoder that dies on every file is the environment's: the canary decides
+                _canary_in_worker(pool, cache.prep, decoder, video_path, audio_path, timeout, reason)
+                checked = True
+            yield clip_id, video_path or audio_path, reason, None
+        finished = True
+    finally:  # a build that stops early must not decode the rest first; a finished one lets workers exit quietly
+        if finished:
+            pool.close()
+        else:
+            pool.stop()
+        pool.join()
+
+
+def _canary_in_worker(pool, prep, decoder, video_path, audio_path, timeout, reason) -> None:
+    """Decode the canary of this clip's kinds in a fresh worker: a crash or hang there too means the environment."""
+    import pebble
+
+    future = pool.schedule(_decode_canary, args=(prep, decoder, video_path, audio_path), timeout=timeout)
+    try:
+        future.result()
+    except (FutureTimeout, pebble.ProcessExpired) as error:
+        raise BrokenEnvironment(
+            f"the environment is broken, so the run stopped: {video_path or audio_path} failed ({reason}), and a "
+            f"known-good canary clip decoded the same way fails too ({type(error).__name__}: {error}). "
+            "python -m cremad_lit doctor shows the whole environment."
+        ) from error
+
+
+def _decode_canary(prep, decoder, video_path, audio_path) -> None:
+    modalities = ("audio", "video") if video_path else ("audio",)
+
+    def decode(video, audio):
+        _injected_fault(video or audio)
+        return extract_clip(video, audio, prep, decoder, modalities)
+
+    canary.check(decode, video_path, audio_path, "crash check")

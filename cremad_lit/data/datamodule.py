@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cremad_lit.data.augment import Augment
-from cremad_lit.data.cache import ClipCache, source_key, write_json
+from cremad_lit.data.cache import ClipCache, source_key
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.dataset import (
     SPEAKER_NORMS,
@@ -33,10 +33,7 @@ from cremad_lit.data.dataset import (
     speaker_mel_stats,
 )
 from cremad_lit.data.faces import load_detector
-from cremad_lit.data.features import (
-    Preprocessing,
-    extract_clip,
-)
+from cremad_lit.data.features import Preprocessing, decode_clip
 from cremad_lit.data.functionals import FUNCTIONALS, feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
@@ -49,6 +46,7 @@ from cremad_lit.data.splits import (
     save_split,
     split_key,
 )
+from cremad_lit.io import write_json
 
 log = logging.getLogger(__name__)
 MODALITIES = ("audio", "video")
@@ -77,6 +75,7 @@ class CremaDataModule(L.LightningDataModule):
         cache: str = "auto",
         cache_dir: str = "data/cache",
         prepare_workers: int = 0,
+        decode_timeout_s: float | None = None,
         augment: dict | None = None,
         output_dir: str | None = None,
         generate: dict | None = None,
@@ -131,6 +130,7 @@ class CremaDataModule(L.LightningDataModule):
             persistent_workers=persistent_workers and num_workers > 0,
         )
         self.decoder, self.cache_mode, self.prepare_workers = decoder, cache, prepare_workers
+        self.decode_timeout_s = decode_timeout_s  # per clip, in prepare's worker processes (None: no limit)
         self.cache_source = source_key(dataset, manifest or self.root)
         self.cache = ClipCache(cache_dir, self.prep, self.cache_source) if cache != "off" else None
         augment = dict(augment or {})
@@ -188,7 +188,11 @@ class CremaDataModule(L.LightningDataModule):
             "rejected": clips.attrs["rejected"],
         }
         if self.cache_mode == "auto":
-            report.update(self.cache.build(clips, self.decoder, self.prepare_workers))
+            report.update(
+                self.cache.build(
+                    clips, self.decoder, self.prepare_workers, decode_timeout_s=self.decode_timeout_s
+                )
+            )
         if self.cache is not None:
             report["left_out"] = self.cache.lacking(clips, self.modalities)
         if self.functionals != "none":
@@ -385,7 +389,7 @@ class CremaDataModule(L.LightningDataModule):
                 media.update(self.cache.load(clip_id))
             else:
                 media.update(
-                    extract_clip(
+                    decode_clip(
                         row["video_path"], row["audio_path"], self.prep, self.decoder, self.modalities
                     )
                 )

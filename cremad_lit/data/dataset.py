@@ -19,11 +19,11 @@ from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
 from cremad_lit.data.augment import Augment
-from cremad_lit.data.cache import ClipCache
+from cremad_lit.data.cache import ClipCache, DamagedEntry
 from cremad_lit.data.features import (
     Preprocessing,
     clip_info,
-    extract_clip,
+    decode_clip,
     normalise_frames,
     normalise_mel,
     waveform_tensor,
@@ -91,13 +91,19 @@ class CremaDataset(Dataset):
             extra = ("mel",) if "audio" in names and self.audio_input == "waveform" else ()
             if extra:
                 names["audio"] = "waveform"
-            stored = self.cache.load(row.clip_id, (*names.values(), *extra, "info"))
+            wanted = (*names.values(), *extra, "info")
+            try:
+                stored = self.cache.load(row.clip_id, wanted)
+            except DamagedEntry as damage:
+                log.warning("%s: decoding %s again", damage, row.video_path or row.audio_path)
+                sample = self.cache.decode_again(row.clip_id, row.video_path, row.audio_path, self.decoder)
+                stored = {name: value for name, value in sample.items() if name in wanted}
             for modality, name in names.items():
                 if name not in stored:
                     reason = clip_info(stored).get("absent", {}).get(modality, f"no {modality} stored")
                     raise MediaError(row.video_path or row.audio_path, f"no {modality}: {reason}")
             return stored
-        return extract_clip(row.video_path, row.audio_path, self.prep, self.decoder, modalities)
+        return decode_clip(row.video_path, row.audio_path, self.prep, self.decoder, modalities)
 
     def waveform(self, row) -> torch.Tensor:
         """The clip's waveform (float, -1..1); MediaError if it has none."""

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cremad_lit.data import canary
 from cremad_lit.data.faces import FACE_CROPS, FaceCrop, crop_faces
 from cremad_lit.data.media import MediaError, probe_video, read_audio, read_frames
 
@@ -145,6 +146,21 @@ def extract_clip(
     info["absent"] = {modality: error.reason for modality, error in reasons.items()}
     sample["info"] = np.array(json.dumps(info))
     return sample
+
+
+def decode_clip(
+    video_path: str, audio_path: str, prep: Preprocessing, decoder: str = "decord", modalities=None
+) -> dict:
+    """`extract_clip` with its failures judged by the canary (data/canary.py): MediaError for a bad file (a damaged
+    one included, whatever the decoder raised), BrokenEnvironment when known-good media fails the same way."""
+    required = ("audio", "video") if video_path else ("audio",)
+    return canary.guarded(
+        lambda v, a: extract_clip(v, a, prep, decoder, modalities),
+        video_path,
+        audio_path,
+        purpose=f"clip {prep.key()} {decoder} {modalities}",
+        canary_decode=lambda v, a: extract_clip(v, a, prep, decoder, modalities or required),
+    )
 
 
 def pcm16(audio: np.ndarray) -> np.ndarray:

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cremad_lit.data.cache import write_atomic
+from cremad_lit.data import canary
 from cremad_lit.data.media import MediaError, read_audio
+from cremad_lit.io import write_atomic
 
 log = logging.getLogger(__name__)
 # data.functionals / the baseline's feature set -> (openSMILE feature set, features per clip)
@@ -50,15 +51,38 @@ def functionals_of_audio(audio: np.ndarray, sample_rate: int, kind: str = "egema
     return _smile(kind).process_signal(audio, sample_rate).to_numpy(dtype=np.float32)[0]
 
 
+def audio_functionals(
+    video_path: str, audio_path: str, source: str, sample_rate: int, kind: str
+) -> np.ndarray:
+    """The functionals of a clip's audio; a failure is judged by the canary (data/canary.py): MediaError for a bad
+    file, BrokenEnvironment when known-good audio fails the same way."""
+    return canary.guarded(
+        lambda v, a: functionals_of_audio(read_audio(v, a, source, sample_rate), sample_rate, kind),
+        video_path,
+        audio_path,
+        purpose=f"functionals {kind} {source} {sample_rate}",
+    )
+
+
 def _functionals_one(job) -> tuple[str, np.ndarray | None, str | None]:
     clip_id, video_path, audio_path, source, sample_rate, entry, kind = job
     try:
-        audio = read_audio(video_path, audio_path, source, sample_rate)
-        features = functionals_of_audio(audio, sample_rate, kind)
+        features = audio_functionals(video_path, audio_path, source, sample_rate, kind)
     except MediaError as error:
         return clip_id, None, f"{error.path}: {error.reason}"
     write_atomic(Path(entry), lambda handle: np.save(handle, features))
     return clip_id, features, None
+
+
+def _load_entry(entry: Path) -> np.ndarray | None:
+    """A cached feature vector, or None when it is missing or does not read back whole (then computed again)."""
+    if not entry.is_file():
+        return None
+    try:
+        return np.load(entry)
+    except (ValueError, OSError, EOFError) as error:
+        log.warning("%s is damaged (%s): computing it again", entry, error)
+        return None
 
 
 def functionals_features(
@@ -71,8 +95,9 @@ def functionals_features(
     features, skipped, jobs = {}, [], []
     for row in clips.itertuples():
         entry = cache_dir / f"{row.clip_id}.npy"
-        if entry.is_file():
-            features[row.clip_id] = np.load(entry)
+        stored = _load_entry(entry)
+        if stored is not None:
+            features[row.clip_id] = stored
         else:
             jobs.append(
                 (

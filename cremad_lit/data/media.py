@@ -128,12 +128,20 @@ def read_wav(path: str, sample_rate: int = 16000) -> np.ndarray:
             if handle.getsampwidth() != 2:
                 raise wave.Error("not 16-bit PCM")
             rate, channels = handle.getframerate(), handle.getnchannels()
-            samples = (
-                np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").astype(np.float32)
-                / 32768.0
-            )
+            declared = handle.getnframes()
+            data = handle.readframes(declared)
     except (wave.Error, EOFError):
         return _read_audio_pyav(path, sample_rate)
+    if not (
+        1 <= channels <= 64 and 1000 <= rate <= 384000
+    ):  # a damaged header (resampling from it could hang)
+        raise MediaError(path, f"WAV header is damaged ({channels} channels at {rate} Hz)")
+    if len(data) < declared * 2 * channels:  # cut short: a paired video's own track is the better source
+        raise MediaError(
+            path,
+            f"WAV is truncated: its header declares {declared} frames, the file holds {len(data) // (2 * channels)}",
+        )
+    samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
     if samples.size == 0:
         raise MediaError(path, "WAV holds no samples")
     samples = samples.reshape(-1, channels).mean(axis=1)

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cremad_lit.io import write_text
+
 SPLITS = ("train", "val", "test")
 SPLIT_BY = ("actor", "clip")
 # random: actors dealt into folds at random, stratified by gender | blocks: k folds of consecutive speaker IDs in ID
@@ -253,8 +255,5 @@ def lists_leaky_warning(protocol: dict) -> str:
 
 def save_split(split: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    split.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_text(path, split.to_csv(index=False))
     return path
