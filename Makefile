@@ -57,10 +57,10 @@ doctor: $(INSTALLED) ## Check the environment: versions, native libraries, decod
 	$(PYTHON) -m cremad_lit doctor
 
 test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=25
 
 test-fast: $(INSTALLED) ## Run the tests without the slow ones
-	$(PYTHON) -m pytest -m "not slow"
+	$(PYTHON) -m pytest -m "not slow" --durations=15
 
 lint: $(INSTALLED) ## Ruff lint and format check
 	$(PYTHON) -m ruff check .

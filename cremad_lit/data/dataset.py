@@ -152,7 +152,13 @@ class CremaDataset(Dataset):
             raise MediaError(
                 path, f"not in the encoder feature cache {entry.parent} (its {modality} was unreadable)"
             )
-        return torch.from_numpy(np.load(entry)).float()
+        try:
+            return torch.from_numpy(np.load(entry)).float()
+        except (ValueError, OSError, EOFError) as error:
+            entry.unlink(missing_ok=True)  # cut short or damaged on disk: the next fill computes it again
+            raise MediaError(
+                entry, f"encoder feature entry is damaged ({error}); removed, computed again"
+            ) from error
 
 
 def speaker_stats(mels, mode: str) -> dict:
