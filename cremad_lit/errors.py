@@ -4,7 +4,8 @@
     @stops_cleanly
     def main(cfg): ...        # a Stop raised anywhere below prints "error: <message>" and exits with status 1
 
-BrokenEnvironment (environment.py), DiskFull and NotWritable (io.py) and BadCheckpoint are Stops: none is a bug whose
+BrokenEnvironment (environment.py), DiskFull and NotWritable (io.py), BadCheckpoint, WeightsUnavailable and
+MissingData are Stops (also when Hydra's instantiate wraps one): none is a bug whose
 traceback would help the user, and none may be mistaken for bad data.
 """
 
@@ -22,6 +23,25 @@ class BadCheckpoint(Stop, ValueError):
     """A file given as a checkpoint that is missing, truncated, or not one of ours."""
 
 
+class WeightsUnavailable(Stop, OSError):
+    """Pretrained weights that can be neither downloaded nor found locally."""
+
+
+class MissingData(Stop, FileNotFoundError):
+    """No corpus where data.root (or data.manifest) points."""
+
+
+def stop_in(error: BaseException | None) -> Stop | None:
+    """The Stop behind `error` (Hydra's instantiate wraps what a target raises), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Stop):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def stops_cleanly(main):
     """Print a Stop's message (no traceback) and exit 1; every other exception propagates as before."""
 
@@ -29,7 +49,10 @@ def stops_cleanly(main):
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except Stop as stop:
+        except Exception as error:
+            stop = stop_in(error)
+            if stop is None:
+                raise
             sys.stderr.write(f"error: {stop}\n")
             sys.stderr.flush()
             raise SystemExit(1) from None

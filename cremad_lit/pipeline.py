@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 import cremad_lit
 from cremad_lit.data.adapters.cremad import EXPECTED_LAYOUT
 from cremad_lit.data.catalog import build_catalog
+from cremad_lit.errors import MissingData
 
 log = logging.getLogger(__name__)
 AUDIO_ONLY_SPEC = {"image_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -78,7 +79,7 @@ def check_data_root(data_cfg: DictConfig) -> None:
         return
     if data_cfg.get("dataset", "cremad") == "manifest":
         if not data_cfg.get("manifest") or not Path(str(data_cfg.manifest)).expanduser().is_file():
-            raise FileNotFoundError(
+            raise MissingData(
                 f"no manifest at data.manifest={data_cfg.get('manifest')} (a CSV: see conf/data/manifest.yaml)"
             )
         return
@@ -87,7 +88,7 @@ def check_data_root(data_cfg: DictConfig) -> None:
         layout = (
             EXPECTED_LAYOUT if data_cfg.get("dataset", "cremad") == "cremad" else f"a {data_cfg.dataset} root"
         )
-        raise FileNotFoundError(f"no dataset at data.root={root}: {layout}")
+        raise MissingData(f"no dataset at data.root={root}: {layout}")
 
 
 def load_catalog(data_cfg: DictConfig, modalities=None):

@@ -41,6 +41,7 @@ from cremad_lit.pipeline import (
     build_datamodule,
     build_net,
     cache_frame_spec,
+    check_data_root,
     resolve_precision,
     resolve_run_classes,
     run_info,
@@ -131,6 +132,7 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
+    check_data_root(cfg.data)  # cheap checks first: no weight download for a run that has no data
     check_functionals_size(cfg)
     if cfg.get("ensemble_with"):
         check_partner(cfg.ensemble_with, cfg.data)
@@ -267,7 +269,10 @@ def train(cfg: DictConfig) -> float | None:
                 extra={
                     "task": "train",
                     **about,
-                    "checkpoint": tested or None,
+                    # What these numbers measure: with a partner, the run folder (evaluate.py ckpt_path=<it> gives the
+                    # ensemble again); the network alone is a member.
+                    "checkpoint": str(run_dir.resolve()) if partner else (tested or None),
+                    **({"network_checkpoint": tested} if partner else {}),
                     "monitor": {cfg.monitor.metric: float(monitored) if monitored is not None else None},
                     **ensemble,
                     **info,

@@ -137,6 +137,7 @@ def test_audio_only_cremad_roots(audio_only_cremad, layout):
         build_catalog(audio_only_cremad / layout, modalities=["audio", "video"])
 
 
+@pytest.mark.slow
 def test_audio_only_cremad_trains_and_video_is_one_clear_error(audio_only_cremad, tmp_path):
     root = audio_only_cremad / "flat"
     base = [*common(root, tmp_path), "model=tiny", "trainer=cpu", "logger=none", "data.num_workers=0"]
@@ -198,6 +199,7 @@ def test_bad_manifest_rows_are_reported_and_the_good_ones_go_on(bad_manifest, tm
     assert report["clips"] == 10 and report["decoded_now"] == 10  # 8 good + the 2 undecodable
 
 
+@pytest.mark.slow
 def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp_path):
     """Train experiment=speech briefly on 6 RAVDESS actors (the data=ravdess adapter, real files), then evaluate the
     checkpoint on 2 other actors through a manifest: the six classes, the checkpoint's preprocessing."""
@@ -287,6 +289,7 @@ def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp
     )
 
 
+@pytest.mark.slow
 def test_baselines_on_trains_split_and_the_leaky_clip_flag(ravdess_dir, tmp_path):
     """eGeMAPS + logistic regression beats the majority class on the same actor fold; split.by=clip says so loudly."""
     root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 9))
@@ -327,6 +330,7 @@ def test_clip_split_folds_cover_every_clip_once(ravdess_dir):
     assert sorted(tested) == sorted(clips["clip_id"])
 
 
+@pytest.mark.slow
 def test_report_labels_only_what_varies(ravdess_dir, tmp_path):
     """Baseline runs of two methods and two protocols under one folder: one row each, labelled by what differs."""
     root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
@@ -422,6 +426,7 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
         CremaDataModule(None, {}, dataset="manifest", manifest=str(manifest), functionals="mfcc")
 
 
+@pytest.mark.slow
 def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess_dir, tmp_path):
     """openSMILE's 6,373 ComParE 2016 functionals: the speaker-normalised baseline on an actor fold, cached per clip;
     the deep models' functionals branch trained on them; predict computes the same features from a file."""
@@ -472,6 +477,7 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
     assert len(predicted) == 1 and predicted.loc[0, "prediction"] in EMOTIONS
 
 
+@pytest.mark.slow
 def test_report_intervals_over_speakers_and_the_paired_comparison(ravdess_dir, tmp_path):
     """Two baselines on the same 3 actor folds: every row gets a 95% interval over the 6 test speakers, and the
     weaker is paired with the stronger (fold by fold, and pooled with its interval)."""
@@ -524,6 +530,7 @@ def test_speaker_bootstrap_by_hand():
     assert gain["difference"] == pytest.approx(4 / 12) and 0 <= gain["low"] < gain["high"]
 
 
+@pytest.mark.slow
 def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_dir, tmp_path):
     """Two seeds of experiment=speech on the same actor split (a multirun), evaluated as one ensemble: the mean of
     their probabilities clip by clip, members listed; predict averages them too. final=all_speakers trains the model
@@ -627,6 +634,7 @@ def test_the_folder_holds_eight_emotions_and_the_label_map_exclusions_are_one_li
     assert "left out 288 clips by data.label_map (calm 144, surprised 144)" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
     """A baseline run dir works like a checkpoint: evaluate.py reproduces its own test probabilities from the saved
     model, averages them with a deep model's with weights chosen on the shared validation actors, and predict
@@ -740,6 +748,7 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
     assert np.allclose(rows["dc"].to_numpy(), (0.3 * rows["d"] + 0.7 * rows["c"]).to_numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regression(ravdess_dir, tmp_path):
     """experiment=speech's run is an ensemble: the network and a speaker-normalised ComParE + LR model fitted on the
     same training speakers (exactly the baseline command's model with C=0.01), probabilities averaged; the run folder
@@ -752,6 +761,10 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["ensemble"]["weights"] == [0.5, 0.5]
     assert metrics["ensemble"]["method"] == "compare_logreg"
+    # The key names what was measured: the run folder, the ensemble; the network's own file is named as a member.
+    assert metrics["checkpoint"] == str(run.resolve())
+    assert metrics["network_checkpoint"] == metrics["ensemble"]["members"][0]
+    assert metrics["network_checkpoint"].endswith("last.ckpt")
     columns = [f"p_{e}" for e in EMOTIONS]
 
     def probabilities(folder: Path) -> pd.DataFrame:

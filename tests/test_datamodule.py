@@ -59,10 +59,13 @@ def test_cache_and_on_the_fly_give_the_same_tensors(synthetic_root, tmp_path):
     )
 
 
-def test_workers_and_persistent_workers(synthetic_root, tmp_path):
-    datamodule = make(synthetic_root, tmp_path, num_workers=2, persistent_workers=True)
+def test_workers_and_persistent_workers(synthetic_root, tmp_path, recwarn):
+    datamodule = make(synthetic_root, tmp_path, num_workers=2, persistent_workers=True, pin_memory=True)
     labels = torch.cat([batch["label"] for batch in datamodule.train_dataloader()])
     assert len(labels) == len(datamodule.datasets["train"])
+    # pin_memory=true (the default) pins only where there is an accelerator: torch warns on every loader without one.
+    assert datamodule.loader_options["pin_memory"] == torch.accelerator.is_available()
+    assert not [w for w in recwarn if "pin_memory" in str(w.message)]
 
 
 def test_require_cache_fails_clearly_when_not_prepared(synthetic_root, tmp_path):

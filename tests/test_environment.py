@@ -69,6 +69,7 @@ def test_doctor_loads_every_native_part_and_decodes_each_path():
     assert result.stdout.rstrip().endswith("all checks passed")
 
 
+@pytest.mark.slow
 def test_a_library_that_cannot_load_stops_every_command_and_a_rerun_decodes_every_clip(
     broken_torchaudio, speech_manifest, tmp_path
 ):

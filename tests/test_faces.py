@@ -200,6 +200,7 @@ def test_the_mp4_audio_track_is_the_audio_only_recording_of_the_take(av_actor05)
         assert np.corrcoef(aligned[0][:, :width].ravel(), aligned[1][:, :width].ravel())[0, 1] > 0.95
 
 
+@pytest.mark.slow
 def test_ravdess_audio_video_end_to_end(av_actor05, tmp_path):
     """prepare (frames and the mp4's own audio), a short training, evaluate and predict on the four originals."""
     data = [*common(av_actor05, tmp_path), "data=ravdess", "data.modalities=[audio,video]"]
@@ -240,6 +241,7 @@ def test_ravdess_audio_video_end_to_end(av_actor05, tmp_path):
         assert original.name in predicted.stdout
 
 
+@pytest.mark.slow
 def test_video_only_training_on_pre_cropped_faces(av_actor05, tmp_path):
     """The silent, pre-cropped face videos train a video-only model (one actor: the clip split, flagged LEAKY)."""
     tiny = ["model=tiny", "trainer=cpu", "data.preprocessing.frames=2", "model.video_backbone.input_size=32"]

@@ -62,6 +62,7 @@ def eight_class_run(ravdess_dir, tmp_path_factory):
     return tmp, root
 
 
+@pytest.mark.slow
 def test_eight_class_training_evaluate_and_predict(eight_class_run, ravdess_dir):
     tmp, root = eight_class_run
     metrics = json.loads((tmp / "train" / "metrics.json").read_text())
@@ -96,6 +97,7 @@ def test_eight_class_training_evaluate_and_predict(eight_class_run, ravdess_dir)
     assert table[EIGHT].sum(axis=1).round(4).eq(1).all() and "CAL" in result.stdout
 
 
+@pytest.mark.slow
 def test_eight_class_checkpoint_on_a_six_class_corpus(eight_class_run, synthetic_root):
     """The generated CREMA-D has the six: the model's CAL and SUR are matched by name to nothing, the metrics are on
     the six shared classes, and metrics.json says so."""
@@ -119,6 +121,7 @@ def test_eight_class_checkpoint_on_a_six_class_corpus(eight_class_run, synthetic
     assert predictions[[f"p_{e}" for e in EMOTIONS]].sum(axis=1).round(4).eq(1).all()
 
 
+@pytest.mark.slow
 def test_a_manifest_with_four_classes_of_its_own_trains(ravdess_dir, tmp_path):
     """Labels as a corpus writes them (IEMOCAP-style ang/hap/neu plus one of its own, `frustrated`)."""
     own = {"angry": "ang", "happy": "hap", "neutral": "neu", "sad": "frustrated"}
@@ -149,6 +152,7 @@ def test_a_manifest_with_four_classes_of_its_own_trains(ravdess_dir, tmp_path):
 RELEASE_0_3 = Path(__file__).parent / "fixtures" / "release-0.3.0"
 
 
+@pytest.mark.slow
 def test_a_release_0_3_checkpoint_still_evaluates(ravdess_dir, tmp_path):
     """A checkpoint 0.3.0 wrote (no data.classes in its config) evaluates with today's code: the six classes in their
     order, the same test actors, and 0.3.0's own probabilities for each of its 88 test clips (see the fixture's README)."""

@@ -132,6 +132,7 @@ def test_training_from_the_feature_cache_gives_the_embeddings_of_running_the_enc
     assert EncoderFeatureCache(tmp_path, encoder, "means" if storage == "steps" else "steps").dir != cache.dir
 
 
+@pytest.mark.slow
 def test_missing_weights_are_one_clear_error(tmp_path, ravdess_dir):
     from cremad_lit.models.speech_encoders import SpeechEncoder
 
@@ -147,9 +148,23 @@ def test_missing_weights_are_one_clear_error(tmp_path, ravdess_dir):
         check=False,
         env=OFFLINE,
     )
-    assert result.returncode != 0
+    assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "hf download microsoft/wavlm-base-plus --local-dir" in result.stderr
     assert "model.audio_backbone.pretrained_dir=" in result.stderr
+    # A timm backbone's ImageNet weights, offline: one line with the ways out, not Hydra's wrapped hub error.
+    image = run_cli(
+        "train.py",
+        "model=effnet_lstm",
+        "data=ravdess",
+        *common(root, tmp_path),
+        *CPU,
+        check=False,
+        env=OFFLINE,
+    )
+    last = image.stderr.strip().splitlines()[-1]
+    assert image.returncode == 1 and "Traceback" not in image.stderr
+    assert last.startswith("error: cannot download the pretrained weights of efficientnet_b0")
+    assert "pretrained_file=" in last and "pretrained_dir=" in last and "pretrained=false" in last
 
 
 def encoder_weights(state_dict: dict) -> dict:
@@ -169,6 +184,7 @@ def evaluate_like_training(checkpoint: str, train_dir: Path, eval_dir: Path) -> 
     return end_to_end
 
 
+@pytest.mark.slow
 def test_frozen_encoder_trains_from_its_feature_cache_and_evaluates_and_predicts_on_raw_audio(
     ravdess_dir, tiny_encoders, tmp_path
 ):
@@ -231,6 +247,7 @@ def test_frozen_encoder_trains_from_its_feature_cache_and_evaluates_and_predicts
     )
 
 
+@pytest.mark.slow
 def test_finetuning_trains_the_transformer_layers_with_their_own_rate_and_keeps_the_feature_encoder(
     ravdess_dir, tiny_encoders, tmp_path
 ):
@@ -271,6 +288,7 @@ def test_finetuning_trains_the_transformer_layers_with_their_own_rate_and_keeps_
     assert rates == pytest.approx([5e-4, 1e-3])  # the encoder's own rate beside the head's
 
 
+@pytest.mark.slow
 def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_if_they_ran(
     synthetic_root, tmp_path
 ):

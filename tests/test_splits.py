@@ -130,6 +130,7 @@ def test_published_clip_lists_say_leaky_when_a_speaker_is_on_both_sides(syntheti
     assert datamodule.protocol["speakers_in_train_and_test"] == []
 
 
+@pytest.mark.slow
 def test_train_on_published_lists_records_the_protocol(synthetic_root, tmp_path):
     import json
 

@@ -278,6 +278,17 @@ def test_clear_errors_for_common_mistakes(tmp_path):
         and "no dataset at data.root" in missing.stderr
         and "data=synthetic" in missing.stderr
     )
+    # The design card's command on a machine with no dataset: the data root is checked before any weight download.
+    card = run_cli(
+        "train.py",
+        "model=effnet_lstm",
+        f"data.root={tmp_path / 'nope'}",
+        f"hydra.run.dir={tmp_path / 'card'}",
+        check=False,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    last = card.stderr.strip().splitlines()[-1]
+    assert card.returncode == 1 and last.startswith(f"error: no dataset at data.root={tmp_path / 'nope'}")
     bad_ckpt = run_cli(
         "evaluate.py", f"ckpt_path={tmp_path / 'gone.ckpt'}", f"hydra.run.dir={tmp_path / 'b'}", check=False
     )

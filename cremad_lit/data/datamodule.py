@@ -126,7 +126,8 @@ class CremaDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.loader_options = dict(
             num_workers=num_workers,
-            pin_memory=pin_memory,
+            # Pinned pages only help a copy to an accelerator (and torch warns on every loader without one).
+            pin_memory=pin_memory and torch.accelerator.is_available(),
             persistent_workers=persistent_workers and num_workers > 0,
         )
         self.decoder, self.cache_mode, self.prepare_workers = decoder, cache, prepare_workers
@@ -329,8 +330,13 @@ class CremaDataModule(L.LightningDataModule):
                 self.cached_features,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
+        # Speakers, counted from the clips: a clip split (published lists) puts the same speaker in several splits.
+        speakers = {name: self.datasets[name].clips["actor_id"].nunique() for name in sizes}
         log.info(
-            "clips per split %s, actors per split %s", sizes, self.split["split"].value_counts().to_dict()
+            "clips per split %s, speakers per split %s%s",
+            sizes,
+            speakers,
+            " (the same speakers on several sides: a clip split)" if key == "clip_id" else "",
         )
 
     def face_sheet(self, path, per_emotion: int = 2, fallbacks: int = 4) -> Path | None:

@@ -130,7 +130,11 @@ def read_wav(path: str, sample_rate: int = 16000) -> np.ndarray:
             rate, channels = handle.getframerate(), handle.getnchannels()
             declared = handle.getnframes()
             data = handle.readframes(declared)
-    except (wave.Error, EOFError):
+    except (
+        wave.Error,
+        EOFError,
+        RuntimeError,
+    ):  # the wave module raises a bare RuntimeError on a damaged chunk
         return _read_audio_pyav(path, sample_rate)
     if not (
         1 <= channels <= 64 and 1000 <= rate <= 384000

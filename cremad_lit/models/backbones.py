@@ -22,6 +22,8 @@ import timm
 import torch
 from torch import nn
 
+from cremad_lit.errors import WeightsUnavailable
+
 
 class ImageEncoder(nn.Module):
     """What every per-frame (or Mel image) encoder shares: `freeze`, which stops its weights from training and keeps
@@ -98,9 +100,22 @@ class Backbone(ImageEncoder):
             kwargs["pretrained_cfg_overlay"] = dict(file=str(pretrained_file))
             pretrained = True
         self.name = name
-        self.model = timm.create_model(
-            name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs
-        )
+        try:
+            self.model = timm.create_model(
+                name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs
+            )
+        except (
+            OSError
+        ) as error:  # a hub download that cannot happen (offline, no cache): one line, the ways out
+            if not pretrained or pretrained_file or local:
+                raise
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            raise WeightsUnavailable(
+                f"cannot download the pretrained weights of {name} from the Hugging Face hub ({type(error).__name__}: "
+                f"{first_line}). Offline, give the branch (model.video_backbone or model.audio_backbone) local "
+                "weights: pretrained_file=<a timm .safetensors/.pth> or pretrained_dir=<a timm hub snapshot>; or "
+                "pretrained=false to start from random weights"
+            ) from error
         self.freeze_weights()
         if local:
             config = json.loads((Path(name[10:]) / "config.json").read_text())

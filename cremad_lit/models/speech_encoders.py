@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cremad_lit.errors import WeightsUnavailable
+
 log = logging.getLogger(__name__)
 POOLINGS = ("mean", "attentive")
 
@@ -46,7 +48,7 @@ def weights_source(name: str | None, pretrained_dir: str | None) -> str:
 
 def missing_weights_error(name: str, error: Exception, branch: str = "audio_backbone") -> OSError:
     folder = f"/path/to/weights/{name.split('/')[-1]}"
-    return OSError(
+    return WeightsUnavailable(
         f"could not load {name!r} from the Hugging Face hub or its local cache ({error}). "
         f"Download it on a machine with internet: `hf download {name} --local-dir {folder}` (or "
         f"`huggingface-cli download ...`; the files: config.json, preprocessor_config.json, model.safetensors), copy "
