@@ -84,7 +84,6 @@ class ClipCache:
     def __init__(self, cache_dir: str | os.PathLike, prep: Preprocessing, source: str | None = None):
         self.prep = prep
         self.dir = Path(cache_dir) / (source or "") / prep.key()
-        self.errors: dict[str, dict] = {}  # clips the last build could not prepare for a reason not their own
 
     def entry(self, clip_id: str) -> Path:
         return self.dir / f"{clip_id}.npz"

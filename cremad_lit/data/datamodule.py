@@ -229,13 +229,6 @@ class CremaDataModule(L.LightningDataModule):
                     [r["path"] for r in self.left_out[:3]],
                 )
                 clips = clips[~clips["clip_id"].isin({r["clip_id"] for r in self.left_out})]
-            if self.cache.errors:
-                log.warning(
-                    "leaving out of this run %d clips that failed for reasons not their own (retried next run): %s",
-                    len(self.cache.errors),
-                    list(self.cache.errors.values())[:3],
-                )
-                clips = clips[~clips["clip_id"].isin(self.cache.errors)]
             if self.cache_mode == "require":
                 missing = [c for c in clips["clip_id"] if not self.cache.has(c)]
                 if missing:
