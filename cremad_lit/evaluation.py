@@ -26,6 +26,7 @@ from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.labels import shared_classes
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import BadCheckpoint
+from cremad_lit.lockbox import record_opening
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.module import EmotionModule
@@ -39,7 +40,7 @@ from cremad_lit.pipeline import (
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
-EVAL_SPLITS = ("train", "val", "test", "all")
+EVAL_SPLITS = ("train", "val", "test", "all", "lockbox")
 ENSEMBLE_FILE = "ensemble.json"  # a train.py run with `ensemble_with`: its members and their weights
 # What `data=<corpus>` replaces in the checkpoint's data settings: which clips, and how to load them.
 CORPUS_KEYS = ("dataset", "root", "manifest", "label_map", "options")
@@ -244,7 +245,8 @@ def test_classical(cfg: DictConfig, run_dir: str, out_dir: Path) -> dict:
     for clip in skipped:
         log.warning("skipped clip %s: %s", clip["clip_id"], clip["reason"])
     clips = datamodule.clips[datamodule.clips["emotion"].isin(classes)]
-    x, y, clip_ids = design_matrix(clips, features, classes, "all" if cfg.split == "all" else cfg.split)
+    everything = cfg.split in ("all", "lockbox")  # every clip set up is tested
+    x, y, clip_ids = design_matrix(clips, features, classes, "all" if everything else cfg.split)
     probabilities = classical_probabilities(arrays, x, len(classes))
     predictions = [
         {"clip_id": c, "label": int(label), "pred": int(p.argmax()), "probs": p.tolist()}
@@ -395,6 +397,16 @@ def evaluate(cfg: DictConfig) -> dict:
     ]
     first = members[0]
     datamodule = first["datamodule"]
+    lockbox = {}
+    if cfg.split == "lockbox":
+        if any(m["datamodule"].lockbox != datamodule.lockbox for m in members):
+            raise ValueError(
+                "the ensemble's members hold out different lockboxes: open one lockbox at a time"
+            )
+        entry = {"run": str(run_dir.resolve()), "checkpoint": [str(p) for p in paths]}
+        lockbox = {
+            "lockbox": record_opening(cfg.paths.log_dir, datamodule.cache_source, datamodule.lockbox, entry)
+        }
     ensemble = {}
     if len(members) == 1:
         results, predictions = first["results"], first["predictions"]
@@ -468,6 +480,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "data_root": first["data_root"],
             **ensemble,
             **mapping,
+            **lockbox,
             **run_info(),
         },
         data_root=datamodule.root,

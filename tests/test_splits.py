@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -152,3 +154,105 @@ def test_train_on_published_lists_records_the_protocol(synthetic_root, tmp_path)
     assert metrics["protocol"]["protocol"] == "lists" and metrics["protocol"]["leaky"] is True
     assert metrics["split_by"] == "clip" and metrics["n_test"] == len(names[1::2])
     assert 0 <= metrics["uar"] <= 1 and metrics["war"] == metrics["accuracy"]
+
+
+def test_the_lockbox_is_chosen_once_by_ids_or_a_count_whatever_the_seed(ravdess_dir):
+    from cremad_lit.data.catalog import build_catalog
+    from cremad_lit.data.splits import lockbox_speakers
+
+    clips = build_catalog(str(ravdess_dir), "ravdess")
+    assert lockbox_speakers(clips, None) == [] and lockbox_speakers(clips, []) == []
+    assert lockbox_speakers(clips, [18, 16, 17]) == [16, 17, 18]
+    drawn = lockbox_speakers(clips, 4)
+    assert drawn == lockbox_speakers(clips, 4) and len(drawn) == 4
+    genders = clips.groupby("actor_id")["gender"].first()
+    assert sorted(genders.loc[drawn]) == ["female", "female", "male", "male"]
+    with pytest.raises(ValueError, match=r"does not have: \[99\]"):
+        lockbox_speakers(clips, [16, 99])
+    with pytest.raises(ValueError, match="too few"):
+        lockbox_speakers(clips, 17)
+
+
+def test_lockbox_speakers_leave_every_protocol_and_only_split_lockbox_opens_them(ravdess_dir, tmp_path):
+    from cremad_lit.data.datamodule import CremaDataModule
+
+    def setup(split: dict, eval_split: str = "test") -> CremaDataModule:
+        datamodule = CremaDataModule(
+            str(ravdess_dir),
+            {"frames": 1, "image_size": 32},
+            dataset="ravdess",
+            modalities=["audio"],
+            split={**split, "lockbox": [16, 17, 18]},
+            cache="off",
+            eval_split=eval_split,
+        )
+        datamodule.setup("fit")
+        return datamodule
+
+    seen = set()
+    for fold in range(5):  # the project's protocol: 5 blocks of 3 over actors 01-15
+        datamodule = setup({"folds": 5, "fold": fold, "protocol": "blocks"})
+        assert set(datamodule.actors("all")).isdisjoint({16, 17, 18})
+        assert datamodule.actors("test") == list(range(3 * fold + 1, 3 * fold + 4))
+        seen.update(datamodule.actors("test"))
+        assert datamodule.protocol["lockbox"] == [16, 17, 18]
+    assert seen == set(range(1, 16))
+    for split in ({"by": "clip", "folds": 3}, {}):
+        assert set(setup(split).actors("all")).isdisjoint({16, 17, 18})
+    opened = setup({"folds": 5, "fold": 0, "protocol": "blocks"}, eval_split="lockbox")
+    assert opened.actors("lockbox") == [16, 17, 18] and set(opened.clips["split"]) == {"test"}
+    assert len(opened.test_dataloader().dataset) == 3 * 44  # every clip of the three, six emotions
+    with pytest.raises(ValueError, match="holds no lockbox"):
+        CremaDataModule(
+            str(ravdess_dir),
+            {"frames": 1},
+            dataset="ravdess",
+            modalities=["audio"],
+            cache="off",
+            eval_split="lockbox",
+        ).setup("test")
+
+
+@pytest.mark.slow
+def test_opening_the_lockbox_is_recorded_and_a_second_opening_is_marked(ravdess_dir, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.conftest import common, run_cli
+    from tests.test_corpora import link_actors
+
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 9))
+    base = ["data=ravdess", *common(root, tmp_path), "logger=none"]
+    run = tmp_path / "baseline"
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "baseline",
+        *base,
+        "method=majority",
+        "split.lockbox=[7,8]",
+        f"hydra.run.dir={run}",
+    )
+    trained = json.loads((run / "metrics.json").read_text())
+    assert set(trained["test_actors"]).isdisjoint({7, 8}) and trained["protocol"]["lockbox"] == [7, 8]
+    for name in ("first", "second"):
+        run_cli(
+            "evaluate.py",
+            f"ckpt_path={run}",
+            "split=lockbox",
+            *common(root, tmp_path)[1:3],
+            f"hydra.run.dir={tmp_path / 'opened' / name}",
+        )
+    first, second = (
+        json.loads((tmp_path / "opened" / n / "metrics.json").read_text()) for n in ("first", "second")
+    )
+    assert first["actors"] == [7, 8] and first["n_test"] == 88
+    assert (first["lockbox"]["opened_before"], second["lockbox"]["opened_before"]) == (0, 1)
+    ledger = json.loads(Path(first["lockbox"]["ledger"]).read_text())
+    assert ledger["speakers"] == [7, 8] and [o["run"] for o in ledger["openings"]] == [
+        str((tmp_path / "opened" / n).resolve()) for n in ("first", "second")
+    ]
+    run_cli("-m", "cremad_lit", "report", str(tmp_path / "opened"))
+    table = pd.read_csv(tmp_path / "opened" / "runs.csv")
+    assert sorted(table["config"]) == ["all runs", "all runs [lockbox opened 1 time(s) before]"]

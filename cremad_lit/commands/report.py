@@ -84,6 +84,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         with_speakers = predictions.is_file() and "speaker" in pd.read_csv(predictions, nrows=0).columns
         row["predictions"] = str(predictions) if with_speakers else ""
         row["split_by"] = metrics.get("split_by", "actor")
+        row["lockbox_opened_before"] = (metrics.get("lockbox") or {}).get("opened_before", 0)
         for channel in HUMAN_CHANNELS:
             if metrics.get("human_baseline"):
                 row[f"human_{channel}"] = metrics["human_baseline"][channel]
@@ -91,7 +92,13 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no metrics.json under {root}: point at a multirun (or run) directory")
     runs = pd.DataFrame(rows)
-    runs.insert(0, "config", labels(runs))
+    config = labels(runs)
+    # A lockbox seen before this number was made: the number is no longer an estimate on unseen people.
+    config = [
+        f"{c} [lockbox opened {n} time(s) before]" if n else c
+        for c, n in zip(config, runs["lockbox_opened_before"], strict=True)
+    ]
+    runs.insert(0, "config", config)
     return runs.drop(columns="settings")
 
 

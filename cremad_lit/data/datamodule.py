@@ -42,6 +42,7 @@ from cremad_lit.data.splits import (
     lists_leaky_warning,
     load_clip_lists,
     load_split,
+    lockbox_speakers,
     make_split,
     save_split,
     split_key,
@@ -142,11 +143,13 @@ class CremaDataModule(L.LightningDataModule):
         )
         self.output_dir = Path(output_dir) if output_dir else None
         self.generate = generate
-        self.eval_split = eval_split  # what test_dataloader serves: test (default), val, train, or all clips
+        # What test_dataloader serves: test (default), val, train, all clips, or the lockbox (split.lockbox's speakers)
+        self.eval_split = eval_split
         self.clips: pd.DataFrame | None = None
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, CremaDataset] = {}
         self.protocol: dict = {}  # how the split was made, for metrics.json (set up with the split)
+        self.lockbox: list = []  # split.lockbox's speakers (set up with the split)
         self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
         self._catalog: pd.DataFrame | None = None
 
@@ -236,6 +239,18 @@ class CremaDataModule(L.LightningDataModule):
                         f"data.cache=require but {len(missing)} clips are not in {self.cache.dir} (e.g. {missing[0]}); "
                         "run `python -m cremad_lit prepare` with the same data settings first"
                     )
+        # The lockbox's speakers leave before any protocol sees the corpus; only `evaluate.py split=lockbox` opens it.
+        self.lockbox = lockbox_speakers(clips, self.split_config.get("lockbox"))
+        if self.eval_split == "lockbox" and not self.lockbox:
+            raise ValueError("split=lockbox, but this run's config holds no lockbox (split.lockbox)")
+        if self.lockbox:
+            inside = clips["actor_id"].isin(self.lockbox)
+            clips = clips[inside] if self.eval_split == "lockbox" else clips[~inside]
+            log.info(
+                "lockbox speakers %s: %s",
+                self.lockbox,
+                "OPENED (evaluated now)" if self.eval_split == "lockbox" else "held out of this run",
+            )
         split_file = self.split_config.get("file")
         fractions = tuple(self.split_config.get("fractions", (0.7, 0.15, 0.15)))
         self.protocol = {
@@ -244,8 +259,11 @@ class CremaDataModule(L.LightningDataModule):
             "folds": self.split_config.get("folds"),
             "fold": self.split_config.get("fold", 0) if self.split_config.get("folds") else None,
             "leaky": self.split_by == "clip",
+            **({"lockbox": self.lockbox} if self.lockbox else {}),
         }
-        if isinstance(split_file, dict):  # published clip lists, {train: ..., test: ...[, val: ...]}
+        if self.eval_split == "lockbox":  # every clip of the lockbox speakers is the test set
+            self.split = clips.groupby("actor_id", as_index=False)["gender"].first().assign(split="test")
+        elif isinstance(split_file, dict):  # published clip lists, {train: ..., test: ...[, val: ...]}
             self.split, self.protocol = load_clip_lists(
                 split_file, clips, fractions, int(self.split_config.get("seed", 0))
             )
@@ -374,8 +392,8 @@ class CremaDataModule(L.LightningDataModule):
         return dict(zip(self.clips["clip_id"], self.clips["actor_id"], strict=True))
 
     def actors(self, split: str) -> list:
-        """The actors (speakers) whose clips are in `split` (`all`: every one)."""
-        clips = self.clips if split == "all" else self.clips[self.clips["split"] == split]
+        """The actors (speakers) whose clips are in `split` (`all`: every one; `lockbox`: the lockbox, when opened)."""
+        clips = self.clips if split in ("all", "lockbox") else self.clips[self.clips["split"] == split]
         return sorted(a.item() if hasattr(a, "item") else a for a in clips["actor_id"].unique())
 
     def clip_media(self, clip_id: str) -> dict:
@@ -428,4 +446,4 @@ class CremaDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_split, shuffle=False)
+        return self._loader("test" if self.eval_split == "lockbox" else self.eval_split, shuffle=False)

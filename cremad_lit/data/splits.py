@@ -146,6 +146,41 @@ def _assign(units: pd.DataFrame, fractions, folds, fold, seed, blocks: dict | No
     return units
 
 
+# The lockbox is drawn with its own seed: it must not move when a run's seed does.
+LOCKBOX_SEED = 1729
+
+
+def lockbox_speakers(clips: pd.DataFrame, setting) -> list:
+    """The speakers `split.lockbox` names: a list of speaker ids (each must be in the corpus), or a count drawn once
+    and for all (gender-balanced, from LOCKBOX_SEED, whatever the run's seed); [] for none."""
+    if setting in (None, 0, "none") or (isinstance(setting, (list, tuple)) and not setting):
+        return []
+    actors = _actors(clips)
+    if isinstance(setting, int):
+        if not 0 < setting < len(actors) - 2:
+            raise ValueError(
+                f"split.lockbox={setting}: the corpus has {len(actors)} speakers, too few to hold out"
+            )
+        strata = _shuffled_by_gender(
+            actors.rename(columns={"actor_id": "unit", "gender": "stratum"}),
+            np.random.default_rng(LOCKBOX_SEED),
+        )
+        dealt = []  # the genders in turn, so the lockbox is as balanced as the count allows
+        for i in range(max(len(s) for s in strata)):
+            dealt += [s[i] for s in strata if i < len(s)]
+        return sorted(_plain(a) for a in dealt[:setting])
+    by_name = {str(a): _plain(a) for a in actors["actor_id"]}
+    missing = [s for s in setting if str(s) not in by_name]
+    if missing:
+        raise ValueError(f"split.lockbox names speakers the corpus does not have: {missing}")
+    return sorted(by_name[str(s)] for s in setting)
+
+
+def _plain(value):
+    """A numpy scalar as the Python value (JSON, YAML and config lists take those)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def check_actor_disjoint(split: pd.DataFrame) -> None:
     """Raise if an actor (a clip, in a clip split) is in two splits or none, or train or test is empty (test may be
     empty only when every actor trains: the final model)."""
