@@ -210,8 +210,8 @@ class ClipCache:
         started = time.perf_counter()
         infos = {}
         paths_of = {clip_id: (video, audio) for clip_id, video, audio in jobs}
+        results = _run(jobs, self, decoder, workers, decode_timeout_s)
         try:
-            results = _run(jobs, self, decoder, workers, decode_timeout_s)
             for clip_id, path, reason, info in tqdm(
                 results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
             ):
@@ -223,6 +223,7 @@ class ClipCache:
                     skipped[clip_id] = {"clip_id": clip_id, "path": path, "reason": reason, "files": files}
                     log.warning("skipped %s: %s", path, reason)
         except BaseException:
+            results.close()  # the workers stop: nothing more is decoded after a stop
             # What was decoded before a stop is whole and kept; a second failure (the same full disk) must not hide
             # the first.
             with contextlib.suppress(Stop):
