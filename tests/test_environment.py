@@ -125,7 +125,7 @@ def test_the_canary_decides_between_a_broken_library_and_a_damaged_file(few_clip
     monkeypatch.setattr(features_module, "extract_clip", library_fails)
     with pytest.raises(BrokenEnvironment, match=r"(?s)undefined symbol.*canary.*doctor") as stop:
         cache.build(few_clips)
-    assert "Nothing was recorded" in str(stop.value)
+    assert "Nothing was recorded" in str(stop.value) and "The library: torchaudio." in str(stop.value)
     assert json.loads(cache.skipped_file.read_text()) == [] and not list(cache.dir.glob("*.npz"))
 
     failing = few_clips.iloc[3]["video_path"]

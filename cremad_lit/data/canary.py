@@ -100,15 +100,19 @@ def canary_files(video_kind: str, audio_kind: str) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def library_of(error: BaseException) -> str:
-    """The installed package the failure came from: the innermost traceback frame inside site-packages, else a
-    library file named in the message; "unknown" when neither says."""
-    for frame in reversed(traceback.extract_tb(error.__traceback__)):
-        found = re.search(r"[/\\](?:site|dist)-packages[/\\]([A-Za-z0-9_]+)", frame.filename)
+def library_of(error: BaseException | None) -> str:
+    """The installed package a failure came from: the innermost traceback frame inside site-packages that is not this
+    project's, else a library file its message names, along the chain of causes; "unknown" when none says."""
+    while error is not None:
+        for frame in reversed(traceback.extract_tb(error.__traceback__)):
+            found = re.search(r"[/\\](?:site|dist)-packages[/\\]([A-Za-z0-9_]+)", frame.filename)
+            if found and found.group(1) != "cremad_lit":
+                return found.group(1)
+        found = re.search(r"(?:site|dist)-packages[/\\]([A-Za-z0-9_]+)|\b(lib\w+)\.so", str(error))
         if found:
-            return found.group(1)
-    found = re.search(r"(?:site|dist)-packages[/\\]([A-Za-z0-9_]+)|\b(lib\w+)\.so", str(error))
-    return next((g for g in found.groups() if g), "unknown") if found else "unknown"
+            return next(g for g in found.groups() if g)
+        error = error.__cause__
+    return "unknown"
 
 
 def check(
@@ -124,7 +128,7 @@ def check(
         canary_decode(*canary_files(video_kind, audio_kind))
     except Exception as canary_error:
         library = library_of(canary_error)
-        if library == "unknown" and error is not None:
+        if library == "unknown":
             library = library_of(error)
         failed = (
             f"{video_path or audio_path} failed ({describe(error)}), and so" if error is not None else "a"
