@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import time
 import zipfile
@@ -324,10 +325,23 @@ def _prepare_one(job, cache: ClipCache, decoder: str):
     return clip_id, video_path or audio_path, None, clip_info(sample)
 
 
-def _init_worker() -> None:
+def _init_worker(started=None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if started is not None:  # the worker has read its share of the pool's state: the pool may now close
+        started.put(os.getpid())
+
+
+def _wait_for_starts(started, count: int, limit_s: float = 60.0) -> None:
+    """Wait until `count` workers have started (or `limit_s` passed). Closing a pool unlinks the semaphores a spawned
+    worker still reads while it starts: one that started late would print a traceback of its own."""
+    deadline = time.monotonic() + limit_s
+    for _ in range(count):
+        try:
+            started.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return
 
 
 def _signal_name(exitcode) -> str:
@@ -356,8 +370,11 @@ def _run(jobs, cache: ClipCache, decoder: str, workers: int, timeout: float | No
     import pebble
 
     # spawn: forking a process that already runs torch/OpenMP threads can deadlock.
+    context = multiprocessing.get_context("spawn")
+    workers = min(workers, len(jobs))
+    started, launched = context.Queue(), workers  # every worker says when it is up; a dead one is replaced
     pool = pebble.ProcessPool(
-        max_workers=workers, context=multiprocessing.get_context("spawn"), initializer=_init_worker
+        max_workers=workers, context=context, initializer=_init_worker, initargs=(started,)
     )
     try:
         futures = {
@@ -373,12 +390,14 @@ def _run(jobs, cache: ClipCache, decoder: str, workers: int, timeout: float | No
                 reason = f"decoding took longer than data.decode_timeout_s={timeout:g} s (stopped)"
             except pebble.ProcessExpired as error:
                 reason = f"decoder crashed ({_signal_name(error.exitcode)})"
+            launched += 1
             if not checked:  # a decoder that dies on every file is the environment's: the canary decides
-                _canary_in_worker(pool, cache.prep, decoder, video_path, audio_path, timeout, reason)
                 checked = True
+                _canary_in_worker(pool, cache.prep, decoder, video_path, audio_path, timeout, reason)
             yield clip_id, video_path or audio_path, reason, None
         finished = True
     finally:  # a build that stops early must not decode the rest first; a finished one lets workers exit quietly
+        _wait_for_starts(started, launched, 60.0 if finished else 10.0)
         if finished:
             pool.close()
         else:
