@@ -460,7 +460,9 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
         f"hydra.run.dir={tmp_path / 'train'}",
     )
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    checkpoint = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
+    # experiment=speech measures an ensemble: `checkpoint` is the run folder, the network's own file a member.
+    assert trained["checkpoint"] == str((tmp_path / "train").resolve())
+    checkpoint = torch.load(trained["network_checkpoint"], map_location="cpu", weights_only=True)
     assert checkpoint["state_dict"]["net.functionals.layers.1.weight"].shape == (128, 6373)
     mismatch = run_cli("train.py", "experiment=speech", *base, "data.functionals=compare", check=False)
     assert mismatch.returncode != 0 and "model.functionals.in_features=6373" in mismatch.stderr
@@ -469,7 +471,7 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
         "-m",
         "cremad_lit",
         "predict",
-        f"ckpt_path={trained['checkpoint']}",
+        f"ckpt_path={trained['network_checkpoint']}",
         f"inputs=[{wav}]",
         f"hydra.run.dir={tmp_path / 'predict'}",
     )
