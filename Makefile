@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech bench-speech8 bench-encoders clean
+.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech bench-speech8 bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,24 +17,44 @@ help: ## Show this help
 LOCK_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.1 opencv-python-headless==4.14.0.94
 UV_VERSION := 0.13.9
 
-# A fresh venv every time the lock changes, so it holds exactly the lock (pip checks every hash).
+# uv installs the lock in parallel from a linked cache; it is bootstrapped once, pinned, into .venv-uv.
+UV := .venv-uv/bin/uv
+# A mirror is set for uv with UV_DEFAULT_INDEX (uv does not read pip.conf); the hashes pin every file whatever its index.
+UV_SYNC = UV_PYTHON_DOWNLOADS=never $(UV) pip sync --quiet --python $(PYTHON) --require-hashes requirements.lock
+
+$(UV):
+	$(PY) -m venv .venv-uv
+	.venv-uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+# A fresh venv every time the lock changes, holding exactly the lock (every hash checked): uv where it can run,
+# pip where it cannot (no uv wheel for the platform, no index reachable for it).
 $(INSTALLED): requirements.lock pyproject.toml
+	rm -rf $(VENV)
+	$(PY) -m venv $(VENV)
+	@if $(MAKE) --no-print-directory $(UV) && $(UV_SYNC); then echo "installed the lock with uv $(UV_VERSION)"; \
+	else echo "uv could not install the lock: installing it with pip (slower)"; \
+		$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock; fi
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
+	$(PYTHON) -m pip check
+	$(PYTHON) -m cremad_lit doctor --quick
+	@touch $@
+
+install-pip: ## Same as install, with pip only (the fallback; for comparing install times)
 	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	$(PYTHON) -m pip check
 	$(PYTHON) -m cremad_lit doctor --quick
-	@touch $@
+	@touch $(INSTALLED)
 
 install: $(INSTALLED) ## Create .venv and install cremad-lit with its dev tools
 
-lock: ## Re-resolve requirements.lock from pyproject.toml (uv, every platform, hashes); then make install and make test
-	$(PY) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet uv==$(UV_VERSION)
+lock: $(UV) ## Re-resolve requirements.lock from pyproject.toml (uv, every platform, hashes); then make install and make test
+	mkdir -p .venv-lock
 	printf '%s\n' $(LOCK_PINS) > .venv-lock/pins.txt
 	printf 'setuptools>=77\n' > .venv-lock/build.txt
-	UV_PYTHON_DOWNLOADS=never .venv-lock/bin/uv pip compile pyproject.toml .venv-lock/build.txt --extra dev \
+	UV_PYTHON_DOWNLOADS=never $(UV) pip compile pyproject.toml .venv-lock/build.txt --extra dev \
 		--universal --python-version 3.10 --generate-hashes --constraint .venv-lock/pins.txt \
 		--custom-compile-command "make lock" --quiet --output-file requirements.lock
 	rm -rf .venv-lock
@@ -91,4 +111,4 @@ bench-speech: $(INSTALLED) ## Real speech (RAVDESS, 6 actor folds): baselines, p
 	$(PYTHON) benchmarks/bench_speech.py
 
 clean: ## Remove runs, generated data, caches and .venv
-	rm -rf logs data .pytest_cache .ruff_cache $(VENV) .venv-latest .venv-lock *.egg-info
+	rm -rf logs data .pytest_cache .ruff_cache $(VENV) .venv-latest .venv-lock .venv-uv *.egg-info
