@@ -174,6 +174,18 @@ def run_cli(
     return result
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
+    """One epoch of the tiny audio-visual model on the synthetic set (no logger): a checkpoint to predict with."""
+    tmp = tmp_path_factory.mktemp("ckpt")
+    run_cli(
+        *train_args(
+            synthetic_root, tmp, "logger=none", "trainer.max_epochs=1", f"hydra.run.dir={tmp / 'run'}"
+        )
+    )
+    return next((tmp / "run" / "checkpoints").glob("epoch*.ckpt"))
+
+
 def read_wandb_log(path: Path) -> list:
     """The protobuf records of an offline W&B run's `run-*.wandb` file (what `wandb sync` uploads).
 

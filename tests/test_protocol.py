@@ -179,13 +179,6 @@ def test_slurm_launcher_config_and_unique_run_dirs(tmp_path):
     assert len(list((tmp_path / "eda" / "runs").iterdir())) == 3  # started in the same second, three run dirs
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("ckpt")
-    run_cli(*args(synthetic_root, tmp, "logger=none", "trainer.max_epochs=1", f"hydra.run.dir={tmp / 'run'}"))
-    return next((tmp / "run" / "checkpoints").glob("epoch*.ckpt"))
-
-
 @pytest.mark.slow
 def test_predict_on_real_clips_and_any_name(tiny_checkpoint, kaggle_root, tmp_path, samples_dir):
     renamed = tmp_path / "inputs" / "an interview.flv"

@@ -14,6 +14,8 @@ COMMANDS = {
     "baseline": "classical baselines (eGeMAPS / ComParE + logistic regression, majority) on train.py's split",
     "report": "a results table (mean ± std, intervals, paired comparison) from run or multirun folders",
     "predict": "emotion probabilities for any media files, from one checkpoint or an ensemble",
+    "export": "a trained network as an ONNX file, with its classes and preprocessing settings",
+    "app": "a local demo page: drop a clip, see the probabilities, the faces and the Mel image the model saw",
     "human": "CREMA-D's crowd-vote accuracy (voice, face, audio-visual)",
     "doctor": "check the environment: versions, native libraries, decoders, accelerator, cache space",
 }

@@ -5,6 +5,7 @@ audio-only model), whatever their names.
     python -m cremad_lit predict ckpt_path=... inputs=/path/to/folder
     python -m cremad_lit predict ckpt_path=[A,B,C] inputs=...     # an ensemble (or a multirun folder): mean probabilities
     python -m cremad_lit predict ckpt_path=[A.ckpt,<baseline run dir>] ensemble_weights=[0.6,0.4] inputs=...
+    python -m cremad_lit predict ckpt_path=logs/export/runs/<time>/model.onnx inputs=...   # onnxruntime
 
 The model and its preprocessing are rebuilt from the checkpoint; audio comes from each video's own track. Prints a table
 and writes predictions.json, predictions.csv and one bar chart per clip (`<name>.png`) into its run dir. Files that
@@ -46,6 +47,7 @@ from cremad_lit.evaluation import (
     normalised_weights,
     weighted_members,
 )
+from cremad_lit.export import is_exported, load_exported
 from cremad_lit.io import write_json
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.plots import plot_counts
@@ -114,7 +116,7 @@ def predict_files(
         elif "mel" in sample:
             batch["mel"] = normalise_mel(torch.from_numpy(sample["mel"]))[None]
         if "functionals" in sample:
-            batch["functionals"] = torch.from_numpy(sample["functionals"])[None]
+            batch["functionals"] = torch.from_numpy(np.array(sample["functionals"]))[None]
         results.append({"file": str(path)})
         batches.append((results[-1], batch))
     speaker_norm = train_cfg.data.get("speaker_norm", "none")
@@ -239,7 +241,9 @@ def main(cfg: DictConfig) -> None:
         if is_classical(path):
             members.append(predict_files_classical(path, files, cfg.get("speaker", "folder")))
             continue
-        module, train_cfg = model_from_checkpoint(load_checkpoint(path))
+        module, train_cfg = (
+            load_exported(path) if is_exported(path) else model_from_checkpoint(load_checkpoint(path))
+        )
         members.append(predict_files(module, train_cfg, files, device, cfg.get("speaker", "folder")))
     results = members[0] if len(members) == 1 else average_files(members, weights)
     out = Path(cfg.paths.output_dir)
