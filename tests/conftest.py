@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared"))
@@ -172,6 +173,19 @@ def run_cli(
             f"command failed ({result.returncode}): {' '.join(args)}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
         )
     return result
+
+
+def tiny_module(overrides: list[str] = TINY, seed: int = 0):
+    """An untrained tiny network built in this process from the composed train config, and that config."""
+    from hydra import compose, initialize_config_dir
+
+    from cremad_lit.module import EmotionModule
+    from cremad_lit.pipeline import build_net
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    torch.manual_seed(seed)
+    return EmotionModule(build_net(cfg.model), optimizer=None).eval(), cfg
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from cremad_lit.commands.predict import predict_files
 from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
 from cremad_lit.export import example_batch, export_onnx, load_exported
-from cremad_lit.module import EmotionModule
-from cremad_lit.pipeline import build_net
-from tests.conftest import SAMPLE_FLVS, TINY, run_cli
+from cremad_lit.prediction import predict_files
+from tests.conftest import SAMPLE_FLVS, TINY, run_cli, tiny_module
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
 NETS = {
     "audio-visual": TINY,
     # experiment=speech's network shape: the Mel CNN beside the eGeMAPS functionals branch, audio only
@@ -28,14 +23,6 @@ NETS = {
         "data.functionals=egemaps",
     ],
 }
-
-
-def tiny_module(overrides: list[str]):
-    with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    torch.manual_seed(0)
-    module = EmotionModule(build_net(cfg.model), optimizer=None).eval()
-    return module, cfg
 
 
 @pytest.mark.parametrize("name", NETS)

@@ -1,0 +1,195 @@
+"""The demo page: drop a clip (or record your voice) and see what the model heard and saw.
+
+    python -m cremad_lit app ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+    python -m cremad_lit app ckpt_path=logs/train/runs/<run> examples=../shared/cremad-samples/VideoFlash
+
+`Judge` is the Python API (a clip in, a `Verdict` out: probabilities, each member's, the face crops and the Mel image
+the model read); `build_page` lays it out with Gradio. The page is served on this machine only, needs no account and
+fetches nothing (no share link, no analytics, system fonts).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from cremad_lit.data.features import Preprocessing, decode_clip
+from cremad_lit.data.media import MediaError
+from cremad_lit.pipeline import AUDIO_ONLY_SPEC
+from cremad_lit.prediction import Member, predict_with
+
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
+EXAMPLES_SHOWN = 8
+
+
+@dataclass
+class Verdict:
+    file: str
+    prediction: str = ""
+    probabilities: dict[str, float] = field(default_factory=dict)
+    members: list[dict] = field(default_factory=list)  # name, weight, prediction, probabilities
+    faces: list[np.ndarray] = field(default_factory=list)  # H x W x 3 uint8, as the video branch read them
+    mel: np.ndarray | None = None  # n_mels x width, dB
+    error: str = ""
+
+
+class Judge:
+    """The models behind the page: `judge(path)` -> Verdict. A lone clip is its own speaker for a
+    speaker-normalised model (it is normalised by itself, as predict's speaker=file)."""
+
+    def __init__(self, members: list[Member], device: str = "cpu"):
+        self.members, self.device = members, device
+        networks = [m for m in members if not m.classical]
+        self.classes = list(networks[0].model.classes if networks else _classical_classes(members[0].path))
+        self.modalities = sorted({mod for m in networks for mod in m.model.net.modalities} or {"audio"})
+        self.prep, self.decoder = self._preprocessing(networks)
+
+    @staticmethod
+    def _preprocessing(networks: list[Member]) -> tuple[Preprocessing, str]:
+        if not networks:  # classical members only: show the default Mel image
+            return Preprocessing(), "pyav"
+        first = networks[0]
+        settings = dict(first.train_cfg.data.preprocessing)
+        settings["image_size"] = (first.model.net.frame_input_spec() or AUDIO_ONLY_SPEC)["image_size"]
+        return Preprocessing(**settings), first.train_cfg.data.decoder
+
+    def __call__(self, path: str | Path) -> Verdict:
+        path = Path(path)
+        fused, per_member = predict_with(self.members, [path], self.device, speaker="file")
+        verdict = Verdict(str(path), error=fused[0].get("error", ""))
+        if verdict.error:
+            return verdict
+        verdict.prediction, verdict.probabilities = fused[0]["prediction"], fused[0]["probabilities"]
+        verdict.members = [
+            {"name": m.name, "weight": float(m.weight), **rows[0]}
+            for m, rows in zip(self.members, per_member, strict=True)
+        ]
+        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        video, audio = ("", str(path)) if is_audio else (str(path), "")
+        modalities = [m for m in self.modalities if m == "audio" or not is_audio]
+        try:
+            sample = decode_clip(video, audio, self.prep, self.decoder, modalities)
+        except MediaError as error:  # predicted, yet not drawable: say so rather than fail the page
+            verdict.error = f"could not draw what the model read: {error.reason}"
+            return verdict
+        verdict.faces = list(sample["frames"]) if "frames" in sample else []
+        verdict.mel = sample.get("mel")
+        return verdict
+
+
+def _classical_classes(run_dir: str) -> list[str]:
+    from cremad_lit.classical import load_classical
+
+    return list(load_classical(run_dir)[1]["classes"])
+
+
+def examples_in(folder: str | Path | None, limit: int = EXAMPLES_SHOWN) -> list[Path]:
+    """Up to `limit` media files of a folder, spread over its sorted listing (CREMA-D's names sort by actor)."""
+    if not folder or not Path(str(folder)).is_dir():
+        return []
+    files = sorted(p for p in Path(str(folder)).rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS)
+    step = max(1, len(files) // limit)
+    return files[::step][:limit]
+
+
+def mel_picture(mel: np.ndarray):
+    """The Mel image as a figure: frequency up, time across, in dB (no pyplot: nothing kept per request)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 2.6), dpi=100)
+    axes = figure.subplots()
+    shown = axes.imshow(np.asarray(mel).reshape(mel.shape[-2:]), origin="lower", aspect="auto", cmap="magma")
+    axes.set(xlabel="time (Mel image columns)", ylabel="Mel band", title="What the audio branch read")
+    figure.colorbar(shown, ax=axes, label="dB")
+    figure.tight_layout()
+    return figure
+
+
+def member_rows(verdict: Verdict) -> list[list]:
+    return [
+        [m["name"], round(m["weight"], 3), m.get("prediction", m.get("error", "")), *_rounded(m, verdict)]
+        for m in verdict.members
+    ]
+
+
+def _rounded(member: dict, verdict: Verdict) -> list[float]:
+    return [round(member.get("probabilities", {}).get(c, float("nan")), 3) for c in verdict.probabilities]
+
+
+def page_outputs(judge: Judge, clip: str | None, recording: str | None = None) -> tuple:
+    """What the page shows for an uploaded clip or a recording: probabilities (for gr.Label), a status line, the
+    frames, the Mel figure and one row per member."""
+    source = clip or recording
+    if not source:
+        return None, "Drop a clip or record one first.", [], None, []
+    verdict = judge(source)
+    if not verdict.probabilities:
+        return None, f"**{Path(source).name}**: {verdict.error}", [], None, []
+    status = f"**{Path(source).name}**: {verdict.prediction}"
+    if verdict.error:
+        status += f" ({verdict.error})"
+    figure = mel_picture(verdict.mel) if verdict.mel is not None else None
+    return verdict.probabilities, status, verdict.faces, figure, member_rows(verdict)
+
+
+def build_page(judge: Judge, examples: list[Path], description: str = ""):
+    """The Gradio page around `judge`. Returns the Blocks (call `.launch()`)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    with gr.Blocks(title="cremad-lit: what the model heard and saw") as page:
+        gr.Markdown(f"# What the model heard and saw\n{description}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                clip = gr.File(
+                    label="A clip: video with a face and speech, or audio",
+                    file_types=list(MEDIA_EXTENSIONS),
+                    type="filepath",
+                    elem_id="clip",
+                )
+                recording = gr.Audio(
+                    sources=["microphone"], type="filepath", label="or record your voice", elem_id="recording"
+                )
+                button = gr.Button("Judge", variant="primary", elem_id="judge")
+                if examples:
+                    gr.Examples([[str(p)] for p in examples], inputs=[clip], label="Real clips to try")
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="status")
+                label = gr.Label(num_top_classes=len(judge.classes), label="Emotion", elem_id="emotion")
+                faces = gr.Gallery(
+                    label="Frames the video branch read", columns=4, height=220, elem_id="faces"
+                )
+                mel = gr.Plot(label="Mel image", elem_id="mel")
+                members = gr.Dataframe(
+                    headers=["member", "weight", "prediction", *judge.classes],
+                    label="Each member's opinion (the page shows their weighted mean)",
+                    elem_id="members",
+                )
+        button.click(
+            lambda *given: page_outputs(judge, *given),
+            inputs=[clip, recording],
+            outputs=[label, status, faces, mel, members],
+        )
+    return page
+
+
+def serve(page, host: str, port: int, examples: list[Path], block: bool = True):
+    """Serve the page on host:port (this machine only by default); returns the local URL when not blocking."""
+    import gradio as gr
+
+    system_fonts = ["ui-sans-serif", "system-ui", "sans-serif"]  # the default theme fetches Google's fonts
+    _, url, _ = page.launch(
+        server_name=host,
+        server_port=port,
+        share=False,  # no public link: nothing leaves the machine
+        ssr_mode=False,  # no Node server beside Python's
+        theme=gr.themes.Default(font=system_fonts, font_mono=["ui-monospace", "monospace"]),
+        allowed_paths=sorted({str(p.parent.resolve()) for p in examples}),  # the example clips may be served
+        prevent_thread_lock=not block,
+        footer_links=[],
+    )
+    return url

@@ -1,0 +1,44 @@
+"""Serve the demo page for a trained model: drop a clip, see the probabilities, the frames and the Mel image it read.
+
+    python -m cremad_lit app ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+    python -m cremad_lit app ckpt_path=logs/train/runs/<run> examples=../shared/cremad-samples/VideoFlash port=7861
+
+Local and offline: no account, no share link. The page and its Python API: cremad_lit/app.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from cremad_lit.app import Judge, build_page, examples_in, serve
+from cremad_lit.environment import require_environment
+from cremad_lit.errors import stops_cleanly
+from cremad_lit.prediction import load_members
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="app")
+@stops_cleanly
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    require_environment()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    members = load_members(cfg.ckpt_path, cfg.ensemble_weights, device)
+    judge = Judge(members, device)
+    trained_on = next((m.train_cfg.data.get("root") for m in members if not m.classical), None)
+    examples = examples_in(cfg.examples or trained_on)
+    names = ", ".join(f"{m.name} ({m.weight:.2f})" for m in members)
+    description = (
+        f"Model: {names}. Classes: {', '.join(judge.classes)}. Reads: {', '.join(judge.modalities)}. "
+        "Everything runs on this machine."
+    )
+    page = build_page(judge, examples, description)
+    print(f"serving the page for {names} at http://{cfg.host}:{cfg.port} (Ctrl+C stops it)", flush=True)
+    serve(page, cfg.host, cfg.port, examples)
+
+
+if __name__ == "__main__":
+    main()

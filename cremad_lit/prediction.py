@@ -1,0 +1,253 @@
+"""Emotion probabilities for media files from trained models: a checkpoint, an exported ONNX file, a baseline run's
+classical model, or an ensemble of them (weighted mean of probabilities). What `predict` and `app` run.
+
+    from cremad_lit.prediction import load_members, predict_with
+    fused, per_member = predict_with(load_members("logs/train/runs/<run>"), [Path("a.flv")])
+
+Files that cannot be decoded get an `error` (the reason) instead of probabilities. A model trained with
+`data.speaker_norm` normalises each speaker's files by that speaker's statistics: by default the files of one folder
+are one speaker (`speaker=folder`; `speaker=file` or `speaker=all` otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from cremad_lit.classical import is_classical, load_classical
+from cremad_lit.classical import probabilities as classical_probabilities
+from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS
+from cremad_lit.data.dataset import speaker_stats
+from cremad_lit.data.features import (
+    Preprocessing,
+    decode_clip,
+    normalise_frames,
+    normalise_mel,
+    waveform_tensor,
+)
+from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
+from cremad_lit.data.media import MediaError
+from cremad_lit.evaluation import (
+    load_checkpoint,
+    member_weights,
+    model_from_checkpoint,
+    normalised_weights,
+    weighted_members,
+)
+from cremad_lit.export import is_exported, load_exported
+from cremad_lit.pipeline import AUDIO_ONLY_SPEC
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Member:
+    """One model of an ensemble (or the only one): a network (torch or ONNX) with its training config, or a baseline
+    run's classical model (`model` is then its run folder)."""
+
+    path: str
+    weight: float
+    model: object = None
+    train_cfg: DictConfig | None = None
+
+    @property
+    def classical(self) -> bool:
+        return self.train_cfg is None
+
+    @property
+    def name(self) -> str:
+        path = Path(self.path)
+        if path.is_dir():
+            return path.name
+        return "/".join(part for part in (path.parent.parent.name, path.name) if part)  # <run>/last.ckpt
+
+
+def load_members(ckpt_path, weights=None, device: str = "cpu") -> list[Member]:
+    """Every model `ckpt_path` names (a file, a list, a run, multirun or ensemble folder), loaded, with its weight."""
+    found = weighted_members(ckpt_path)
+    chosen = member_weights({"ensemble_weights": weights}, found)
+    if isinstance(chosen, str):
+        raise ValueError(
+            f"ensemble_weights={chosen}: predicting has no labels to choose weights with; give the weights "
+            "`evaluate.py ... ensemble_weights=val` chose (its metrics.json: ensemble.weights)"
+        )
+    members = []
+    for (path, _), weight in zip(found, normalised_weights(chosen, len(found)), strict=True):
+        if is_classical(path):
+            members.append(Member(path, weight))
+            continue
+        model, train_cfg = (
+            load_exported(path) if is_exported(path) else model_from_checkpoint(load_checkpoint(path))
+        )
+        members.append(Member(path, weight, model.to(device).eval(), train_cfg))
+    return members
+
+
+def predict_with(
+    members: list[Member], files: list[Path], device: str = "cpu", speaker: str = "folder"
+) -> tuple[list[dict], list[list[dict]]]:
+    """Per file, the ensemble's probabilities (the weighted mean; one member's own when alone), and each member's."""
+    per_member = [
+        predict_files_classical(m.path, files, speaker)
+        if m.classical
+        else predict_files(m.model, m.train_cfg, files, device, speaker)
+        for m in members
+    ]
+    fused = per_member[0] if len(members) == 1 else average_files(per_member, [m.weight for m in members])
+    return fused, per_member
+
+
+SPEAKER_GROUPS = ("folder", "file", "all")
+
+
+def speaker_of(path: Path, grouping: str) -> str:
+    """Which files count as one speaker for a speaker-normalised model: those in one folder, each file, or all."""
+    if grouping not in SPEAKER_GROUPS:
+        raise ValueError(f"speaker must be one of {SPEAKER_GROUPS}, not {grouping!r}")
+    return {"folder": str(path.parent), "file": str(path), "all": ""}[grouping]
+
+
+def predict_files(
+    module, train_cfg: DictConfig, files: list[Path], device: str = "cpu", speaker: str = "folder"
+) -> list[dict]:
+    spec = module.net.frame_input_spec() or AUDIO_ONLY_SPEC
+    settings = dict(train_cfg.data.preprocessing)
+    settings["image_size"] = spec["image_size"]
+    modalities = module.net.modalities
+    prep = Preprocessing(**settings)
+    with_functionals = getattr(module.net, "functionals", None) is not None
+    module = module.to(device).eval()
+    results, batches = [], []
+    for path in files:
+        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
+        try:
+            sample = decode_clip(video_path, audio_path, prep, train_cfg.data.decoder, modalities)
+            if with_functionals:
+                kind = train_cfg.data.get("functionals", "egemaps")
+                sample["functionals"] = audio_functionals(
+                    video_path, audio_path, prep.audio_source, prep.sample_rate, kind
+                )
+        except MediaError as error:
+            log.warning("skipped %s: %s", error.path, error.reason)
+            results.append({"file": str(path), "error": error.reason})
+            continue
+        batch = {}
+        if "frames" in sample:
+            frames = normalise_frames(torch.from_numpy(sample["frames"]), spec["mean"], spec["std"])
+            batch["frames"] = frames[None]
+        if "audio" in modalities and module.net.audio_input() == "waveform":
+            batch["waveform"] = waveform_tensor(sample["waveform"])[None]
+            batch["waveform_lengths"] = torch.tensor([batch["waveform"].shape[1]])
+        elif "mel" in sample:
+            batch["mel"] = normalise_mel(torch.from_numpy(sample["mel"]))[None]
+        if "functionals" in sample:
+            batch["functionals"] = torch.from_numpy(np.array(sample["functionals"]))[None]
+        results.append({"file": str(path)})
+        batches.append((results[-1], batch))
+    speaker_norm = train_cfg.data.get("speaker_norm", "none")
+    if speaker_norm != "none" and "audio" in modalities:
+        normalise_speakers([b for _, b in batches], [r["file"] for r, _ in batches], speaker_norm, speaker)
+    for result, batch in batches:
+        with torch.no_grad():
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            probabilities = module(inputs).float().softmax(dim=1)[0].cpu().tolist()
+        best = max(range(len(module.classes)), key=probabilities.__getitem__)
+        result["prediction"] = module.classes[best]
+        result["probabilities"] = dict(zip(module.classes, probabilities, strict=True))
+    return results
+
+
+def predict_files_classical(run_dir: str, files: list[Path], speaker: str = "folder") -> list[dict]:
+    """A baseline run's saved classical model on files: their functionals (from each file's audio), standardised per
+    speaker group as it was trained, its probabilities."""
+    arrays, info = load_classical(run_dir)
+    classes = list(info["classes"])
+    prep = info["data"]["preprocessing"]
+    results, features = [], {}
+    for path in files:
+        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
+        results.append({"file": str(path)})
+        if info["functionals"] is None:  # the majority class reads nothing
+            features[len(results) - 1] = np.zeros(1, dtype=np.float32)
+            continue
+        try:
+            features[len(results) - 1] = audio_functionals(
+                video_path, audio_path, prep["audio_source"], prep["sample_rate"], info["functionals"]
+            )
+        except MediaError as error:
+            log.warning("skipped %s: %s", error.path, error.reason)
+            results[-1]["error"] = error.reason
+    if info["speaker_norm"] != "none" and features:
+        speakers = {i: speaker_of(Path(results[i]["file"]), speaker) for i in features}
+        warn_lone_speakers(list(speakers.values()), speaker)
+        features = normalise_by_speaker(features, speakers, info["speaker_norm"])
+    if features:
+        rows = sorted(features)
+        probabilities = classical_probabilities(arrays, np.stack([features[i] for i in rows]), len(classes))
+        for i, probs in zip(rows, probabilities, strict=True):
+            results[i]["prediction"] = classes[int(probs.argmax())]
+            results[i]["probabilities"] = dict(zip(classes, map(float, probs), strict=True))
+    return results
+
+
+def average_files(members: list[list[dict]], weights) -> list[dict]:
+    """Per file, the weighted mean of the members' probabilities (a file any member could not read keeps its error)."""
+    weights = normalised_weights(weights, len(members))
+    fused = []
+    for rows in zip(*members, strict=True):
+        errors = [r["error"] for r in rows if "error" in r]
+        if errors:
+            fused.append({"file": rows[0]["file"], "error": errors[0]})
+            continue
+        classes = list(rows[0]["probabilities"])
+        if any(list(r["probabilities"]) != classes for r in rows):
+            raise ValueError(
+                "the ensemble's checkpoints predict different class lists: average only like with like"
+            )
+        probabilities = {
+            e: float(sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)))
+            for e in classes
+        }
+        fused.append(
+            {
+                "file": rows[0]["file"],
+                "prediction": max(probabilities, key=probabilities.get),
+                "probabilities": probabilities,
+            }
+        )
+    return fused
+
+
+def warn_lone_speakers(speakers: list[str], grouping: str) -> None:
+    lone = sum(speakers.count(s) == 1 for s in set(speakers))
+    if lone:
+        log.warning(
+            "speaker-normalised model: %d speaker group(s) (speaker=%s) have one file, normalised by itself; "
+            "more recordings of the speaker give a better estimate",
+            lone,
+            grouping,
+        )
+
+
+def normalise_speakers(batches: list[dict], files: list[str], mode: str, grouping: str) -> None:
+    """A model trained with data.speaker_norm sees each speaker's inputs normalised by that speaker's statistics:
+    here the groups of files that `grouping` calls one speaker. In place."""
+    speakers = [speaker_of(Path(file), grouping) for file in files]
+    warn_lone_speakers(speakers, grouping)
+    if batches and "mel" in batches[0]:  # a speech encoder reads the raw waveform: only its functionals are
+        stats = speaker_stats(((s, b["mel"][0]) for s, b in zip(speakers, batches, strict=True)), mode)
+        for name, batch in zip(speakers, batches, strict=True):
+            mean, std = stats[name]
+            batch["mel"] = (batch["mel"] - mean) / std
+    if batches and "functionals" in batches[0]:
+        features = {i: b["functionals"][0].numpy() for i, b in enumerate(batches)}
+        normalised = normalise_by_speaker(features, dict(enumerate(speakers)), mode)
+        for i, batch in enumerate(batches):
+            batch["functionals"] = torch.from_numpy(normalised[i])[None]

@@ -1,0 +1,135 @@
+"""The demo page: its Python API on real clips (fast), and the served page driven by a real headless Chromium (slow)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cremad_lit.app import Judge, build_page, examples_in, page_outputs
+from cremad_lit.prediction import Member, load_members, predict_with
+from tests.conftest import REPO, SAMPLE_FLVS, SAMPLES, tiny_module
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The flags a sandboxed, offline machine needs (no background connections to Google's services).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def two_networks() -> list[Member]:
+    return [
+        Member(f"net{seed}.ckpt", weight, *tiny_module(seed=seed)) for seed, weight in ((0, 0.25), (1, 0.75))
+    ]
+
+
+def test_judge_shows_probabilities_members_frames_and_mel_of_a_real_clip():
+    members = two_networks()
+    judge = Judge(members)
+    verdict = judge(SAMPLE_FLVS[0])
+    assert not verdict.error and sum(verdict.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert verdict.prediction == max(verdict.probabilities, key=verdict.probabilities.get)
+    # The page's numbers are predict's numbers, and the fused ones the weighted mean of the members'.
+    fused, _ = predict_with(members, [SAMPLE_FLVS[0]], speaker="file")
+    assert verdict.probabilities == pytest.approx(fused[0]["probabilities"])
+    mixed = {
+        c: 0.25 * verdict.members[0]["probabilities"][c] + 0.75 * verdict.members[1]["probabilities"][c]
+        for c in judge.classes
+    }
+    assert verdict.probabilities == pytest.approx(mixed)
+    assert verdict.members[0]["probabilities"] != verdict.members[1]["probabilities"]
+    prep = members[0].train_cfg.data.preprocessing
+    assert len(verdict.faces) == prep.frames and verdict.faces[0].shape == (32, 32, 3)
+    assert verdict.faces[0].dtype == np.uint8 and verdict.faces[0].std() > 0
+    assert verdict.mel.shape[-2:] == (prep.n_mels, prep.mel_width)
+
+    label, status, faces, figure, rows = page_outputs(judge, str(SAMPLE_FLVS[0]))
+    assert label == verdict.probabilities and verdict.prediction in status and len(faces) == prep.frames
+    assert figure.axes[0].get_title() == "What the audio branch read"
+    assert [r[0] for r in rows] == ["net0.ckpt", "net1.ckpt"] and rows[1][1] == 0.75
+
+
+def test_the_page_says_why_a_clip_cannot_be_read(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    judge = Judge([Member("net.ckpt", 1.0, *tiny_module())])
+    label, status, faces, figure, rows = page_outputs(judge, str(broken))
+    assert label is None and "broken.mp4" in status and len(status) > len("**broken.mp4**: ")
+    assert page_outputs(judge, None)[1] == "Drop a clip or record one first."
+
+
+def test_the_page_is_built_with_examples():
+    examples = examples_in(SAMPLES / "VideoFlash", limit=4)
+    assert len(examples) == 4 and all(p.suffix == ".flv" for p in examples)
+    page = build_page(Judge([Member("net.ckpt", 1.0, *tiny_module())]), examples, "tiny")
+    ids = {getattr(block, "elem_id", None) for block in page.blocks.values()}
+    assert {"clip", "recording", "judge", "emotion", "faces", "mel", "members", "status"} <= ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian's chromium package; .ci/run installs it)")
+def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
+    """Serve the page, open it in headless Chromium, upload a shared real clip, read the label the page shows."""
+    from playwright.sync_api import sync_playwright
+
+    port, clip = free_port(), SAMPLE_FLVS[3]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cremad_lit",
+            "app",
+            f"ckpt_path={tiny_checkpoint}",
+            f"examples={SAMPLES / 'VideoFlash'}",
+            f"port={port}",
+            f"hydra.run.dir={tmp_path / 'app'}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline, lines = time.time() + 180, []
+        while not any("Running on local URL" in line for line in lines):
+            assert server.poll() is None and time.time() < deadline, "".join(lines)
+            lines.append(server.stdout.readline())
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(f"http://127.0.0.1:{port}")
+            page.set_input_files("#clip input[type=file]", str(clip))
+            page.locator("#clip").get_by_text(clip.name).wait_for(timeout=60_000)  # the upload finished
+            page.click("#judge")
+            page.locator("#status").get_by_text(clip.name).wait_for(timeout=120_000)
+            shown = re.search(rf"{re.escape(clip.name)}: (\w+)", page.inner_text("#status")).group(1)
+            emotion_box = page.inner_text("#emotion")
+            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+            browser.close()
+        print(f"screenshot: {tmp_path / 'app.png'}")
+        fused, _ = predict_with(load_members(str(tiny_checkpoint)), [clip], speaker="file")
+        assert shown == fused[0]["prediction"] and shown in emotion_box
+        assert (tmp_path / "app.png").stat().st_size > 10_000
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
