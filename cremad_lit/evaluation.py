@@ -27,7 +27,13 @@ from cremad_lit.data.labels import shared_classes
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import BadCheckpoint
 from cremad_lit.lockbox import record_opening
-from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
+from cremad_lit.loggers import (
+    build_loggers,
+    finish_loggers,
+    lightning_console_once,
+    log_config,
+    log_predictions_table,
+)
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import (
@@ -386,6 +392,7 @@ def average_predictions(members: list[dict], weights) -> list[dict]:
 
 def evaluate(cfg: DictConfig) -> dict:
     require_environment()  # a broken install stops here, before any clip is touched
+    lightning_console_once()
     if cfg.split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
     run_dir = Path(cfg.paths.output_dir)

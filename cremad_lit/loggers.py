@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,28 @@ def run_identity(cfg: DictConfig, job_type: str) -> dict:
     return {"name": name[:128], "group": group[:128], "job_type": job_type, "tags": tags}
 
 
+class _NoAdvertisements(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def lightning_console_once() -> None:
+    """Lightning, imported before Hydra sets up logging, adds console handlers of its own: each of its lines then
+    shows twice (its "INFO: ..." and Hydra's). Leave its records to Hydra's handlers (the console and the run's log
+    file), without its tips to install its cloud products, and without a deprecation notice that is between
+    Lightning and torch (Lightning's own _pytree copy uses torch's LeafSpec), printed once per fit."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisements) for f in logger.filters):
+            logger.addFilter(_NoAdvertisements())
+
+
 def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool, job_type: str = "train") -> list:
     """Instantiate `cfg.logger`'s loggers; a resumed run continues the same W&B run (same id)."""
     loggers = []
@@ -107,7 +130,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resuming: bool, job_type: str 
         if previous:
             extra.update(id=previous, resume="allow")
         # Checkpoints go up as artifacts from here (log_model_artifacts), which also works offline.
-        loggers.append(instantiate(config, log_model=False, **extra))
+        logger = instantiate(config, log_model=False, **extra)
+        # Lightning passes wandb the retired `anonymous` setting even when unset, and wandb warns on every run.
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+        loggers.append(logger)
     return loggers
 
 

@@ -32,6 +32,7 @@ from cremad_lit.io import write_json
 from cremad_lit.loggers import (
     build_loggers,
     finish_loggers,
+    lightning_console_once,
     log_image,
     log_model_artifacts,
     log_predictions_table,
@@ -129,6 +130,7 @@ def check_functionals_size(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     require_environment()  # a broken install stops here, before any clip is touched
+    lightning_console_once()
     run_dir = Path(cfg.paths.output_dir)
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)

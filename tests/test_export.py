@@ -79,3 +79,29 @@ def test_export_then_predict_through_the_commands(tiny_checkpoint, tmp_path):
         assert ours["prediction"] == theirs["prediction"]
         for emotion, p in ours["probabilities"].items():
             assert theirs["probabilities"][emotion] == pytest.approx(p, abs=1e-4)
+
+
+@pytest.mark.slow  # builds and traces a transformer: ~15 s
+def test_a_speech_encoder_exports_with_dynamic_length_and_padding(tmp_path):
+    from cremad_lit.models.speech_encoders import tiny_encoder_folder
+
+    folder = tiny_encoder_folder(tmp_path / "wavlm", "wavlm")
+    module, cfg = tiny_module(
+        [
+            *TINY,
+            "data.modalities=[audio]",
+            "model/backbone@model.audio_backbone=wavlm_base_plus",
+            f"model.audio_backbone.pretrained_dir={folder}",
+        ]
+    )
+    settings = export_onnx(module, cfg, tmp_path / "export")
+    assert settings["inputs"] == ["waveform", "waveform_lengths"]
+    exported, _ = load_exported(tmp_path / "export" / "model.onnx")
+    example = example_batch(
+        module.net, cfg, batch=3
+    )  # exported at 1 s; run at 0.56 s, each clip padded differently
+    example["waveform"] = example["waveform"][:, :9000]
+    example["waveform_lengths"] = torch.tensor([9000, 6000, 4000])
+    with torch.no_grad():
+        expected = module.net(example).softmax(dim=1).numpy()
+    np.testing.assert_allclose(exported.run(example)[1], expected, atol=1e-4)

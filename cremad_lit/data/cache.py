@@ -214,7 +214,7 @@ class ClipCache:
         results = _run(jobs, self, decoder, workers, decode_timeout_s)
         try:
             for clip_id, path, reason, info in tqdm(
-                results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip"
+                results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip", disable=not jobs
             ):
                 skipped.pop(clip_id, None)
                 if info is not None:
