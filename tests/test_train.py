@@ -28,6 +28,11 @@ def trained_run(synthetic_root, tmp_path_factory):
 def test_train_writes_metrics_plots_split_and_checkpoints(trained_run):
     run_dir, result, _ = trained_run
     assert f"run dir: {run_dir.resolve()}" in result.stdout
+    # The console a new user reads: Lightning's lines once, no advertisement, no warnings about settings we never set.
+    console = result.stdout + result.stderr
+    assert console.count("Seed set to") == 1 and "GPU available" in console
+    for noise in ("💡 Tip", "anonymous setting", "LeafSpec", "pin_memory"):
+        assert noise not in console, noise
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
         assert 0.0 <= metrics[key] <= 1.0
