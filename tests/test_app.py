@@ -133,3 +133,15 @@ def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_page_runs_an_exported_model_as_it_runs_the_checkpoint(tmp_path):
+    from cremad_lit.export import export_onnx
+
+    module, cfg = tiny_module()
+    export_onnx(module, cfg, tmp_path)
+    by_onnx = Judge(load_members(str(tmp_path / "model.onnx")))(SAMPLE_FLVS[1])
+    by_torch = Judge([Member("net.ckpt", 1.0, module, cfg)])(SAMPLE_FLVS[1])
+    assert by_onnx.prediction == by_torch.prediction
+    assert by_onnx.probabilities == pytest.approx(by_torch.probabilities, abs=1e-4)
+    assert len(by_onnx.faces) == len(by_torch.faces) and by_onnx.mel.shape == by_torch.mel.shape
