@@ -75,7 +75,7 @@ def test_every_option_of_every_group_composes_and_resolves(group, override, opti
 
 
 def test_every_config_file_is_reachable_and_says_what_it_is_for():
-    top = {"train", "eval", "prepare", "predict", "baseline", "eda"}
+    top = {"train", "eval", "prepare", "predict", "baseline", "eda", "export", "app"}
     for path in sorted(CONF.rglob("*.yaml")):
         lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
         first = lines[0]
@@ -87,6 +87,6 @@ def test_every_config_file_is_reachable_and_says_what_it_is_for():
 
 
 def test_the_entry_points_compose():
-    for name in ("train", "eval", "prepare", "predict", "baseline", "eda"):
-        overrides = {"eval": ["ckpt_path=x.ckpt"], "predict": ["ckpt_path=x.ckpt"]}.get(name, [])
+    for name in ("train", "eval", "prepare", "predict", "baseline", "eda", "export", "app"):
+        overrides = ["ckpt_path=x.ckpt"] if name in ("eval", "predict", "export", "app") else []
         assert resolved(name, overrides)["paths"]["output_dir"] == "/tmp/run", name

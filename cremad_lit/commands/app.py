@@ -20,7 +20,7 @@ from cremad_lit.errors import stops_cleanly
 from cremad_lit.prediction import load_members
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="app")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="app")
 @stops_cleanly
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -129,7 +129,7 @@ def run_baseline(cfg: DictConfig) -> float:
     return val_accuracy
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="baseline")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="baseline")
 @stops_cleanly
 def main(cfg: DictConfig) -> float:
     return run_baseline(cfg)

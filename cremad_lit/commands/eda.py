@@ -124,7 +124,7 @@ def _has_tabulate() -> bool:
     return True
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eda")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eda")
 def main(cfg: DictConfig) -> None:
     if cfg.data.get("generate"):  # data=synthetic: write whatever clips are missing
         from cremad_lit.data.synthetic import generate

@@ -21,7 +21,7 @@ from cremad_lit.export import export_onnx
 FORMATS = ("onnx",)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 @stops_cleanly
 def main(cfg: DictConfig) -> None:
     if cfg.format not in FORMATS:

@@ -50,7 +50,7 @@ def expand_inputs(inputs) -> list[Path]:
     return files
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 @stops_cleanly
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched

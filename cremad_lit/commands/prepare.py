@@ -20,7 +20,7 @@ from cremad_lit.io import write_json
 from cremad_lit.pipeline import build_datamodule, frame_spec_without_weights
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
 @stops_cleanly
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
