@@ -20,7 +20,10 @@ UV_VERSION := 0.13.9
 # uv installs the lock in parallel from a linked cache; it is bootstrapped once, pinned, into .venv-uv.
 UV := .venv-uv/bin/uv
 # A mirror is set for uv with UV_DEFAULT_INDEX (uv does not read pip.conf); the hashes pin every file whatever its index.
-UV_SYNC = UV_PYTHON_DOWNLOADS=never $(UV) pip sync --quiet --python $(PYTHON) --require-hashes requirements.lock
+# --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine, CI) nothing else ever writes the
+# .pyc files, and every process would compile torch, Lightning and timm again (measured: imports 7.5 s -> 18.5 s).
+UV_SYNC = UV_PYTHON_DOWNLOADS=never $(UV) pip sync --quiet --compile-bytecode --python $(PYTHON) --require-hashes \
+	requirements.lock
 
 $(UV):
 	$(PY) -m venv .venv-uv
@@ -32,10 +35,11 @@ $(INSTALLED): requirements.lock pyproject.toml
 	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
 	@if $(MAKE) --no-print-directory $(UV) && $(UV_SYNC); then echo "installed the lock with uv $(UV_VERSION)"; \
+		$(UV) pip install --quiet --python $(PYTHON) --no-deps --no-build-isolation --editable . && \
+		$(PYTHON) -m pip check; \
 	else echo "uv could not install the lock: installing it with pip (slower)"; \
-		$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock; fi
-	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
-	$(PYTHON) -m pip check
+		$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock && \
+		$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable . && $(PYTHON) -m pip check; fi
 	$(PYTHON) -m cremad_lit doctor --quick
 	@touch $@
 
