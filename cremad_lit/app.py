@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS
 from cremad_lit.data.features import Preprocessing, decode_clip
 from cremad_lit.data.media import MediaError
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
-from cremad_lit.prediction import Member, predict_with
+from cremad_lit.prediction import MEDIA_EXTENSIONS, Member, predict_with
 
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
 EXAMPLES_SHOWN = 8
 
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from cremad_lit.classical import is_classical, load_classical
 from cremad_lit.classical import probabilities as classical_probabilities
-from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS
+from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.dataset import speaker_stats
 from cremad_lit.data.features import (
     Preprocessing,
@@ -43,6 +43,7 @@ from cremad_lit.export import is_exported, load_exported
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 
 log = logging.getLogger(__name__)
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS  # a WAV suits an audio-only model
 
 
 @dataclass

@@ -24,15 +24,13 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
 from cremad_lit.io import write_json
 from cremad_lit.plots import plot_counts
-from cremad_lit.prediction import load_members, predict_with
+from cremad_lit.prediction import MEDIA_EXTENSIONS, load_members, predict_with
 
 log = logging.getLogger(__name__)
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS  # a WAV suits an audio-only model
 
 
 def expand_inputs(inputs) -> list[Path]:
