@@ -23,14 +23,15 @@ from common import machine, write_section  # noqa: E402
 
 from cremad_lit.data.cache import ClipCache  # noqa: E402
 from cremad_lit.data.catalog import build_catalog  # noqa: E402
-from cremad_lit.data.dataset import CremaDataset  # noqa: E402
+from cremad_lit.data.dataset import ClipDataset  # noqa: E402
 from cremad_lit.data.features import Preprocessing  # noqa: E402
+from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.data.synthetic import generate  # noqa: E402
 
 SHARED_SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "cremad-samples"
 
 
-def clips_per_second(dataset: CremaDataset, repeats: int = 1) -> float:
+def clips_per_second(dataset: ClipDataset, repeats: int = 1) -> float:
     dataset[0]  # warm-up: imports, the Mel transform, the Haar cascade
     started = time.perf_counter()
     for _ in range(repeats):
@@ -49,13 +50,17 @@ def measure(root: Path, work: Path, prep: Preprocessing, label: str) -> list[tup
             (
                 label,
                 f"on the fly, {decoder}",
-                clips_per_second(CremaDataset(clips, *args, cache=None, decoder=decoder)),
+                clips_per_second(ClipDataset(clips, *args, classes=EMOTIONS, cache=None, decoder=decoder)),
             )
         )
     cache = ClipCache(work / "cache", prep)
     cache.build(clips, workers=0)
     rows.append(
-        (label, "prepared cache", clips_per_second(CremaDataset(clips, *args, cache=cache), repeats=3))
+        (
+            label,
+            "prepared cache",
+            clips_per_second(ClipDataset(clips, *args, classes=EMOTIONS, cache=cache), repeats=3),
+        )
     )
     return rows
 

@@ -121,10 +121,10 @@ def faces_sheet() -> str:
     """docs/faces.png: what `python -m cremad_lit prepare data.root=../shared/cremad-samples` writes as faces.png."""
     import tempfile
 
-    from cremad_lit.data.datamodule import CremaDataModule
+    from cremad_lit.data.datamodule import EmotionDataModule
 
     with tempfile.TemporaryDirectory() as cache:
-        datamodule = CremaDataModule(
+        datamodule = EmotionDataModule(
             str(SHARED / "cremad-samples"),
             {"frames": 8, "image_size": 224, "face_crop": "lbp"},
             cache_dir=cache,

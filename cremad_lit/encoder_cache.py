@@ -128,7 +128,7 @@ class EncoderFeatureCache:
         return self.dir / f"{clip_id}.npy"
 
     def fill(self, dataset, batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
-        """Compute and store every clip of `dataset` (a CremaDataset) not stored yet."""
+        """Compute and store every clip of `dataset` (a ClipDataset) not stored yet."""
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json(
             self.dir / "encoder.json",

@@ -65,7 +65,7 @@ def fit_partner(spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Pat
             "functionals": kind,
             "speaker_norm": speaker_norm,
             "classes": list(datamodule.classes),
-            "data": OmegaConf.to_container(data_cfg, resolve=True),
+            "data": {**OmegaConf.to_container(data_cfg, resolve=True), "classes": list(datamodule.classes)},
             "cache_dir": str(datamodule.cache_dir),
             "run_dir": str(run_dir.resolve()),  # its split.csv: the partner's split is the network's
             "skipped": skipped,

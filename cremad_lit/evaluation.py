@@ -1,9 +1,9 @@
 """The body of evaluate.py: checkpoint -> model and data settings -> test on a split -> results in the run dir.
 
-python evaluate.py ckpt_path=PATH [split=test|val|train|all] [data.root=DIR]
-python evaluate.py ckpt_path=PATH data=ravdess data.root=DIR split=all          # another corpus (cross-corpus)
-python evaluate.py ckpt_path=[A,B,C] split=all ...      # an ensemble: the mean of their probabilities (ensemble_weights=)
-python evaluate.py ckpt_path=logs/train/multiruns/<time> data=... split=all   # every run's tested checkpoint
+python evaluate.py ckpt_path=PATH [subset=test|val|train|all|lockbox] [data.root=DIR]
+python evaluate.py ckpt_path=PATH data=ravdess data.root=DIR subset=all          # another corpus (cross-corpus)
+python evaluate.py ckpt_path=[A,B,C] subset=all ...      # an ensemble: the mean of their probabilities (ensemble_weights=)
+python evaluate.py ckpt_path=logs/train/multiruns/<time> data=... subset=all   # every run's tested checkpoint
 python evaluate.py ckpt_path=[<train run>/checkpoints/last.ckpt,<baseline run dir>] ensemble_weights=val
                                    # a deep model and a classical baseline, weights chosen on their validation speakers
 
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cremad_lit.classical import clip_features, design_matrix, is_classical, load_classical
 from cremad_lit.classical import probabilities as classical_probabilities
-from cremad_lit.data.labels import shared_classes
+from cremad_lit.data.labels import EMOTIONS, shared_classes
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import BadCheckpoint
 from cremad_lit.lockbox import record_opening
@@ -99,12 +99,13 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
                 model_cfg[branch].pretrained = False
                 model_cfg[branch].pretrained_file = None
     hparams = checkpoint.get("hyper_parameters", {})
+    classes = checkpoint["cremad_lit"].get("emotions") or EMOTIONS  # checkpoints from before 0.4 had the six
     module = EmotionModule(
-        build_net(model_cfg),
+        build_net(model_cfg, classes),
         optimizer=None,
+        classes=classes,
         class_weights=hparams.get("class_weights"),
         label_smoothing=hparams.get("label_smoothing", 0.0),
-        classes=checkpoint["cremad_lit"].get("emotions"),  # the six in checkpoints from before 0.4
     )
     try:
         module.load_state_dict(checkpoint["state_dict"])
@@ -189,8 +190,8 @@ def data_settings(cfg: DictConfig, data_cfg: DictConfig, trained_in: str | Path,
         data_cfg.output_dir = str(out_dir)
         data_cfg.generate = None
         saved_split = Path(trained_in) / "split.csv"
-        if same_corpus and saved_split.is_file() and not data_cfg.split.get("file"):
-            data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
+        if same_corpus and saved_split.is_file() and not data_cfg.subset.get("file"):
+            data_cfg.subset.file = str(saved_split)  # the exact actors the run was tested on
     return same_corpus
 
 
@@ -206,7 +207,7 @@ def test_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict:
     data_cfg = train_cfg.data
     same_corpus = data_settings(cfg, data_cfg, train_cfg.paths.output_dir, out_dir)
     datamodule = build_datamodule(
-        data_cfg, cache_frame_spec(module.net, train_cfg.model), eval_split=cfg.split
+        data_cfg, cache_frame_spec(module.net, train_cfg.model), eval_split=cfg.subset
     )
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
@@ -236,7 +237,7 @@ def test_classical(cfg: DictConfig, run_dir: str, out_dir: Path) -> dict:
     data_cfg = OmegaConf.create(info["data"])
     same_corpus = data_settings(cfg, data_cfg, info["run_dir"], out_dir)
     datamodule = build_datamodule(
-        data_cfg, None, cache="off", speaker_norm="none", functionals="none", eval_split=cfg.split
+        data_cfg, None, cache="off", speaker_norm="none", functionals="none", eval_split=cfg.subset
     )
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -251,8 +252,8 @@ def test_classical(cfg: DictConfig, run_dir: str, out_dir: Path) -> dict:
     for clip in skipped:
         log.warning("skipped clip %s: %s", clip["clip_id"], clip["reason"])
     clips = datamodule.clips[datamodule.clips["emotion"].isin(classes)]
-    everything = cfg.split in ("all", "lockbox")  # every clip set up is tested
-    x, y, clip_ids = design_matrix(clips, features, classes, "all" if everything else cfg.split)
+    everything = cfg.subset in ("all", "lockbox")  # every clip set up is tested
+    x, y, clip_ids = design_matrix(clips, features, classes, "all" if everything else cfg.subset)
     probabilities = classical_probabilities(arrays, x, len(classes))
     predictions = [
         {"clip_id": c, "label": int(label), "pred": int(p.argmax()), "probs": p.tolist()}
@@ -319,7 +320,7 @@ def choose_weights_on_validation(cfg: DictConfig, paths: list[str], run_dir: Pat
     nearest equal weights). Only members that share their validation clips (seeds or methods of one split) can."""
     if how != "val":
         raise ValueError(f"ensemble_weights must be a list of numbers, null or 'val', not {how!r}")
-    if cfg.split == "val":
+    if cfg.subset == "val":
         raise ValueError(
             "ensemble_weights=val chooses the weights on the validation speakers: evaluate another split"
         )
@@ -374,7 +375,7 @@ def average_predictions(members: list[dict], weights) -> list[dict]:
     by_member, shared = shared_clips(
         members,
         "the checkpoints share no test clip (fold models each test their own actors): "
-        "evaluate them together with split=all, or on another corpus",
+        "evaluate them together with subset=all, or on another corpus",
     )
     fused = []
     for clip_id in shared:
@@ -393,8 +394,10 @@ def average_predictions(members: list[dict], weights) -> list[dict]:
 def evaluate(cfg: DictConfig) -> dict:
     require_environment()  # a broken install stops here, before any clip is touched
     lightning_console_once()
-    if cfg.split not in EVAL_SPLITS:
-        raise ValueError(f"split must be one of {EVAL_SPLITS}, not {cfg.split!r}")
+    if cfg.get("split") is not None:
+        raise ValueError(f"evaluate.py's split= is now subset= (subset={cfg.split}): split names the protocol in train.yaml")
+    if cfg.subset not in EVAL_SPLITS:
+        raise ValueError(f"subset must be one of {EVAL_SPLITS}, not {cfg.subset!r}")
     run_dir = Path(cfg.paths.output_dir)
     found = weighted_members(cfg.ckpt_path)
     paths = [member for member, _ in found]
@@ -405,7 +408,7 @@ def evaluate(cfg: DictConfig) -> dict:
     first = members[0]
     datamodule = first["datamodule"]
     lockbox = {}
-    if cfg.split == "lockbox":
+    if cfg.subset == "lockbox":
         if any(m["datamodule"].lockbox != datamodule.lockbox for m in members):
             raise ValueError(
                 "the ensemble's members hold out different lockboxes: open one lockbox at a time"
@@ -475,14 +478,14 @@ def evaluate(cfg: DictConfig) -> dict:
         loggers,
         extra={
             "task": "eval",
-            "split": cfg.split,
+            "split": cfg.subset,
             "split_by": datamodule.split_by,
             "protocol": datamodule.protocol,
             "dataset": datamodule.dataset,
             "cross_corpus": not first["same_corpus"],
-            "actors": sorted({a for m in members for a in m["datamodule"].actors(cfg.split)}, key=str)
+            "actors": sorted({a for m in members for a in m["datamodule"].actors(cfg.subset)}, key=str)
             if len(members) > 1
-            else datamodule.actors(cfg.split),
+            else datamodule.actors(cfg.subset),
             "checkpoint": str(paths[0]) if len(paths) == 1 else None,
             "data_root": first["data_root"],
             **ensemble,
@@ -494,10 +497,10 @@ def evaluate(cfg: DictConfig) -> dict:
         speakers=speakers,
         classes=tuple(classes),
     )
-    log_predictions_table(loggers, predictions, datamodule, key=f"{cfg.split}/predictions", classes=classes)
+    log_predictions_table(loggers, predictions, datamodule, key=f"{cfg.subset}/predictions", classes=classes)
     finish_loggers(loggers)
     print(
-        f"accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.split})"
+        f"accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} on {metrics['n_test']} clips ({cfg.subset})"
         + (
             f", ensemble of {len(members)} members, weights {[round(w, 3) for w in ensemble['ensemble']['weights']]}"
             if len(members) > 1

@@ -2,7 +2,7 @@
 is never mistaken for an unbiased one.
 
     python train.py ... split.lockbox=[16,17,18]            # those speakers leave every protocol and command
-    python evaluate.py ckpt_path=<run> split=lockbox         # opens it: recorded here, counted in metrics.json
+    python evaluate.py ckpt_path=<run> subset=lockbox         # opens it: recorded here, counted in metrics.json
 
 The ledger is `<paths.log_dir>/lockbox/<corpus>-<speakers>.json`, one per corpus copy and lockbox: when, which
 evaluation run, which checkpoint or ensemble, and the accuracy seen. metrics.json's `lockbox.opened_before` says how

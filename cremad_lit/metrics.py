@@ -19,8 +19,6 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from cremad_lit.data.labels import EMOTIONS
-
 
 def make_metrics(num_classes: int, sync: bool = True) -> MetricCollection:
     """`sync=False` for metrics computed from predictions already gathered from every rank."""
@@ -37,7 +35,7 @@ def make_metrics(num_classes: int, sync: bool = True) -> MetricCollection:
     )
 
 
-def metrics_from_values(values: dict, classes=EMOTIONS) -> dict:
+def metrics_from_values(values: dict, classes) -> dict:
     """Test metrics under the field's names (war: weighted average recall = accuracy; uar: unweighted average recall
     = mean per-class recall) and the older ones (accuracy, recall_macro), which earlier runs and tools read."""
     return {
@@ -54,7 +52,7 @@ def metrics_from_values(values: dict, classes=EMOTIONS) -> dict:
     }
 
 
-def results_from_predictions(predictions: list[dict], classes=EMOTIONS) -> dict:
+def results_from_predictions(predictions: list[dict], classes) -> dict:
     """Accuracy, macro P/R/F1, per-class F1 and the confusion matrix of per-clip predictions ({label, probs})."""
     metrics = make_metrics(len(classes), sync=False)
     metrics.update(

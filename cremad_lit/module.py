@@ -10,7 +10,7 @@ confusion matrix and per-clip predictions.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -19,7 +19,6 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from cremad_lit.checkpointing import rng_state, set_rng_state
-from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.metrics import make_metrics, metrics_from_values, results_from_predictions
 
 
@@ -27,13 +26,12 @@ class EmotionModule(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
+        classes: Sequence[str],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
-        num_classes: int | None = None,
         mixup_alpha: float = 0.0,
-        classes: list[str] | None = None,
     ):
         super().__init__()
         # Modules and partials stay out of hparams: checkpoints hold plain data only (safe to load weights_only).
@@ -44,13 +42,9 @@ class EmotionModule(L.LightningModule):
             torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
         )
         self.label_smoothing, self.mixup_alpha = label_smoothing, mixup_alpha
-        # The ordered class names (label i is classes[i]); checkpoints from before 0.4 had the six.
-        self.classes = tuple(classes) if classes else EMOTIONS
-        num_classes = num_classes or len(self.classes)
-        if num_classes != len(self.classes):
-            raise ValueError(f"num_classes={num_classes} but {len(self.classes)} class names {self.classes}")
-        self.val_metrics = make_metrics(num_classes)
-        self.test_metrics = make_metrics(num_classes)
+        self.classes = tuple(classes)  # the ordered class names: label i is classes[i]
+        self.val_metrics = make_metrics(len(self.classes))
+        self.test_metrics = make_metrics(len(self.classes))
         self.test_predictions: list[dict] = []
         self.test_results: dict = {}
         self.run_config: dict | None = None  # the resolved Hydra config, stored in every checkpoint

@@ -1,7 +1,7 @@
 """Shared building blocks of the entry points (train.py, evaluate.py, prepare, predict): config -> objects.
 
     from cremad_lit.pipeline import build_net, build_datamodule
-    net = build_net(cfg.model)                                  # Hydra-instantiated AudioVisualNet
+    net = build_net(cfg.model, classes)                         # Hydra-instantiated AudioVisualNet
     datamodule = build_datamodule(cfg.data, net.frame_input_spec())
 
 The DataModule never sees the model: only the video backbone's input spec (size, mean, std) crosses over.
@@ -36,10 +36,10 @@ def resolve_precision(precision: str | int, accelerator: str = "auto") -> str | 
     return "32-true"
 
 
-def build_net(model_cfg: DictConfig, record: bool = False):
-    """The Hydra-instantiated net. `record`: write into `model_cfg` what a branch needs to be rebuilt without its
+def build_net(model_cfg: DictConfig, classes, record: bool = False):
+    """The Hydra-instantiated net, its head sized for `classes` (the run's ordered class list). `record`: write into `model_cfg` what a branch needs to be rebuilt without its
     source (a speech encoder's architecture, so the checkpoint's config rebuilds it offline)."""
-    net = instantiate(model_cfg)
+    net = instantiate(model_cfg, num_classes=len(classes))
     if record:
         with open_dict(model_cfg):
             for branch in ("audio_backbone", "video_backbone"):
@@ -112,9 +112,9 @@ def _classes_setting(data_cfg: DictConfig):
 
 
 def resolve_run_classes(cfg: DictConfig) -> tuple[str, ...]:
-    """Fix the class list of a training run before the model exists: read the corpus's labels (names only), then
-    write the list into data.classes and its length into model.num_classes, so the head, the metrics and the
-    checkpoint's config all hold it."""
+    """The class list of a training run, fixed before the model exists (the corpus's labels, names only): it sizes
+    the head (build_net), is handed to the DataModule (build_datamodule's `classes=`) and recorded in the run's
+    config and checkpoint. The composed config itself is left as the user wrote it."""
     setting = _classes_setting(cfg.data)
     if setting in (
         None,
@@ -125,9 +125,6 @@ def resolve_run_classes(cfg: DictConfig) -> tuple[str, ...]:
         classes = resolve_classes([], "default")
     else:
         classes = tuple(load_catalog(cfg.data, cfg.data.get("modalities")).attrs["classes"])
-    with open_dict(cfg):
-        cfg.data.classes = list(classes)
-        cfg.model.num_classes = len(classes)
     return classes
 
 

@@ -1,7 +1,7 @@
 """Test results into the run dir (metrics.json, confusion.png, predictions.csv) and into W&B when it is on.
 
 from cremad_lit.results import write_results
-write_results(run_dir, module.test_results, module.test_predictions, trainer.loggers, extra={"split": "test"})
+write_results(run_dir, module.test_results, module.test_predictions, trainer.loggers, classes=module.classes)
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ def write_results(
     results: dict,
     predictions: list[dict],
     loggers=(),
+    *,
+    classes,
     extra: dict | None = None,
     data_root: str | None = None,
     speakers: dict | None = None,
-    classes=EMOTIONS,
 ) -> dict:
     """Write metrics.json, confusion.png, predictions.csv (and the human baseline when the root has the votes).
 
@@ -59,9 +60,7 @@ def write_results(
     return metrics
 
 
-def _log_to_wandb(
-    logger, metrics: dict, predictions: list[dict], confusion_png: Path, classes=EMOTIONS
-) -> None:
+def _log_to_wandb(logger, metrics: dict, predictions: list[dict], confusion_png: Path, classes) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     if not isinstance(logger, WandbLogger):

@@ -139,9 +139,9 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("ensemble_with"):
         check_partner(cfg.ensemble_with, cfg.data)
     L.seed_everything(cfg.seed, workers=True)
-    classes = resolve_run_classes(cfg)  # data.classes -> the ordered list, and the head's size
-    net = build_net(cfg.model, record=True)
-    datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model))
+    classes = resolve_run_classes(cfg)  # data.classes -> the ordered list: the head's size, the data's labels
+    net = build_net(cfg.model, classes, record=True)
+    datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model), classes=list(classes))
 
     accelerated = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in (
         "auto",
@@ -160,13 +160,16 @@ def train(cfg: DictConfig) -> float | None:
     module = EmotionModule(
         net,
         optimizer=instantiate(cfg.optim.optimizer),
+        classes=classes,
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         class_weights=class_weights,
         label_smoothing=cfg.loss.label_smoothing,
         mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
-        classes=list(classes),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module.run_config["data"]["classes"] = list(
+        classes
+    )  # the resolved list: evaluate rebuilds the same labels
 
     resume_from = resolve_checkpoint(cfg.get("ckpt_path"), run_dir)
     loggers = build_loggers(cfg, run_dir, resuming=resume_from is not None)

@@ -27,7 +27,7 @@ GROUPS = {
     "callbacks": ["callbacks"],
     "logger": ["logger"],
     "paths": ["paths"],
-    "splits": ["splits"],
+    "split": ["split"],
     "experiment": ["experiment"],
     "final": ["final"],
     "debug": ["debug"],
@@ -56,7 +56,8 @@ def resolved(name: str, overrides: list[str]) -> dict:
 
 
 def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    """A group's options: its files, less the bases other files extend (named `_*.yaml`)."""
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml") if not path.stem.startswith("_"))
 
 
 CASES = [

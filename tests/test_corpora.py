@@ -230,7 +230,7 @@ def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp
         "data=manifest",
         f"data.manifest={manifest}",
         f"paths.cache_dir={tmp_path / 'cache'}",
-        "split=all",
+        "subset=all",
         f"hydra.run.dir={tmp_path / 'eval'}",
     )
     cross = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -373,7 +373,7 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
     match (without it they sit 12 dB apart); `standard` leaves each speaker zero mean and unit std in every band."""
     import torch
 
-    from cremad_lit.data.datamodule import CremaDataModule
+    from cremad_lit.data.datamodule import EmotionDataModule
 
     originals = six_emotion_wavs(sorted((ravdess_dir / "Actor_01").glob("*.wav")))[:8]
     copies = quieter_copies(originals, tmp_path / "quiet")
@@ -385,7 +385,7 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
     pd.concat([rows.assign(clip_id=[w.stem for w in originals]), quiet]).to_csv(manifest, index=False)
 
     def mels(speaker_norm: str, functionals: str = "none") -> tuple:
-        datamodule = CremaDataModule(
+        datamodule = EmotionDataModule(
             None,
             {},
             dataset="manifest",
@@ -421,9 +421,9 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
     assert varying.sum() > 60 and torch.allclose(loud.mean(dim=0), torch.zeros(88), atol=1e-4)
     assert torch.allclose(loud.std(dim=0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     with pytest.raises(ValueError, match="speaker_norm"):
-        CremaDataModule(None, {}, dataset="manifest", manifest=str(manifest), speaker_norm="yes")
+        EmotionDataModule(None, {}, dataset="manifest", manifest=str(manifest), speaker_norm="yes")
     with pytest.raises(ValueError, match="functionals"):
-        CremaDataModule(None, {}, dataset="manifest", manifest=str(manifest), functionals="mfcc")
+        EmotionDataModule(None, {}, dataset="manifest", manifest=str(manifest), functionals="mfcc")
 
 
 @pytest.mark.slow
@@ -683,14 +683,14 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
     mixed = w_deep * probabilities("deep") + w_base * probabilities("egemaps0")
     assert np.allclose(probabilities("fused").to_numpy(), mixed.to_numpy(), atol=1e-5)
 
-    on_val = run_cli("evaluate.py", members, "ensemble_weights=val", "split=val", check=False)
+    on_val = run_cli("evaluate.py", members, "ensemble_weights=val", "subset=val", check=False)
     assert on_val.returncode != 0 and "evaluate another split" in on_val.stderr
     folds = f"ckpt_path=[{tmp_path / 'egemaps0'},{tmp_path / 'egemaps1'}]"
     val_actors = [
         set(pd.read_csv(tmp_path / f"egemaps{fold}" / "split.csv").query("split == 'val'")["actor_id"])
         for fold in (0, 1)
     ]
-    across = run_cli("evaluate.py", folds, "ensemble_weights=val", "split=all", check=False)
+    across = run_cli("evaluate.py", folds, "ensemble_weights=val", "subset=all", check=False)
     if val_actors[0] & val_actors[1]:  # two folds' models share the validation actors they have in common
         shared = 44 * len(val_actors[0] & val_actors[1])
         assert (

@@ -22,6 +22,7 @@ import pytest
 from cremad_lit.data.cache import FAULTS_VARIABLE, ClipCache
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.features import Preprocessing
+from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.environment import BrokenEnvironment
 from cremad_lit.io import DiskFull, NotWritable
 from tests.conftest import REPO, SHARED, run_cli
@@ -239,7 +240,7 @@ def test_a_checkpoint_save_on_a_full_disk_keeps_the_previous_one(tmp_path, monke
 
 
 def test_a_damaged_cache_entry_is_found_on_load_and_decoded_again(synthetic_root, tmp_path, caplog):
-    from cremad_lit.data.dataset import CremaDataset
+    from cremad_lit.data.dataset import ClipDataset
 
     clips = build_catalog(synthetic_root).head(3)
     prep = Preprocessing(frames=2, image_size=32)
@@ -253,7 +254,9 @@ def test_a_damaged_cache_entry_is_found_on_load_and_decoded_again(synthetic_root
     data = bytearray(entry.read_bytes())
     data[member.header_offset + 30 + len(member.filename) + member.compress_size // 2] ^= 0xFF
     entry.write_bytes(bytes(data))
-    dataset = CremaDataset(clips, prep, ["audio", "video"], (0.5,) * 3, (0.5,) * 3, cache=cache)
+    dataset = ClipDataset(
+        clips, prep, ["audio", "video"], (0.5,) * 3, (0.5,) * 3, classes=EMOTIONS, cache=cache
+    )
     sample = dataset[1]
     assert "error" not in sample and sample["clip_id"] == clip_id
     assert any(

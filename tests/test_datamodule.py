@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cremad_lit.data.datamodule import CremaDataModule
+from cremad_lit.data.datamodule import EmotionDataModule
 from cremad_lit.data.labels import EMOTIONS
 
 PREP = {"frames": 3, "image_size": 32}
@@ -17,7 +17,7 @@ def make(root, tmp_path, **kwargs):
         cache_dir=str(tmp_path / "cache"), batch_size=4, output_dir=str(tmp_path / "run"), split={"seed": 0}
     )
     options.update(kwargs)
-    datamodule = CremaDataModule(str(root), PREP, **options)
+    datamodule = EmotionDataModule(str(root), PREP, **options)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -69,7 +69,7 @@ def test_workers_and_persistent_workers(synthetic_root, tmp_path, recwarn):
 
 
 def test_require_cache_fails_clearly_when_not_prepared(synthetic_root, tmp_path):
-    datamodule = CremaDataModule(
+    datamodule = EmotionDataModule(
         str(synthetic_root), PREP, cache="require", cache_dir=str(tmp_path / "empty")
     )
     with pytest.raises(FileNotFoundError, match="cremad_lit prepare"):
@@ -98,9 +98,9 @@ def test_augmentation_changes_training_samples_only(synthetic_root, tmp_path):
 
 def test_bad_options(synthetic_root):
     with pytest.raises(ValueError, match="modalities"):
-        CremaDataModule(str(synthetic_root), PREP, modalities=("smell",))
+        EmotionDataModule(str(synthetic_root), PREP, modalities=("smell",))
     with pytest.raises(ValueError, match="cache"):
-        CremaDataModule(str(synthetic_root), PREP, cache="sometimes")
+        EmotionDataModule(str(synthetic_root), PREP, cache="sometimes")
 
 
 def test_voice_augmentations_stretch_bands_and_change_loudness():

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cremad_lit.data.catalog import SAME_TAKE, build_catalog
-from cremad_lit.data.datamodule import CremaDataModule
+from cremad_lit.data.datamodule import EmotionDataModule
 from cremad_lit.data.faces import find_face
 from cremad_lit.data.features import Preprocessing, clip_info, extract_clip, log_mel
 from cremad_lit.data.media import read_frames, read_video_audio, read_wav
@@ -108,8 +108,8 @@ def mixed_manifest(av_actor05, samples_dir, tmp_path_factory) -> Path:
     return folder / "clips.csv"
 
 
-def manifest_datamodule(manifest: Path, cache: Path, modalities) -> CremaDataModule:
-    return CremaDataModule(
+def manifest_datamodule(manifest: Path, cache: Path, modalities) -> EmotionDataModule:
+    return EmotionDataModule(
         None,
         {"frames": 4, "image_size": 64, "face_crop": "lbp"},
         dataset="manifest",
@@ -230,7 +230,7 @@ def test_ravdess_audio_video_end_to_end(av_actor05, tmp_path):
     checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     run_cli(
-        "evaluate.py", f"ckpt_path={checkpoint}", *data, "split=all", f"hydra.run.dir={tmp_path / 'eval'}"
+        "evaluate.py", f"ckpt_path={checkpoint}", *data, "subset=all", f"hydra.run.dir={tmp_path / 'eval'}"
     )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n_test"] == 4
@@ -274,7 +274,7 @@ def test_haar_without_opencvs_cascades_is_one_clear_error(monkeypatch, mixed_man
     faces._haar_cascade.cache_clear()
     monkeypatch.delattr(cv2, "CascadeClassifier", raising=False)
     with pytest.raises(RuntimeError, match=r"OpenCV 5 removed it.*face_crop=lbp"):
-        CremaDataModule(
+        EmotionDataModule(
             None,
             {"face_crop": "haar"},
             dataset="manifest",

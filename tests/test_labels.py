@@ -109,7 +109,7 @@ def test_eight_class_checkpoint_on_a_six_class_corpus(eight_class_run, synthetic
         "data=cremad",
         f"data.root={synthetic_root}",
         f"paths.cache_dir={tmp / 'cache'}",
-        "split=all",
+        "subset=all",
         f"hydra.run.dir={tmp / 'cross'}",
     )
     cross = json.loads((tmp / "cross" / "metrics.json").read_text())

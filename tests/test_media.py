@@ -167,9 +167,9 @@ def test_a_cache_only_run_of_a_bad_tree_finishes_an_epoch(bad_root, tmp_path):
     """On-the-fly decoding (no cache): bad clips are dropped from their batch, the epoch completes."""
     import lightning as L
 
-    from cremad_lit.data.datamodule import CremaDataModule
+    from cremad_lit.data.datamodule import EmotionDataModule
 
-    datamodule = CremaDataModule(
+    datamodule = EmotionDataModule(
         str(bad_root), {"frames": 2, "image_size": 32}, cache="off", batch_size=4, split={"seed": 0}
     )
     datamodule.setup("fit")

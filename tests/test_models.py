@@ -65,7 +65,9 @@ def test_vit_tiny_takes_the_mel_image():
     ids=["concat", "gated", "attention"],
 )
 def test_every_swap_gives_six_logits(temporal, fusion):
-    net = AudioVisualNet(("audio", "video"), tiny_backbone(), tiny_backbone(), temporal, fusion)
+    net = AudioVisualNet(
+        ("audio", "video"), tiny_backbone(), tiny_backbone(), temporal, fusion, num_classes=6
+    )
     logits = net(BATCH)
     assert logits.shape == (2, 6) and torch.isfinite(logits).all()
     logits.sum().backward()
@@ -74,7 +76,9 @@ def test_every_swap_gives_six_logits(temporal, fusion):
 
 @pytest.mark.parametrize("modalities", [("audio",), ("video",)])
 def test_unimodal_nets_build_only_their_branch(modalities):
-    net = AudioVisualNet(modalities, tiny_backbone(), tiny_backbone(), RecurrentTemporal, ConcatFusion)
+    net = AudioVisualNet(
+        modalities, tiny_backbone(), tiny_backbone(), RecurrentTemporal, ConcatFusion, num_classes=6
+    )
     assert hasattr(net, "video_backbone") == ("video" in modalities) and hasattr(net, "audio_backbone") == (
         "audio" in modalities
     )
@@ -113,7 +117,7 @@ def test_paper_models_compose_from_hydra(model, video, audio, features):
         and cfg.callbacks.early_stopping.patience == 3
     )
     assert cfg.model.fusion.dropout == 0.5
-    net = instantiate(cfg.model)
+    net = instantiate(cfg.model, num_classes=6)
     assert (net.video_backbone.name, net.audio_backbone.name) == (video, audio)
     assert (net.video_backbone.out_features, net.audio_backbone.out_features) == features
     assert isinstance(net.temporal.rnn, torch.nn.LSTM)
@@ -136,7 +140,7 @@ def test_swaps_from_the_command_line_compose():
                 "data.modalities=[video]",
             ],
         )
-    net = instantiate(cfg.model)
+    net = instantiate(cfg.model, num_classes=6)
     assert isinstance(net.temporal, TransformerTemporal) and isinstance(net.fusion, GatedFusion)
     assert net.modalities == ("video",) and net.video_backbone.name == "test_vit"
 
@@ -164,7 +168,9 @@ def test_unknown_backbone_name_is_a_clear_error():
 @pytest.mark.parametrize("audio_norm", ["none", "clip", "bins"])
 def test_audio_norm_takes_out_loudness_inside_the_model(audio_norm):
     torch.manual_seed(0)
-    net = AudioVisualNet(("audio",), None, tiny_backbone(), None, ConcatFusion, audio_norm=audio_norm).eval()
+    net = AudioVisualNet(
+        ("audio",), None, tiny_backbone(), None, ConcatFusion, num_classes=6, audio_norm=audio_norm
+    ).eval()
     mel = torch.randn(2, 1, 64, 128)
     louder = {"mel": mel + 0.5}  # +10 dB in the data's scaling: a louder speaker or a hotter microphone
     channel = {"mel": mel + torch.linspace(-1, 1, 64).view(1, 1, 64, 1)}  # a different frequency response
@@ -180,7 +186,9 @@ def test_audio_norm_takes_out_loudness_inside_the_model(audio_norm):
 
 def test_unknown_audio_norm_is_a_clear_error():
     with pytest.raises(ValueError, match="audio_norm must be one of"):
-        AudioVisualNet(("audio",), None, tiny_backbone(), None, ConcatFusion, audio_norm="loud")
+        AudioVisualNet(
+            ("audio",), None, tiny_backbone(), None, ConcatFusion, num_classes=6, audio_norm="loud"
+        )
 
 
 def test_functionals_branch_is_fused_with_the_mel_branch():
@@ -189,7 +197,7 @@ def test_functionals_branch_is_fused_with_the_mel_branch():
             "train", overrides=["experiment=speech", "model/backbone@model.audio_backbone=test_resnet"]
         )
     assert cfg.data.functionals == "egemaps" and cfg.model.functionals.in_features == 88
-    net = instantiate(cfg.model)
+    net = instantiate(cfg.model, num_classes=6)
     assert isinstance(net.functionals, FunctionalsMLP) and net.fusion.classifier.in_features == (
         net.audio_backbone.out_features + net.functionals.out_features
     )

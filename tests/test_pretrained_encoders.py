@@ -65,7 +65,7 @@ def test_each_encoder_family_loads_from_its_folder_masks_padding_and_rebuilds_fr
 
 
 class WaveformClips:
-    """The two things EncoderFeatureCache.fill reads from a CremaDataset: its clips table and a clip's waveform."""
+    """The two things EncoderFeatureCache.fill reads from a ClipDataset: its clips table and a clip's waveform."""
 
     def __init__(self, waveforms: list[torch.Tensor]):
         self.clips = pd.DataFrame({"clip_id": [f"clip{i}" for i in range(len(waveforms))] + ["broken"]})
@@ -410,11 +410,11 @@ def test_image_encoders_load_from_timm_and_transformers_folders_and_rebuild_from
                 "fusion": {"_target_": "cremad_lit.models.ConcatFusion", "_partial_": True},
             }
         )
-        net = build_net(model_cfg, record=True).eval()
+        net = build_net(model_cfg, EMOTIONS, record=True).eval()
         spec = net.frame_input_spec()
         model_cfg.video_backbone.pretrained = False
         (tmp_path / folder).rename(tmp_path / f"{folder}-gone")
-        rebuilt = instantiate(model_cfg)
+        rebuilt = instantiate(model_cfg, num_classes=len(EMOTIONS))
         rebuilt.load_state_dict(net.state_dict())
         frames = {"frames": torch.randn(2, 2, 3, 32, 32)}
         with torch.no_grad():

@@ -232,7 +232,7 @@ def test_evaluation_reports_the_human_baseline_on_the_same_clips(
         "evaluate.py",
         f"ckpt_path={tiny_checkpoint}",
         f"data.root={root}",
-        "split=all",
+        "subset=all",
         f"hydra.run.dir={out}",
     )
     metrics = json.loads((out / "metrics.json").read_text())

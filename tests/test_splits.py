@@ -102,7 +102,7 @@ def write_list(path, names, header="name,label"):
 
 
 def test_published_clip_lists_say_leaky_when_a_speaker_is_on_both_sides(synthetic_root, tmp_path):
-    from cremad_lit.data.datamodule import CremaDataModule
+    from cremad_lit.data.datamodule import EmotionDataModule
 
     names = sorted(p.stem for p in (synthetic_root / "VideoFlash").glob("*.flv"))
     # the modality-imbalance papers' kind of list: every actor on both sides
@@ -110,7 +110,7 @@ def test_published_clip_lists_say_leaky_when_a_speaker_is_on_both_sides(syntheti
         "train": write_list(tmp_path / "train.csv", names[::2]),
         "test": write_list(tmp_path / "test.csv", names[1::2]),
     }
-    datamodule = CremaDataModule(
+    datamodule = EmotionDataModule(
         str(synthetic_root), {"frames": 2, "image_size": 32}, cache="off", split={"file": leaky, "seed": 0}
     )
     datamodule.setup()
@@ -124,7 +124,7 @@ def test_published_clip_lists_say_leaky_when_a_speaker_is_on_both_sides(syntheti
     # lists that keep speakers apart: not leaky, and the split is by speaker in effect
     first, rest = [n for n in names if n.startswith("1001")], [n for n in names if not n.startswith("1001")]
     apart = {"train": write_list(tmp_path / "a.csv", rest), "test": write_list(tmp_path / "b.csv", first)}
-    datamodule = CremaDataModule(
+    datamodule = EmotionDataModule(
         str(synthetic_root), {"frames": 2, "image_size": 32}, cache="off", split={"file": apart}
     )
     datamodule.setup()
@@ -174,10 +174,10 @@ def test_the_lockbox_is_chosen_once_by_ids_or_a_count_whatever_the_seed(ravdess_
 
 
 def test_lockbox_speakers_leave_every_protocol_and_only_split_lockbox_opens_them(ravdess_dir, tmp_path):
-    from cremad_lit.data.datamodule import CremaDataModule
+    from cremad_lit.data.datamodule import EmotionDataModule
 
-    def setup(split: dict, eval_split: str = "test") -> CremaDataModule:
-        datamodule = CremaDataModule(
+    def setup(split: dict, eval_split: str = "test") -> EmotionDataModule:
+        datamodule = EmotionDataModule(
             str(ravdess_dir),
             {"frames": 1, "image_size": 32},
             dataset="ravdess",
@@ -203,7 +203,7 @@ def test_lockbox_speakers_leave_every_protocol_and_only_split_lockbox_opens_them
     assert opened.actors("lockbox") == [16, 17, 18] and set(opened.clips["split"]) == {"test"}
     assert len(opened.test_dataloader().dataset) == 3 * 44  # every clip of the three, six emotions
     with pytest.raises(ValueError, match="holds no lockbox"):
-        CremaDataModule(
+        EmotionDataModule(
             str(ravdess_dir),
             {"frames": 1},
             dataset="ravdess",
@@ -240,7 +240,7 @@ def test_opening_the_lockbox_is_recorded_and_a_second_opening_is_marked(ravdess_
         run_cli(
             "evaluate.py",
             f"ckpt_path={run}",
-            "split=lockbox",
+            "subset=lockbox",
             *common(root, tmp_path)[1:3],
             f"hydra.run.dir={tmp_path / 'opened' / name}",
         )

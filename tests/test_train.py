@@ -158,7 +158,7 @@ def test_evaluate_reproduces_the_test_metrics(trained_run):
     assert again["confusion_matrix"] == metrics["confusion_matrix"] and again["n_test"] == metrics["n_test"]
     assert again["actors"] == metrics["test_actors"]
     everything = run_cli(
-        "evaluate.py", f"ckpt_path={metrics['checkpoint']}", "split=all", f"hydra.run.dir={tmp / 'eval-all'}"
+        "evaluate.py", f"ckpt_path={metrics['checkpoint']}", "subset=all", f"hydra.run.dir={tmp / 'eval-all'}"
     )
     assert (
         json.loads((tmp / "eval-all" / "metrics.json").read_text())["n_test"] == 96

@@ -28,7 +28,7 @@ from cremad_lit.data.cache import ClipCache, source_key
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.dataset import (
     SPEAKER_NORMS,
-    CremaDataset,
+    ClipDataset,
     collate_skipping_bad,
     speaker_mel_stats,
 )
@@ -54,7 +54,7 @@ MODALITIES = ("audio", "video")
 CACHE_MODES = ("auto", "off", "require")
 
 
-class CremaDataModule(L.LightningDataModule):
+class EmotionDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | None,
@@ -147,7 +147,7 @@ class CremaDataModule(L.LightningDataModule):
         self.eval_split = eval_split
         self.clips: pd.DataFrame | None = None
         self.split: pd.DataFrame | None = None
-        self.datasets: dict[str, CremaDataset] = {}
+        self.datasets: dict[str, ClipDataset] = {}
         self.protocol: dict = {}  # how the split was made, for metrics.json (set up with the split)
         self.lockbox: list = []  # split.lockbox's speakers (set up with the split)
         self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
@@ -239,7 +239,7 @@ class CremaDataModule(L.LightningDataModule):
                         f"data.cache=require but {len(missing)} clips are not in {self.cache.dir} (e.g. {missing[0]}); "
                         "run `python -m cremad_lit prepare` with the same data settings first"
                     )
-        # The lockbox's speakers leave before any protocol sees the corpus; only `evaluate.py split=lockbox` opens it.
+        # The lockbox's speakers leave before any protocol sees the corpus; only `evaluate.py subset=lockbox` opens it.
         self.lockbox = lockbox_speakers(clips, self.split_config.get("lockbox"))
         if self.eval_split == "lockbox" and not self.lockbox:
             raise ValueError("split=lockbox, but this run's config holds no lockbox (split.lockbox)")
@@ -313,32 +313,32 @@ class CremaDataModule(L.LightningDataModule):
             save_split(self.split, self.output_dir / "split.csv")
         speaker_stats = None
         if self.speaker_norm != "none" and "audio" in self.modalities:
-            every_clip = CremaDataset(
+            every_clip = ClipDataset(
                 clips,
                 self.prep,
                 self.modalities,
                 self.frame_mean,
                 self.frame_std,
-                self.cache,
-                self.decoder,
                 classes=self.classes,
+                cache=self.cache,
+                decoder=self.decoder,
             )
             speaker_stats = speaker_mel_stats(every_clip, self.speaker_norm)
         for name in ("train", "val", "test", "all"):
-            self.datasets[name] = CremaDataset(
+            self.datasets[name] = ClipDataset(
                 clips if name == "all" else clips[clips["split"] == name],
                 self.prep,
                 self.modalities,
                 self.frame_mean,
                 self.frame_std,
-                self.cache,
-                self.decoder,
-                self.augment if name == "train" else None,
-                speaker_stats,
-                functionals,
-                self.classes,
-                self.audio_input,
-                self.cached_features,
+                classes=self.classes,
+                cache=self.cache,
+                decoder=self.decoder,
+                augment=self.augment if name == "train" else None,
+                speaker_stats=speaker_stats,
+                functionals=functionals,
+                audio_input=self.audio_input,
+                cached_features=self.cached_features,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
         # Speakers, counted from the clips: a clip split (published lists) puts the same speaker in several splits.
@@ -447,3 +447,7 @@ class CremaDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test" if self.eval_split == "lockbox" else self.eval_split, shuffle=False)
+
+
+# The name in the configs stored by checkpoints and runs before 0.8 (evaluate.py rebuilds the data from them).
+CremaDataModule = EmotionDataModule

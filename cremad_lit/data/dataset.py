@@ -1,10 +1,10 @@
 """One clip as tensors: the torch Dataset the DataModule batches, speaker statistics, and the collate that skips bad clips.
 
-    dataset = CremaDataset(clips, prep, ["audio"], mean, std, cache=ClipCache(...))
+    dataset = ClipDataset(clips, prep, ["audio"], mean, std, classes=EMOTIONS, cache=ClipCache(...))
     sample = dataset[0]      # {"label", "clip_id", "mel"[, "frames", "functionals"]} or {"clip_id", "error"}
     # with a frozen encoder's feature cache, "audio_features" / "video_features" stand for "waveform" / "frames"
 
-Built by CremaDataModule (datamodule.py); predict uses `speaker_stats` for files grouped into speakers.
+Built by EmotionDataModule (datamodule.py); predict uses `speaker_stats` for files grouped into speakers.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from cremad_lit.data.features import (
     normalise_mel,
     waveform_tensor,
 )
-from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.data.media import MediaError
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ AUDIO_INPUTS = (
 SPEAKER_NORMS = ("none", "mean", "standard")
 
 
-class CremaDataset(Dataset):
+class ClipDataset(Dataset):
     def __init__(
         self,
         clips: pd.DataFrame,
@@ -51,12 +50,13 @@ class CremaDataset(Dataset):
         modalities,
         frame_mean,
         frame_std,
+        *,
+        classes,  # the run's ordered class list: label i is classes[i]
         cache: ClipCache | None = None,
         decoder: str = "decord",
         augment: Augment | None = None,
         speaker_stats: dict | None = None,
         functionals: dict | None = None,
-        classes=EMOTIONS,
         audio_input: str = "mel",
         cached_features: dict | None = None,
     ):
@@ -179,7 +179,7 @@ def speaker_stats(mels, mode: str) -> dict:
     return stats
 
 
-def speaker_mel_stats(dataset: CremaDataset, mode: str) -> dict:
+def speaker_mel_stats(dataset: ClipDataset, mode: str) -> dict:
     """`speaker_stats` of every actor of `dataset`, over all of their clips; undecodable clips are left out."""
 
     def mels():

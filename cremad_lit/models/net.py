@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.models.backbones import Backbone
 
 # none: the corpus-wide dB scaling of the data only | clip: each Mel image to zero mean, unit std | bins: each Mel
@@ -33,7 +32,8 @@ class AudioVisualNet(nn.Module):
         audio_backbone: Callable[..., Backbone] | None = None,
         temporal: Callable[..., nn.Module] | None = None,
         fusion: Callable[..., nn.Module] | None = None,
-        num_classes: int = len(EMOTIONS),
+        *,
+        num_classes: int,  # the run's class list sets it (pipeline.build_net): no six by default
         audio_norm: str = "none",
         functionals: Callable[..., nn.Module] | None = None,
     ):

@@ -1,7 +1,7 @@
 """Any corpus through a CSV manifest: `data=manifest data.manifest=PATH.csv`.
 
     python train.py experiment=speech data=manifest data.manifest=/data/mycorpus/clips.csv
-    python evaluate.py ckpt_path=... data=manifest data.manifest=other.csv split=all
+    python evaluate.py ckpt_path=... data=manifest data.manifest=other.csv subset=all
 
 Columns: `audio_path` and/or `video_path` (relative to the CSV's folder, or absolute), `speaker`, `emotion` (the six
 codes or common names, any case; `data.label_map` maps any other), optional `gender` (male/female/m/f), optional
