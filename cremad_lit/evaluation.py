@@ -395,7 +395,9 @@ def evaluate(cfg: DictConfig) -> dict:
     require_environment()  # a broken install stops here, before any clip is touched
     lightning_console_once()
     if cfg.get("split") is not None:
-        raise ValueError(f"evaluate.py's split= is now subset= (subset={cfg.split}): split names the protocol in train.yaml")
+        raise ValueError(
+            f"evaluate.py's split= is now subset= (subset={cfg.split}): split names the protocol in train.yaml"
+        )
     if cfg.subset not in EVAL_SPLITS:
         raise ValueError(f"subset must be one of {EVAL_SPLITS}, not {cfg.subset!r}")
     run_dir = Path(cfg.paths.output_dir)
