@@ -20,7 +20,8 @@ from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS
 from cremad_lit.data.features import Preprocessing, decode_clip
 from cremad_lit.data.media import MediaError
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
-from cremad_lit.prediction import MEDIA_EXTENSIONS, Member, predict_with
+from cremad_lit.prediction import MEDIA_EXTENSIONS
+from cremad_lit.predictors import Network, Predictor
 
 EXAMPLES_SHOWN = 8
 
@@ -40,15 +41,16 @@ class Judge:
     """The models behind the page: `judge(path)` -> Verdict. A lone clip is its own speaker for a
     speaker-normalised model (it is normalised by itself, as predict's speaker=file)."""
 
-    def __init__(self, members: list[Member], device: str = "cpu"):
-        self.members, self.device = members, device
-        networks = [m for m in members if not m.classical]
-        self.classes = list(networks[0].model.classes if networks else _classical_classes(members[0].path))
+    def __init__(self, predictor: Predictor, device: str = "cpu"):
+        self.predictor, self.device = predictor, device
+        self.members = predictor.members
+        networks = [m for m, _ in self.members if isinstance(m, Network)]
+        self.classes = list(predictor.classes)
         self.modalities = sorted({mod for m in networks for mod in m.model.net.modalities} or {"audio"})
         self.prep, self.decoder = self._preprocessing(networks)
 
     @staticmethod
-    def _preprocessing(networks: list[Member]) -> tuple[Preprocessing, str]:
+    def _preprocessing(networks: list[Network]) -> tuple[Preprocessing, str]:
         if not networks:  # classical members only: show the default Mel image
             return Preprocessing(), "pyav"
         first = networks[0]
@@ -58,14 +60,14 @@ class Judge:
 
     def __call__(self, path: str | Path) -> Verdict:
         path = Path(path)
-        fused, per_member = predict_with(self.members, [path], self.device, speaker="file")
+        fused, per_member = self.predictor.predict_each([path], self.device, speaker="file")
         verdict = Verdict(str(path), error=fused[0].get("error", ""))
         if verdict.error:
             return verdict
         verdict.prediction, verdict.probabilities = fused[0]["prediction"], fused[0]["probabilities"]
         verdict.members = [
-            {"name": m.name, "weight": float(m.weight), **rows[0]}
-            for m, rows in zip(self.members, per_member, strict=True)
+            {"name": m.name, "weight": float(weight), **rows[0]}
+            for (m, weight), rows in zip(self.members, per_member, strict=True)
         ]
         is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
         video, audio = ("", str(path)) if is_audio else (str(path), "")
@@ -78,12 +80,6 @@ class Judge:
         verdict.faces = list(sample["frames"]) if "frames" in sample else []
         verdict.mel = sample.get("mel")
         return verdict
-
-
-def _classical_classes(run_dir: str) -> list[str]:
-    from cremad_lit.classical import load_classical
-
-    return list(load_classical(run_dir)[1]["classes"])
 
 
 def examples_in(folder: str | Path | None, limit: int = EXAMPLES_SHOWN) -> list[Path]:

@@ -1,31 +1,271 @@
-"""A train.py run's classical partner (`ensemble_with`): fitted on the run's own training speakers, its probabilities
-averaged with the network's, so that the run folder is that ensemble for evaluate.py and predict.
+"""Ensembles: the weighted mean of several models' probabilities. The one place that averages, weighs, finds an
+ensemble's members in folders and reads or writes ensemble.json; and train.py's classical partner (`ensemble_with`).
 
+    python evaluate.py ckpt_path=[A.ckpt,<baseline run>] ensemble_weights=val    # weights chosen on validation speakers
+    python -m cremad_lit predict ckpt_path=logs/train/multiruns/<time> inputs=DIR   # every run of a sweep, averaged
     python train.py experiment=speech data=ravdess data.root=../shared/ravdess-speech   # network + ComParE LR
-    python train.py experiment=speech ensemble_with=null ...                             # the network alone
 
-The run dir then holds members/classical/ (the saved classical model), members/network/ and members/classical/
-metrics.json (each member alone on the test speakers), ensemble.json (the members and their weights: what
-`ckpt_path=<run dir>` loads) and, at the top, metrics.json and predictions.csv of the ensemble.
+    from cremad_lit.predictors import load_predictor
+    ensemble = load_predictor(["a.ckpt", "b.ckpt"], weights=[0.3, 0.7])   # an Ensemble: predict(), test()
+
+A train.py run with a partner holds members/classical/ (the saved classical model), members/network/ and
+members/classical/ metrics.json (each member alone on the test speakers), ensemble.json (the members, relative to the
+run dir, and their weights: what `ckpt_path=<run dir>` loads) and, at the top, the ensemble's metrics.json and
+predictions.csv.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from cremad_lit.classical import METHODS, fit_on_split, save_classical, split_predictions
-from cremad_lit.evaluation import ENSEMBLE_FILE, average_predictions
+from cremad_lit.classical import METHODS, fit_on_split, is_classical, save_classical, split_predictions
 from cremad_lit.io import write_json
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import run_info
+from cremad_lit.predictors import CORPUS_KEYS, Predictor
+from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
 PARTNER_DIR = Path("members") / "classical"
 NETWORK_DIR = Path("members") / "network"
+ENSEMBLE_FILE = "ensemble.json"  # a run that is an ensemble (`ensemble_with`): its members and their weights
+
+
+class Ensemble(Predictor):
+    """Models (Network or Classical) and their weights (normalised; `val`: chosen by test() on the members' shared
+    validation speakers)."""
+
+    def __init__(self, models: list[Predictor], weights):
+        self.models = list(models)
+        self.path = ",".join(m.path for m in self.models)
+        if any(m.classes != self.models[0].classes for m in self.models):
+            raise ValueError(
+                "the ensemble's members predict different class lists "
+                f"({[list(m.classes) for m in self.models]}): average only like with like"
+            )
+        self.classes = self.models[0].classes
+        self.weights = weights if isinstance(weights, str) else normalised_weights(weights, len(self.models))
+
+    @property
+    def members(self) -> list[tuple[Predictor, float]]:
+        if isinstance(self.weights, str):
+            raise ValueError(
+                f"ensemble_weights={self.weights}: predicting has no labels to choose weights with; give the weights "
+                "`evaluate.py ... ensemble_weights=val` chose (its metrics.json: ensemble.weights)"
+            )
+        return list(zip(self.models, self.weights.tolist(), strict=True))
+
+    def predict_each(self, files: list[Path], device: str = "cpu", speaker: str = "folder"):
+        members = self.members
+        rows = [model.predict(files, device, speaker) for model, _ in members]
+        return average_files(rows, [w for _, w in members]), rows
+
+    def predict(self, files: list[Path], device: str = "cpu", speaker: str = "folder") -> list[dict]:
+        return self.predict_each(files, device, speaker)[0]
+
+    def test(self, cfg: DictConfig, out_dir: Path) -> dict:
+        """Each member tested on the clips cfg names (in out_dir/members/<i>), then the weighted mean of their
+        probabilities on the clips all of them read; the first member's data stand for the ensemble's."""
+        tested = [m.test(cfg, out_dir / "members" / str(i)) for i, m in enumerate(self.models)]
+        chosen = {}
+        weights = self.weights
+        if isinstance(weights, str):
+            weights, chosen = self.choose_weights_on_validation(cfg, out_dir, weights)
+        predictions = average_predictions(tested, weights)
+        shared = {p["clip_id"] for p in predictions}
+        classes = list(self.classes)
+        log.info("ensemble of %d members on %d shared clips", len(tested), len(predictions))
+        return {
+            **tested[0],
+            "path": self.path,
+            "results": results_from_predictions(predictions, classes),
+            "predictions": predictions,
+            "members": tested,
+            "ensemble": {
+                "members": [m.path for m in self.models],
+                "weights": normalised_weights(weights, len(tested)).tolist(),
+                **chosen,
+                "member_accuracy": [
+                    results_from_predictions(
+                        [p for p in m["predictions"] if p["clip_id"] in shared], m["classes"]
+                    )["accuracy"]
+                    for m in tested
+                ],
+            },
+        }
+
+    def choose_weights_on_validation(self, cfg: DictConfig, run_dir: Path, how: str):
+        """`ensemble_weights=val`: the members' probabilities on their own validation speakers (the corpus and split they
+        were trained with, whatever cfg evaluates), the grid point with the best validation accuracy (ties: the one
+        nearest equal weights). Only members that share their validation clips (seeds or methods of one split) can."""
+        if how != "val":
+            raise ValueError(f"ensemble_weights must be a list of numbers, null or 'val', not {how!r}")
+        if cfg.subset == "val":
+            raise ValueError(
+                "ensemble_weights=val chooses the weights on the validation speakers: evaluate another split"
+            )
+        own = cfg.copy()
+        with open_dict(own):
+            own.subset = "val"
+            for key in CORPUS_KEYS:
+                own.data[key] = None  # each member's own corpus and split.csv
+        members = [m.test(own, run_dir / "validation" / str(i)) for i, m in enumerate(self.models)]
+        by_member, shared = shared_clips(
+            members,
+            "ensemble_weights=val: the members share no validation clip (fold models each have their own "
+            "validation speakers); choose weights for members of one split, or give them as a list",
+        )
+        probs = np.stack([[b[c]["probs"] for c in shared] for b in by_member])  # members x clips x classes
+        labels = np.array([by_member[0][c]["label"] for c in shared])
+        equal = np.full(len(members), 1 / len(members))
+        scores = {}
+        for weights in weight_grid(len(members)):
+            fused = np.tensordot(np.asarray(weights), probs, axes=1)
+            scores[weights] = float((fused.argmax(axis=1) == labels).mean())
+        best = max(scores, key=lambda w: (scores[w], -float(np.abs(np.asarray(w) - equal).sum())))
+        alone = [float((p.argmax(axis=1) == labels).mean()) for p in probs]
+        log.info(
+            "ensemble weights %s chosen on %d validation clips (accuracy %.4f; the members alone %s)",
+            list(best),
+            len(shared),
+            scores[best],
+            [round(a, 4) for a in alone],
+        )
+        return list(best), {
+            "weights_chosen_on": "val",
+            "val_clips": len(shared),
+            "val_accuracy": scores[best],
+            "val_member_accuracy": alone,
+            "val_accuracy_by_weights": {",".join(f"{x:.1f}" for x in w): a for w, a in scores.items()},
+        }
+
+
+def ensemble_members(run_dir: Path) -> list[tuple[str, float]]:
+    """A train.py run that made an ensemble (`ensemble_with`): its members (paths stored relative to the run dir, so
+    the folder can move) and their weights."""
+    stored = json.loads((run_dir / ENSEMBLE_FILE).read_text())
+    weights = normalised_weights(stored["weights"], len(stored["members"]))
+    return [(str(run_dir / m), float(w)) for m, w in zip(stored["members"], weights, strict=True)]
+
+
+def weighted_members(ckpt_path) -> list[tuple[str, float]]:
+    """One checkpoint, a list of them, or a run / multirun folder -> (member, weight) pairs. In a folder: the
+    checkpoint each train.py run tested (its metrics.json `checkpoint`), every baseline run's saved model, and both
+    members of a run that made an ensemble (its ensemble.json, final=all_speakers runs included). Each run, checkpoint
+    or baseline counts once (weight 1), shared among an ensemble run's members by the weights it stored."""
+    if isinstance(ckpt_path, (list, tuple, ListConfig)):
+        return [member for item in ckpt_path for member in weighted_members(item)]
+    path = Path(str(ckpt_path))
+    if (path / ENSEMBLE_FILE).is_file():
+        return ensemble_members(path)
+    if not path.is_dir() or is_classical(path):
+        return [(str(path), 1.0)]
+    found = []
+    run_dirs = {
+        f.parent for pattern in ("**/metrics.json", f"**/{ENSEMBLE_FILE}") for f in path.glob(pattern)
+    }
+    for run_dir in sorted(run_dirs):
+        if (run_dir / ENSEMBLE_FILE).is_file():
+            found += ensemble_members(run_dir)
+            continue
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        if metrics.get("task", "train") == "train" and metrics.get("checkpoint"):
+            found.append((str(metrics["checkpoint"]), 1.0))
+        elif metrics.get("task") == "baseline" and is_classical(run_dir):
+            found.append((str(run_dir), 1.0))
+    if not found:
+        raise FileNotFoundError(
+            f"no train.py run with a tested checkpoint and no baseline run under {path} (its metrics.json files)"
+        )
+    return found
+
+
+def normalised_weights(weights, members: int) -> np.ndarray:
+    """`ensemble_weights` (null: equal) as non-negative weights summing to 1, one per member."""
+    weights = np.asarray(list(weights) if weights is not None else [1.0] * members, dtype=np.float64)
+    if len(weights) != members or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"ensemble_weights must be {members} non-negative numbers, not {weights.tolist()}")
+    return weights / weights.sum()
+
+
+def weight_grid(members: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every way to split 1 among the members in `step`s (2 members: 11 points, 3: 66)."""
+    units = round(1 / step)
+
+    def splits(left: int, parts: int):
+        if parts == 1:
+            yield (left,)
+            return
+        for first in range(left + 1):
+            for rest in splits(left - first, parts - 1):
+                yield (first, *rest)
+
+    return [tuple(u / units for u in split) for split in splits(units, members)]
+
+
+def shared_clips(members: list[dict], none_shared: str) -> tuple[list[dict], list[str]]:
+    """Each member's predictions by clip id, and the clips all of them predicted (sorted); `none_shared` if none."""
+    by_member = [{p["clip_id"]: p for p in m["predictions"]} for m in members]
+    shared = sorted(set.intersection(*(set(b) for b in by_member)))
+    if not shared:
+        raise ValueError(none_shared)
+    return by_member, shared
+
+
+def average_predictions(members: list[dict], weights) -> list[dict]:
+    """The weighted mean of the members' probabilities for every clip all of them were tested on."""
+    weights = normalised_weights(weights, len(members))
+    by_member, shared = shared_clips(
+        members,
+        "the checkpoints share no test clip (fold models each test their own actors): "
+        "evaluate them together with subset=all, or on another corpus",
+    )
+    fused = []
+    for clip_id in shared:
+        probs = sum(w * np.asarray(b[clip_id]["probs"]) for w, b in zip(weights, by_member, strict=True))
+        fused.append(
+            {
+                "clip_id": clip_id,
+                "label": by_member[0][clip_id]["label"],
+                "pred": int(probs.argmax()),
+                "probs": probs.tolist(),
+            }
+        )
+    return fused
+
+
+def average_files(members: list[list[dict]], weights) -> list[dict]:
+    """Per file, the weighted mean of the members' probabilities (a file any member could not read keeps its error)."""
+    weights = normalised_weights(weights, len(members))
+    fused = []
+    for rows in zip(*members, strict=True):
+        errors = [r["error"] for r in rows if "error" in r]
+        if errors:
+            fused.append({"file": rows[0]["file"], "error": errors[0]})
+            continue
+        classes = list(rows[0]["probabilities"])
+        if any(list(r["probabilities"]) != classes for r in rows):
+            raise ValueError(
+                "the ensemble's checkpoints predict different class lists: average only like with like"
+            )
+        probabilities = {
+            e: float(sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)))
+            for e in classes
+        }
+        fused.append(
+            {
+                "file": rows[0]["file"],
+                "prediction": max(probabilities, key=probabilities.get),
+                "probabilities": probabilities,
+            }
+        )
+    return fused
 
 
 def check_partner(spec: DictConfig, data_cfg: DictConfig) -> None:
@@ -113,3 +353,59 @@ def test_ensemble(partner: dict, network_predictions: list[dict], classes, weigh
         "predictions": fused,
         "results": results_from_predictions(fused, classes),
     }
+
+
+class Pair:
+    """A train.py run's network and its classical partner (`ensemble_with`), fitted on the same training speakers."""
+
+    def __init__(self, spec: DictConfig, partner: dict, weights: list[float], run_dir: Path, checkpoint: str):
+        self.spec, self.partner, self.weights, self.run_dir, self.checkpoint = (
+            spec,
+            partner,
+            weights,
+            run_dir,
+            checkpoint,
+        )
+
+    @classmethod
+    def fit(cls, spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Path, checkpoint: str) -> Pair:
+        """Fit the partner and write ensemble.json (the run folder is then the ensemble for evaluate and predict)."""
+        partner = fit_partner(spec, datamodule, data_cfg, run_dir)
+        return cls(
+            spec, partner, write_ensemble_file(run_dir, checkpoint, spec.network_weight), run_dir, checkpoint
+        )
+
+    def test(self, module, datamodule, about: dict, loggers) -> tuple[dict, list[dict], dict]:
+        """Each member's test results into members/<name>/, and the ensemble's results, predictions and record."""
+        classes = module.classes
+        tested = test_ensemble(self.partner, module.test_predictions, classes, self.weights, datamodule.clips)
+        for member, results, predictions, task in (
+            (NETWORK_DIR, module.test_results, module.test_predictions, "network"),
+            (PARTNER_DIR, tested["partner_results"], tested["partner_predictions"], self.spec.method),
+        ):
+            write_results(
+                self.run_dir / member,
+                results,
+                predictions,
+                extra={"task": "member", "member": task, **about},
+                speakers=datamodule.speakers(),
+                classes=classes,
+            )
+        accuracy = [module.test_results["accuracy"], tested["partner_results"]["accuracy"]]
+        for logger in loggers:  # the ensemble is test/accuracy; each member beside it
+            logger.log_metrics({"test/network_accuracy": accuracy[0], "test/partner_accuracy": accuracy[1]})
+        log.info(
+            "test accuracy: network %.4f, %s %.4f, their ensemble (weights %s) %.4f",
+            accuracy[0],
+            self.spec.method,
+            accuracy[1],
+            self.weights,
+            tested["results"]["accuracy"],
+        )
+        record = {
+            "members": [self.checkpoint, str((self.run_dir / PARTNER_DIR).resolve())],
+            "weights": self.weights,
+            "method": self.spec.method,
+            "member_accuracy": accuracy,
+        }
+        return tested["results"], tested["predictions"], {"ensemble": record}

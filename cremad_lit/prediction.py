@@ -1,8 +1,8 @@
-"""Emotion probabilities for media files from trained models: a checkpoint, an exported ONNX file, a baseline run's
-classical model, or an ensemble of them (weighted mean of probabilities). What `predict` and `app` run.
+"""Emotion probabilities for media files: decoding a file as the model was trained to read it, for a network (a
+checkpoint or its ONNX export) or a baseline run's classical model. predictors.py calls these; use it instead:
 
-    from cremad_lit.prediction import load_members, predict_with
-    fused, per_member = predict_with(load_members("logs/train/runs/<run>"), [Path("a.flv")])
+    from cremad_lit.predictors import load_predictor
+    rows = load_predictor("logs/train/runs/<run>").predict([Path("a.flv")])
 
 Files that cannot be decoded get an `error` (the reason) instead of probabilities. A model trained with
 `data.speaker_norm` normalises each speaker's files by that speaker's statistics: by default the files of one folder
@@ -12,14 +12,12 @@ are one speaker (`speaker=folder`; `speaker=file` or `speaker=all` otherwise).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from cremad_lit.classical import is_classical, load_classical
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.dataset import speaker_stats
@@ -32,75 +30,12 @@ from cremad_lit.data.features import (
 )
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
 from cremad_lit.data.media import MediaError
-from cremad_lit.evaluation import (
-    load_checkpoint,
-    member_weights,
-    model_from_checkpoint,
-    normalised_weights,
-    weighted_members,
-)
-from cremad_lit.export import is_exported, load_exported
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 
 log = logging.getLogger(__name__)
+
+
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS  # a WAV suits an audio-only model
-
-
-@dataclass
-class Member:
-    """One model of an ensemble (or the only one): a network (torch or ONNX) with its training config, or a baseline
-    run's classical model (`model` is then its run folder)."""
-
-    path: str
-    weight: float
-    model: object = None
-    train_cfg: DictConfig | None = None
-
-    @property
-    def classical(self) -> bool:
-        return self.train_cfg is None
-
-    @property
-    def name(self) -> str:
-        path = Path(self.path)
-        if path.is_dir():
-            return path.name
-        return "/".join(part for part in (path.parent.parent.name, path.name) if part)  # <run>/last.ckpt
-
-
-def load_members(ckpt_path, weights=None, device: str = "cpu") -> list[Member]:
-    """Every model `ckpt_path` names (a file, a list, a run, multirun or ensemble folder), loaded, with its weight."""
-    found = weighted_members(ckpt_path)
-    chosen = member_weights({"ensemble_weights": weights}, found)
-    if isinstance(chosen, str):
-        raise ValueError(
-            f"ensemble_weights={chosen}: predicting has no labels to choose weights with; give the weights "
-            "`evaluate.py ... ensemble_weights=val` chose (its metrics.json: ensemble.weights)"
-        )
-    members = []
-    for (path, _), weight in zip(found, normalised_weights(chosen, len(found)), strict=True):
-        if is_classical(path):
-            members.append(Member(path, weight))
-            continue
-        model, train_cfg = (
-            load_exported(path) if is_exported(path) else model_from_checkpoint(load_checkpoint(path))
-        )
-        members.append(Member(path, weight, model.to(device).eval(), train_cfg))
-    return members
-
-
-def predict_with(
-    members: list[Member], files: list[Path], device: str = "cpu", speaker: str = "folder"
-) -> tuple[list[dict], list[list[dict]]]:
-    """Per file, the ensemble's probabilities (the weighted mean; one member's own when alone), and each member's."""
-    per_member = [
-        predict_files_classical(m.path, files, speaker)
-        if m.classical
-        else predict_files(m.model, m.train_cfg, files, device, speaker)
-        for m in members
-    ]
-    fused = per_member[0] if len(members) == 1 else average_files(per_member, [m.weight for m in members])
-    return fused, per_member
 
 
 SPEAKER_GROUPS = ("folder", "file", "all")
@@ -164,10 +99,11 @@ def predict_files(
     return results
 
 
-def predict_files_classical(run_dir: str, files: list[Path], speaker: str = "folder") -> list[dict]:
-    """A baseline run's saved classical model on files: their functionals (from each file's audio), standardised per
-    speaker group as it was trained, its probabilities."""
-    arrays, info = load_classical(run_dir)
+def predict_files_classical(
+    arrays: dict, info: dict, files: list[Path], speaker: str = "folder"
+) -> list[dict]:
+    """A baseline run's saved classical model (classical.load_classical) on files: their functionals (from each
+    file's audio), standardised per speaker group as it was trained, its probabilities."""
     classes = list(info["classes"])
     prep = info["data"]["preprocessing"]
     results, features = [], {}
@@ -196,34 +132,6 @@ def predict_files_classical(run_dir: str, files: list[Path], speaker: str = "fol
             results[i]["prediction"] = classes[int(probs.argmax())]
             results[i]["probabilities"] = dict(zip(classes, map(float, probs), strict=True))
     return results
-
-
-def average_files(members: list[list[dict]], weights) -> list[dict]:
-    """Per file, the weighted mean of the members' probabilities (a file any member could not read keeps its error)."""
-    weights = normalised_weights(weights, len(members))
-    fused = []
-    for rows in zip(*members, strict=True):
-        errors = [r["error"] for r in rows if "error" in r]
-        if errors:
-            fused.append({"file": rows[0]["file"], "error": errors[0]})
-            continue
-        classes = list(rows[0]["probabilities"])
-        if any(list(r["probabilities"]) != classes for r in rows):
-            raise ValueError(
-                "the ensemble's checkpoints predict different class lists: average only like with like"
-            )
-        probabilities = {
-            e: float(sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)))
-            for e in classes
-        }
-        fused.append(
-            {
-                "file": rows[0]["file"],
-                "prediction": max(probabilities, key=probabilities.get),
-                "probabilities": probabilities,
-            }
-        )
-    return fused
 
 
 def warn_lone_speakers(speakers: list[str], grouping: str) -> None:

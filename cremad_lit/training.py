@@ -19,15 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.encoder_cache import use_encoder_cache
-from cremad_lit.ensemble import (
-    NETWORK_DIR,
-    PARTNER_DIR,
-    check_partner,
-    fit_partner,
-    test_ensemble,
-    write_ensemble_file,
-)
-from cremad_lit.environment import require_environment
+from cremad_lit.ensemble import Pair, check_partner
 from cremad_lit.io import write_json
 from cremad_lit.loggers import (
     build_loggers,
@@ -128,21 +120,21 @@ def check_functionals_size(cfg: DictConfig) -> None:
         )
 
 
-def train(cfg: DictConfig) -> float | None:
-    require_environment()  # a broken install stops here, before any clip is touched
-    lightning_console_once()
-    run_dir = Path(cfg.paths.output_dir)
+def check_run(cfg: DictConfig) -> None:
+    """The cheap checks first: no weight download for a run that has no data or cannot finish."""
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
-    check_data_root(cfg.data)  # cheap checks first: no weight download for a run that has no data
+    check_data_root(cfg.data)
     check_functionals_size(cfg)
     if cfg.get("ensemble_with"):
         check_partner(cfg.ensemble_with, cfg.data)
-    L.seed_everything(cfg.seed, workers=True)
+
+
+def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
+    """The module (net, loss, optimiser), the DataModule and the run's record (run_info.json)."""
     classes = resolve_run_classes(cfg)  # data.classes -> the ordered list: the head's size, the data's labels
     net = build_net(cfg.model, classes, record=True)
     datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model), classes=list(classes))
-
     accelerated = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in (
         "auto",
         "gpu",
@@ -153,8 +145,6 @@ def train(cfg: DictConfig) -> float | None:
     )
     class_weights = None
     if cfg.loss.class_weights:
-        datamodule.prepare_data()
-        datamodule.setup("fit")
         class_weights = datamodule.class_weights().tolist()
         log.info("class weights %s", [round(w, 3) for w in class_weights])
     module = EmotionModule(
@@ -170,16 +160,84 @@ def train(cfg: DictConfig) -> float | None:
     module.run_config["data"]["classes"] = list(
         classes
     )  # the resolved list: evaluate rebuilds the same labels
-
-    resume_from = resolve_checkpoint(cfg.get("ckpt_path"), run_dir)
-    loggers = build_loggers(cfg, run_dir, resuming=resume_from is not None)
-    trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), bool(loggers)), loggers)
     info = run_info()
     if encoder_cache:
         info["encoder_cache"] = {
             modality: {**report, "skipped": len(report["skipped"])}
             for modality, report in encoder_cache.items()
         }
+    return module, datamodule, info
+
+
+def chosen_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> tuple[str, float | None]:
+    """The checkpoint to test and the monitored value sweepers get: the best one, or with test_checkpoint=last the
+    end of the schedule."""
+    checkpointing = trainer.checkpoint_callback
+    tested = checkpointing.best_model_path if checkpointing else ""
+    monitored = checkpointing.best_model_score if checkpointing else None
+    if cfg.get("test_checkpoint", "best") == "last" and checkpointing and checkpointing.last_model_path:
+        tested, monitored = checkpointing.last_model_path, None
+    if monitored is None:
+        monitored = trainer.callback_metrics.get(cfg.monitor.metric)
+    return tested, float(monitored) if monitored is not None else None
+
+
+def test_and_write(
+    cfg, trainer, module, datamodule, tested: str, monitored, pair: Pair | None, info: dict
+) -> None:
+    """Test the chosen checkpoint (with its classical partner, when the run has one) and write the results."""
+    run_dir = Path(cfg.paths.output_dir)
+    if tested:
+        # Exactly the weights stored in the checkpoint, as evaluate.py loads them: test(ckpt_path=...) would let a
+        # WeightAveraging (EMA) callback put the raw, non-averaged weights back after loading.
+        module.load_state_dict(torch.load(tested, map_location="cpu", weights_only=True)["state_dict"])
+    trainer.test(module, datamodule=datamodule)
+    if not trainer.is_global_zero:
+        return
+    about = datamodule.tested_on("test")
+    results, predictions, ensemble = module.test_results, module.test_predictions, {}
+    if pair:
+        results, predictions, ensemble = pair.test(module, datamodule, about, trainer.loggers)
+    metrics = write_results(
+        run_dir,
+        results,
+        predictions,
+        trainer.loggers,
+        extra={
+            "task": "train",
+            **about,
+            # What these numbers measure: with a partner, the run folder (evaluate.py ckpt_path=<it> gives the
+            # ensemble again); the network alone is a member.
+            "checkpoint": str(run_dir.resolve()) if pair else (tested or None),
+            **({"network_checkpoint": tested} if pair else {}),
+            "monitor": {cfg.monitor.metric: monitored},
+            **ensemble,
+            **info,
+        },
+        data_root=datamodule.root,
+        speakers=datamodule.speakers(),
+        classes=module.classes,
+    )
+    log.info(
+        "test accuracy (WAR) %.4f, UAR %.4f, macro F1 %.4f on %d clips",
+        metrics["accuracy"],
+        metrics["uar"],
+        metrics["f1_macro"],
+        metrics["n_test"],
+    )
+    log_predictions_table(trainer.loggers, module.test_predictions, datamodule)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build, fit, choose the checkpoint, test it and write the results; the monitored value, for sweepers."""
+    lightning_console_once()
+    run_dir = Path(cfg.paths.output_dir)
+    check_run(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    module, datamodule, info = build_run(cfg)
+    resume_from = resolve_checkpoint(cfg.get("ckpt_path"), run_dir)
+    loggers = build_loggers(cfg, run_dir, resuming=resume_from is not None)
+    trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), bool(loggers)), loggers)
     if trainer.is_global_zero:
         write_json(run_dir / "run_info.json", info)
         log.info("to resume this run after an interruption: bash %s", write_resume_command(run_dir))
@@ -189,117 +247,22 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams({**module.run_config, "run_info": info})
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    tested, monitored = chosen_checkpoint(trainer, cfg)
+    pair = None
     if trainer.is_global_zero:
         log_image(
             loggers, "data/faces", run_dir / "faces.png"
         )  # written by prepare_data: what the video branch sees
-    checkpointing = trainer.checkpoint_callback
-    tested = checkpointing.best_model_path if checkpointing else ""
-    # Sweepers get the monitored metric of the tested checkpoint: the best one, or with test_checkpoint=last the end.
-    monitored = checkpointing.best_model_score if checkpointing else None
-    if cfg.get("test_checkpoint", "best") == "last" and checkpointing and checkpointing.last_model_path:
-        tested, monitored = checkpointing.last_model_path, None
-    if monitored is None:
-        monitored = trainer.callback_metrics.get(cfg.monitor.metric)
-    partner, weights = None, None
-    if cfg.get("ensemble_with") and trainer.is_global_zero and tested:
-        partner = fit_partner(cfg.ensemble_with, datamodule, cfg.data, run_dir)
-        weights = write_ensemble_file(run_dir, tested, cfg.ensemble_with.network_weight)
+        if cfg.get("ensemble_with") and tested:
+            pair = Pair.fit(cfg.ensemble_with, datamodule, cfg.data, run_dir, tested)
     if cfg.get("test_after_fit", True):
-        if tested:
-            # Exactly the weights stored in the checkpoint, as evaluate.py loads them: test(ckpt_path=...) would let
-            # a WeightAveraging (EMA) callback put the raw, non-averaged weights back after loading.
-            module.load_state_dict(torch.load(tested, map_location="cpu", weights_only=True)["state_dict"])
-        trainer.test(module, datamodule=datamodule)
-        if trainer.is_global_zero:
-            about = {
-                "split": "test",
-                "split_by": datamodule.split_by,
-                "protocol": datamodule.protocol,
-                "dataset": datamodule.dataset,
-                "test_actors": datamodule.actors("test"),
-            }
-            results, predictions, ensemble = module.test_results, module.test_predictions, {}
-            if partner:
-                tested_pair = test_ensemble(partner, predictions, classes, weights, datamodule.clips)
-                for member, member_results, member_predictions, task in (
-                    (NETWORK_DIR, results, predictions, "network"),
-                    (
-                        PARTNER_DIR,
-                        tested_pair["partner_results"],
-                        tested_pair["partner_predictions"],
-                        cfg.ensemble_with.method,
-                    ),
-                ):
-                    write_results(
-                        run_dir / member,
-                        member_results,
-                        member_predictions,
-                        extra={"task": "member", "member": task, **about},
-                        speakers=datamodule.speakers(),
-                        classes=classes,
-                    )
-                results, predictions = tested_pair["results"], tested_pair["predictions"]
-                ensemble = {
-                    "ensemble": {
-                        "members": [tested, str((run_dir / PARTNER_DIR).resolve())],
-                        "weights": weights,
-                        "method": cfg.ensemble_with.method,
-                        "member_accuracy": [
-                            module.test_results["accuracy"],
-                            tested_pair["partner_results"]["accuracy"],
-                        ],
-                    }
-                }
-                for logger in trainer.loggers:  # the ensemble is test/accuracy; each member beside it
-                    logger.log_metrics(
-                        {
-                            "test/network_accuracy": module.test_results["accuracy"],
-                            "test/partner_accuracy": tested_pair["partner_results"]["accuracy"],
-                        }
-                    )
-                log.info(
-                    "test accuracy: network %.4f, %s %.4f, their ensemble (weights %s) %.4f",
-                    module.test_results["accuracy"],
-                    cfg.ensemble_with.method,
-                    tested_pair["partner_results"]["accuracy"],
-                    weights,
-                    results["accuracy"],
-                )
-            metrics = write_results(
-                run_dir,
-                results,
-                predictions,
-                trainer.loggers,
-                extra={
-                    "task": "train",
-                    **about,
-                    # What these numbers measure: with a partner, the run folder (evaluate.py ckpt_path=<it> gives the
-                    # ensemble again); the network alone is a member.
-                    "checkpoint": str(run_dir.resolve()) if partner else (tested or None),
-                    **({"network_checkpoint": tested} if partner else {}),
-                    "monitor": {cfg.monitor.metric: float(monitored) if monitored is not None else None},
-                    **ensemble,
-                    **info,
-                },
-                data_root=datamodule.root,
-                speakers=datamodule.speakers(),
-                classes=classes,
-            )
-            log.info(
-                "test accuracy (WAR) %.4f, UAR %.4f, macro F1 %.4f on %d clips",
-                metrics["accuracy"],
-                metrics["uar"],
-                metrics["f1_macro"],
-                metrics["n_test"],
-            )
-            log_predictions_table(loggers, module.test_predictions, datamodule)
-    if trainer.is_global_zero and cfg.get("logger") and cfg.logger.get("wandb", {}).get("log_model"):
-        log_model_artifacts(loggers, tested or None, run_dir)
+        test_and_write(cfg, trainer, module, datamodule, tested, monitored, pair, info)
     if trainer.is_global_zero:
+        if cfg.get("logger") and cfg.logger.get("wandb", {}).get("log_model"):
+            log_model_artifacts(loggers, tested or None, run_dir)
         finish_loggers(loggers)
-    if trainer.is_global_zero:
         print(
-            f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n  confusion matrix: {run_dir / 'confusion.png'}\n  curves: {run_dir / 'curves.png'}"
+            f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n"
+            f"  confusion matrix: {run_dir / 'confusion.png'}\n  curves: {run_dir / 'curves.png'}"
         )
-    return float(monitored) if monitored is not None else None
+    return monitored

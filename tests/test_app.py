@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from cremad_lit.app import Judge, build_page, examples_in, page_outputs
-from cremad_lit.prediction import Member, load_members, predict_with
+from cremad_lit.ensemble import Ensemble
+from cremad_lit.predictors import Network, load_predictor
 from tests.conftest import REPO, SAMPLE_FLVS, SAMPLES, tiny_module
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,20 +31,18 @@ CHROMIUM_ARGS = [
 ]
 
 
-def two_networks() -> list[Member]:
-    return [
-        Member(f"net{seed}.ckpt", weight, *tiny_module(seed=seed)) for seed, weight in ((0, 0.25), (1, 0.75))
-    ]
+def two_networks() -> Ensemble:
+    return Ensemble([Network(f"net{seed}.ckpt", *tiny_module(seed=seed)) for seed in (0, 1)], [0.25, 0.75])
 
 
 def test_judge_shows_probabilities_members_frames_and_mel_of_a_real_clip():
-    members = two_networks()
-    judge = Judge(members)
+    ensemble = two_networks()
+    judge = Judge(ensemble)
     verdict = judge(SAMPLE_FLVS[0])
     assert not verdict.error and sum(verdict.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert verdict.prediction == max(verdict.probabilities, key=verdict.probabilities.get)
     # The page's numbers are predict's numbers, and the fused ones the weighted mean of the members'.
-    fused, _ = predict_with(members, [SAMPLE_FLVS[0]], speaker="file")
+    fused = ensemble.predict([SAMPLE_FLVS[0]], speaker="file")
     assert verdict.probabilities == pytest.approx(fused[0]["probabilities"])
     mixed = {
         c: 0.25 * verdict.members[0]["probabilities"][c] + 0.75 * verdict.members[1]["probabilities"][c]
@@ -51,7 +50,7 @@ def test_judge_shows_probabilities_members_frames_and_mel_of_a_real_clip():
     }
     assert verdict.probabilities == pytest.approx(mixed)
     assert verdict.members[0]["probabilities"] != verdict.members[1]["probabilities"]
-    prep = members[0].train_cfg.data.preprocessing
+    prep = ensemble.models[0].train_cfg.data.preprocessing
     assert len(verdict.faces) == prep.frames and verdict.faces[0].shape == (32, 32, 3)
     assert verdict.faces[0].dtype == np.uint8 and verdict.faces[0].std() > 0
     assert verdict.mel.shape[-2:] == (prep.n_mels, prep.mel_width)
@@ -65,7 +64,7 @@ def test_judge_shows_probabilities_members_frames_and_mel_of_a_real_clip():
 def test_the_page_says_why_a_clip_cannot_be_read(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all")
-    judge = Judge([Member("net.ckpt", 1.0, *tiny_module())])
+    judge = Judge(Network("net.ckpt", *tiny_module()))
     label, status, faces, figure, rows = page_outputs(judge, str(broken))
     assert label is None and "broken.mp4" in status and len(status) > len("**broken.mp4**: ")
     assert page_outputs(judge, None)[1] == "Drop a clip or record one first."
@@ -74,7 +73,7 @@ def test_the_page_says_why_a_clip_cannot_be_read(tmp_path):
 def test_the_page_is_built_with_examples():
     examples = examples_in(SAMPLES / "VideoFlash", limit=4)
     assert len(examples) == 4 and all(p.suffix == ".flv" for p in examples)
-    page = build_page(Judge([Member("net.ckpt", 1.0, *tiny_module())]), examples, "tiny")
+    page = build_page(Judge(Network("net.ckpt", *tiny_module())), examples, "tiny")
     ids = {getattr(block, "elem_id", None) for block in page.blocks.values()}
     assert {"clip", "recording", "judge", "emotion", "faces", "mel", "members", "status"} <= ids
 
@@ -127,7 +126,7 @@ def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             browser.close()
         print(f"screenshot: {tmp_path / 'app.png'}")
-        fused, _ = predict_with(load_members(str(tiny_checkpoint)), [clip], speaker="file")
+        fused = load_predictor(str(tiny_checkpoint)).predict([clip], speaker="file")
         assert shown == fused[0]["prediction"] and shown in emotion_box
         assert (tmp_path / "app.png").stat().st_size > 10_000
     finally:
@@ -140,8 +139,8 @@ def test_the_page_runs_an_exported_model_as_it_runs_the_checkpoint(tmp_path):
 
     module, cfg = tiny_module()
     export_onnx(module, cfg, tmp_path)
-    by_onnx = Judge(load_members(str(tmp_path / "model.onnx")))(SAMPLE_FLVS[1])
-    by_torch = Judge([Member("net.ckpt", 1.0, module, cfg)])(SAMPLE_FLVS[1])
+    by_onnx = Judge(load_predictor(str(tmp_path / "model.onnx")))(SAMPLE_FLVS[1])
+    by_torch = Judge(Network("net.ckpt", module, cfg))(SAMPLE_FLVS[1])
     assert by_onnx.prediction == by_torch.prediction
     assert by_onnx.probabilities == pytest.approx(by_torch.probabilities, abs=1e-4)
     assert len(by_onnx.faces) == len(by_torch.faces) and by_onnx.mel.shape == by_torch.mel.shape

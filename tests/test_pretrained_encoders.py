@@ -296,8 +296,8 @@ def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_i
     speech encoder with attentive pooling (every time step stored) train from their caches, and evaluate.py, which
     runs both encoders on the media from the checkpoint alone, gives the test probabilities training read from them."""
     from cremad_lit.encoder_cache import fingerprint
-    from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
     from cremad_lit.models.speech_encoders import tiny_encoder_folder
+    from cremad_lit.predictors import load_checkpoint, model_from_checkpoint
     from tests.conftest import train_args
 
     # Its own folder: another test moves the shared tiny WavLM's folder away to show checkpoints do not need it.

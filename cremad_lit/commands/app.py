@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from cremad_lit.app import Judge, build_page, examples_in, serve
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
-from cremad_lit.prediction import load_members
+from cremad_lit.predictors import Network, load_predictor
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="app")
@@ -26,11 +26,10 @@ def main(cfg: DictConfig) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     require_environment()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    members = load_members(cfg.ckpt_path, cfg.ensemble_weights, device)
-    judge = Judge(members, device)
-    trained_on = next((m.train_cfg.data.get("root") for m in members if not m.classical), None)
-    examples = examples_in(cfg.examples or trained_on)
-    names = ", ".join(f"{m.name} ({m.weight:.2f})" for m in members)
+    judge = Judge(load_predictor(cfg.ckpt_path, cfg.ensemble_weights, device), device)
+    networks = [m for m, _ in judge.members if isinstance(m, Network)]
+    examples = examples_in(cfg.examples or (networks[0].train_cfg.data.get("root") if networks else None))
+    names = ", ".join(f"{m.name} ({weight:.2f})" for m, weight in judge.members)
     description = (
         f"Model: {names}. Classes: {', '.join(judge.classes)}. Reads: {', '.join(judge.modalities)}. "
         "Everything runs on this machine."

@@ -15,8 +15,8 @@ import hydra
 from omegaconf import DictConfig
 
 from cremad_lit.errors import Stop, stops_cleanly
-from cremad_lit.evaluation import load_checkpoint, model_from_checkpoint
 from cremad_lit.export import export_onnx
+from cremad_lit.predictors import load_checkpoint, model_from_checkpoint
 
 FORMATS = ("onnx",)
 

@@ -28,7 +28,8 @@ from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
 from cremad_lit.io import write_json
 from cremad_lit.plots import plot_counts
-from cremad_lit.prediction import MEDIA_EXTENSIONS, load_members, predict_with
+from cremad_lit.prediction import MEDIA_EXTENSIONS
+from cremad_lit.predictors import load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     files = expand_inputs(cfg.inputs)
-    members = load_members(cfg.ckpt_path, cfg.get("ensemble_weights"), device)
-    results, _ = predict_with(members, files, device, cfg.get("speaker", "folder"))
+    predictor = load_predictor(cfg.ckpt_path, cfg.get("ensemble_weights"), device)
+    results = predictor.predict(files, device, cfg.get("speaker", "folder"))
     out = Path(cfg.paths.output_dir)
     write_json(out / "predictions.json", results)
     rows = [

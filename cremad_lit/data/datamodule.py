@@ -391,6 +391,16 @@ class EmotionDataModule(L.LightningDataModule):
         """clip_id -> speaker (actor) of every clip set up."""
         return dict(zip(self.clips["clip_id"], self.clips["actor_id"], strict=True))
 
+    def tested_on(self, split: str = "test", actors_key: str = "test_actors") -> dict:
+        """What a metrics.json says of the data its numbers come from (train, evaluate and the baseline write it)."""
+        return {
+            "split": split,
+            "split_by": self.split_by,
+            "protocol": self.protocol,
+            "dataset": self.dataset,
+            actors_key: self.actors(split),
+        }
+
     def actors(self, split: str) -> list:
         """The actors (speakers) whose clips are in `split` (`all`: every one; `lockbox`: the lockbox, when opened)."""
         clips = self.clips if split in ("all", "lockbox") else self.clips[self.clips["split"] == split]
@@ -424,7 +434,10 @@ class EmotionDataModule(L.LightningDataModule):
         return media
 
     def class_weights(self) -> torch.Tensor:
-        """Inverse-frequency weights of the training clips, mean 1, in the order of `classes`."""
+        """Inverse-frequency weights of the training clips, mean 1, in the order of `classes` (sets the data up)."""
+        if "train" not in self.datasets:
+            self.prepare_data()
+            self.setup("fit")
         counts = np.bincount(self.datasets["train"].labels, minlength=len(self.classes)).astype(np.float64)
         weights = counts.sum() / (len(self.classes) * np.maximum(counts, 1))
         return torch.tensor(weights, dtype=torch.float32)
