@@ -214,15 +214,20 @@ def tiny_module(overrides: list[str] = TINY, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(synthetic_root, tmp_path_factory) -> Path:
-    """One epoch of the tiny audio-visual model on the synthetic set (no logger): a checkpoint to predict with."""
-    tmp = tmp_path_factory.mktemp("ckpt")
-    run_cli(
-        *train_args(
-            synthetic_root, tmp, "logger=none", "trainer.max_epochs=1", f"hydra.run.dir={tmp / 'run'}"
-        )
+def trained_run(synthetic_root, tmp_path_factory):
+    """One real fit + test of the tiny model with the default logger (W&B, offline): the suite's one trained run."""
+    tmp = tmp_path_factory.mktemp("train")
+    run_dir = tmp / "run"
+    result = run_cli(
+        "train.py", *common(synthetic_root, tmp), *TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"
     )
-    return next((tmp / "run" / "checkpoints").glob("epoch*.ckpt"))
+    return run_dir, result, tmp
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(trained_run) -> Path:
+    """The trained run's tested checkpoint: a tiny audio-visual model to predict, export and serve with."""
+    return next((trained_run[0] / "checkpoints").glob("epoch*.ckpt"))
 
 
 def read_wandb_log(path: Path) -> list:

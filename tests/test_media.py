@@ -165,7 +165,6 @@ def test_zero_length_wav_falls_back_to_the_video_track_or_fails_clearly(bad_root
 
 def test_a_cache_only_run_of_a_bad_tree_finishes_an_epoch(bad_root, tmp_path):
     """On-the-fly decoding (no cache): bad clips are dropped from their batch, the epoch completes."""
-    import lightning as L
 
     from cremad_lit.data.datamodule import EmotionDataModule
 
@@ -182,7 +181,6 @@ def test_a_cache_only_run_of_a_bad_tree_finishes_an_epoch(bad_root, tmp_path):
     unusable = set(BAD) | {SILENT}  # an audio-visual run cannot use the silent clip either
     assert unusable.isdisjoint(seen)
     assert len(seen) == len(datamodule.clips) - len(unusable & set(datamodule.clips["clip_id"]))
-    assert isinstance(datamodule, L.LightningDataModule)
 
 
 def test_missing_file_is_a_media_error(tmp_path):

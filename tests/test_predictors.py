@@ -1,0 +1,97 @@
+"""The predictor interface and ensembles, in-process: averaging, weights, choosing weights on validation speakers.
+
+.venv/bin/python -m pytest tests/test_predictors.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from cremad_lit.ensemble import Ensemble, average_files, normalised_weights, weight_grid
+from cremad_lit.predictors import Network, Predictor, load_predictor
+from tests.conftest import SAMPLE_FLVS, tiny_module
+
+CLASSES = ("ANG", "HAP")
+
+
+class Fixed(Predictor):
+    """A model whose probabilities are given: per clip for test(), per file for predict()."""
+
+    def __init__(self, name: str, probs: dict[str, list[float]], labels: dict[str, int], classes=CLASSES):
+        self.path, self.probs, self.labels, self.classes = name, probs, labels, tuple(classes)
+
+    def predict(self, files, device="cpu", speaker="folder"):
+        return [
+            {
+                "file": str(f),
+                "prediction": "",
+                "probabilities": dict(zip(self.classes, self.probs[str(f)], strict=True)),
+            }
+            for f in files
+        ]
+
+    def test(self, cfg, out_dir):
+        predictions = [
+            {"clip_id": c, "label": self.labels[c], "pred": int(np.argmax(p)), "probs": list(p)}
+            for c, p in self.probs.items()
+        ]
+        return {"path": self.path, "classes": list(self.classes), "predictions": predictions, "results": {}}
+
+
+def test_weights_are_normalised_and_the_grid_splits_one():
+    assert normalised_weights([1, 3], 2).tolist() == [0.25, 0.75]
+    with pytest.raises(ValueError, match="2 non-negative numbers"):
+        normalised_weights([1, -1], 2)
+    grid = weight_grid(3)
+    assert len(grid) == 66 and all(sum(w) == pytest.approx(1) for w in grid)
+
+
+def test_an_ensemble_averages_its_members_by_weight_on_the_clips_all_of_them_read(tmp_path):
+    a = Fixed("a", {"c1": [0.9, 0.1], "c2": [0.2, 0.8], "c3": [0.5, 0.5]}, {"c1": 0, "c2": 1, "c3": 0})
+    b = Fixed("b", {"c1": [0.3, 0.7], "c2": [0.4, 0.6]}, {"c1": 0, "c2": 1})
+    cfg = OmegaConf.create({"subset": "test"})
+    tested = Ensemble([a, b], [1, 3]).test(cfg, tmp_path)
+    fused = {p["clip_id"]: p["probs"] for p in tested["predictions"]}
+    assert list(fused) == ["c1", "c2"]  # c3: only one member read it
+    assert fused["c1"] == pytest.approx([0.25 * 0.9 + 0.75 * 0.3, 0.25 * 0.1 + 0.75 * 0.7])
+    assert tested["ensemble"]["weights"] == [0.25, 0.75]
+    assert tested["ensemble"]["member_accuracy"] == [1.0, 0.5]  # on the shared clips c1, c2
+
+
+def test_weights_need_shared_validation_clips(tmp_path):
+    """ensemble_weights=val chooses on the members' validation speakers: fold models with none in common stop."""
+    a = Fixed("a", {"c1": [0.9, 0.1]}, {"c1": 0})
+    b = Fixed("b", {"c2": [0.9, 0.1]}, {"c2": 0})
+    cfg = OmegaConf.create({"subset": "test", "data": {}})
+    with pytest.raises(ValueError, match="share no validation clip"):
+        Ensemble([a, b], "val").test(cfg, tmp_path)
+    with pytest.raises(ValueError, match="no labels to choose weights"):
+        Ensemble([a, b], "val").predict([])
+
+
+def test_members_must_predict_the_same_classes():
+    with pytest.raises(ValueError, match="different class lists"):
+        Ensemble([Fixed("a", {}, {}), Fixed("b", {}, {}, classes=("SAD", "NEU"))], [1, 1])
+
+
+def test_an_unreadable_file_keeps_its_error_in_the_average():
+    rows = average_files(
+        [[{"file": "x", "error": "no audio"}], [{"file": "x", "probabilities": {"ANG": 1.0}}]], [0.5, 0.5]
+    )
+    assert rows == [{"file": "x", "error": "no audio"}]
+
+
+@pytest.mark.slow
+def test_a_network_and_a_checkpoint_path_predict_alike(tiny_checkpoint):
+    """load_predictor on a checkpoint is a Network whose predictions are its module's on the same real clip."""
+    predictor = load_predictor(str(tiny_checkpoint))
+    assert isinstance(predictor, Network) and len(predictor.classes) == 6
+    [row] = predictor.predict([SAMPLE_FLVS[0]], speaker="file")
+    assert sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    module, cfg = tiny_module()
+    other = Network("untrained.ckpt", module, cfg).predict([SAMPLE_FLVS[0]], speaker="file")[0]
+    assert (
+        other["probabilities"] != row["probabilities"]
+    )  # the trained weights were loaded, not a fresh net's
