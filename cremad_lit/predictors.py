@@ -234,9 +234,9 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
     model_cfg = config.model
     with open_dict(model_cfg):
         for branch in ("video_backbone", "audio_backbone"):
-            if branch in model_cfg:
-                model_cfg[branch].pretrained = False
-                model_cfg[branch].pretrained_file = None
+            for key, value in (("pretrained", False), ("pretrained_file", None)):  # the checkpoint holds the weights
+                if model_cfg.get(branch) and key in model_cfg[branch]:  # a plugin's backbone may have neither
+                    model_cfg[branch][key] = value
     hparams = checkpoint.get("hyper_parameters", {})
     classes = checkpoint["cremad_lit"].get("emotions") or EMOTIONS  # checkpoints from before 0.4 had the six
     module = EmotionModule(

@@ -19,7 +19,7 @@ from collections import Counter
 
 import pandas as pd
 
-from cremad_lit.data.adapters import ADAPTERS
+from cremad_lit.data.adapters import ADAPTERS, adapter
 from cremad_lit.data.adapters.common import NOT_A_CLASS, ON_PURPOSE, SAME_TAKE, reject, walk_files
 from cremad_lit.data.labels import EMOTION_ALIASES, Rejected, emotion_code, resolve_classes
 
@@ -80,10 +80,9 @@ def build_catalog(
     With `modalities`, clips lacking a file a modality needs are left out too (video needs a video file; audio needs
     a WAV or a video, whose own track is used), and asking for video from a root without any is one clear error.
     """
-    if dataset not in ADAPTERS:
-        raise ValueError(f"data.dataset must be one of {sorted(ADAPTERS)}, not {dataset!r}")
+    scan = adapter(dataset)
     own_labels = classes not in (None, "default")  # the corpus's own label set, not only the six
-    rows, rejected = ADAPTERS[dataset](
+    rows, rejected = scan(
         root=root, manifest=manifest, label_map=label_map, keep_unknown=own_labels, **(options or {})
     )
     table = pd.DataFrame(rows, columns=COLUMNS)
