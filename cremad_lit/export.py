@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cremad_lit.io import write_json
+from cremad_lit.io import write_atomic, write_json
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 
 # The graph's inputs, in this order where the network reads them.
@@ -87,26 +87,31 @@ def export_onnx(module, train_cfg: DictConfig, out_dir: Path, source: str = "") 
         dynamic["waveform"] = {0: "batch", 1: "samples"}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
-    partial = out_dir / "model.onnx.partial"  # atomic: a file named model.onnx is always whole
-    with torch.no_grad(), warnings.catch_warnings():
-        # The LSTM warning about batch sizes concerns initial states given as constants; ours start at zero, and
-        # tests/test_export.py runs the file at other batch sizes.
-        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
-        # The tracer's notes on torch's own RNN shape checks: those shapes (feature sizes) are fixed by the network.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    with torch.no_grad():
         expected = net(example).float().softmax(dim=1).numpy()
-        torch.onnx.export(
-            # eval() on the wrapper too: the exporter restores the mode of what it was given, children included
-            _Positional(net, names).eval(),
-            tuple(example[n] for n in names),
-            str(partial),
-            input_names=names,
-            output_names=["logits", "probabilities"],
-            dynamic_axes=dynamic,
-            opset_version=OPSET,
-            dynamo=False,  # the TorchScript exporter: no onnxscript, and the LSTMs export as ONNX LSTM ops
-        )
-    partial.replace(path)
+
+    def write(buffer) -> None:  # through io.write_atomic: a file named model.onnx is always whole
+        with torch.no_grad(), warnings.catch_warnings():
+            # The LSTM warning about batch sizes concerns initial states given as constants; ours start at zero, and
+            # tests/test_export.py runs the file at other batch sizes.
+            warnings.filterwarnings(
+                "ignore", message="Exporting a model to ONNX with a batch_size other than 1"
+            )
+            # The tracer's notes on torch's own RNN shape checks: those shapes (feature sizes) are fixed by the network.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                # eval() on the wrapper too: the exporter restores the mode of what it was given, children included
+                _Positional(net, names).eval(),
+                tuple(example[n] for n in names),
+                buffer,
+                input_names=names,
+                output_names=["logits", "probabilities"],
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,  # the TorchScript exporter: no onnxscript, and the LSTMs export as ONNX LSTM ops
+            )
+
+    write_atomic(path, write)
     got = OnnxNetwork(path, info={"inputs": names}).run(example)[1]
     settings = {
         "format": "onnx",

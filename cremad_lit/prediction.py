@@ -20,13 +20,10 @@ from omegaconf import DictConfig
 
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from cremad_lit.data.dataset import speaker_stats
+from cremad_lit.data.dataset import model_inputs, speaker_stats
 from cremad_lit.data.features import (
     Preprocessing,
     decode_clip,
-    normalise_frames,
-    normalise_mel,
-    waveform_tensor,
 )
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
 from cremad_lit.data.media import MediaError
@@ -73,15 +70,12 @@ def predict_files(
             log.warning("skipped %s: %s", error.path, error.reason)
             results.append({"file": str(path), "error": error.reason})
             continue
-        batch = {}
-        if "frames" in sample:
-            frames = normalise_frames(torch.from_numpy(sample["frames"]), spec["mean"], spec["std"])
-            batch["frames"] = frames[None]
-        if "audio" in modalities and module.net.audio_input() == "waveform":
-            batch["waveform"] = waveform_tensor(sample["waveform"])[None]
+        inputs = model_inputs(
+            sample, modalities, spec["mean"], spec["std"], module.net.audio_input() or "mel"
+        )
+        batch = {name: tensor[None] for name, tensor in inputs.items()}  # a batch of one
+        if "waveform" in batch:
             batch["waveform_lengths"] = torch.tensor([batch["waveform"].shape[1]])
-        elif "mel" in sample:
-            batch["mel"] = normalise_mel(torch.from_numpy(sample["mel"]))[None]
         if "functionals" in sample:
             batch["functionals"] = torch.from_numpy(np.array(sample["functionals"]))[None]
         results.append({"file": str(path)})

@@ -234,7 +234,10 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
     model_cfg = config.model
     with open_dict(model_cfg):
         for branch in ("video_backbone", "audio_backbone"):
-            for key, value in (("pretrained", False), ("pretrained_file", None)):  # the checkpoint holds the weights
+            for key, value in (
+                ("pretrained", False),
+                ("pretrained_file", None),
+            ):  # the checkpoint holds the weights
                 if model_cfg.get(branch) and key in model_cfg[branch]:  # a plugin's backbone may have neither
                     model_cfg[branch][key] = value
     hparams = checkpoint.get("hyper_parameters", {})

@@ -126,17 +126,15 @@ class ClipDataset(Dataset):
             return {"clip_id": row.clip_id, "error": str(error)}
         sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
         sample.update({f"{m}_features": value for m, value in features.items()})
-        if "video" in raw:
-            frames = normalise_frames(torch.from_numpy(stored["frames"]), self.frame_mean, self.frame_std)
-            sample["frames"] = self.augment.frames(frames) if self.augment else frames
-        if "audio" in raw and self.audio_input == "waveform":
-            sample["waveform"] = waveform_tensor(stored["waveform"])
-        elif "audio" in raw:
-            mel = normalise_mel(torch.from_numpy(stored["mel"]))
+        sample.update(model_inputs(stored, raw, self.frame_mean, self.frame_std, self.audio_input))
+        if "frames" in sample and self.augment:
+            sample["frames"] = self.augment.frames(sample["frames"])
+        if "mel" in sample:
             if self.speaker_stats is not None:
                 mean, std = self.speaker_stats[row.actor_id]
-                mel = (mel - mean) / std
-            sample["mel"] = self.augment.mel(mel) if self.augment else mel
+                sample["mel"] = (sample["mel"] - mean) / std
+            if self.augment:
+                sample["mel"] = self.augment.mel(sample["mel"])
         if self.functionals is not None:
             sample["functionals"] = torch.from_numpy(self.functionals[row.clip_id])
         return sample
@@ -159,6 +157,19 @@ class ClipDataset(Dataset):
             raise MediaError(
                 entry, f"encoder feature entry is damaged ({error}); removed, computed again"
             ) from error
+
+
+def model_inputs(stored: dict, modalities, frame_mean, frame_std, audio_input: str = "mel") -> dict:
+    """One clip's decoded arrays (decode_clip's or the cache's) as the tensors the net reads, without a batch axis:
+    the one conversion the dataset and predict share (before speaker normalisation and augmentation)."""
+    inputs = {}
+    if "video" in modalities:
+        inputs["frames"] = normalise_frames(torch.from_numpy(stored["frames"]), frame_mean, frame_std)
+    if "audio" in modalities and audio_input == "waveform":
+        inputs["waveform"] = waveform_tensor(stored["waveform"])
+    elif "audio" in modalities:
+        inputs["mel"] = normalise_mel(torch.from_numpy(stored["mel"]))
+    return inputs
 
 
 def speaker_stats(mels, mode: str) -> dict:

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from cremad_lit.data.adapters.cremad import STATEMENTS
 from cremad_lit.data.labels import EMOTIONS
+from cremad_lit.io import write_atomic, write_text
 
 log = logging.getLogger(__name__)
 
@@ -234,20 +235,25 @@ def synthesize_voice(clip: Clip, duration: float, rate: int, rng: np.random.Gene
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    tmp = path.with_name(path.name + ".tmp")
-    with wave.open(str(tmp), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
+
+    def write(buffer) -> None:
+        with wave.open(buffer, "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(rate)
+            handle.writeframes(pcm.tobytes())
+
+    write_atomic(path, write)
 
 
 def encode_video(path: Path, frames: np.ndarray, audio: np.ndarray | None, container_format: str) -> None:
-    """Encode frames (T,H,W,3 RGB uint8) and optional mono audio at 44.1 kHz; atomic (temp file + rename)."""
+    """Encode frames (T,H,W,3 RGB uint8) and optional mono audio at 44.1 kHz; atomic (io.write_atomic)."""
+    write_atomic(path, lambda buffer: _encode(buffer, frames, audio, container_format))
+
+
+def _encode(buffer, frames: np.ndarray, audio: np.ndarray | None, container_format: str) -> None:
     video_codec, audio_codec = ("flv", "libmp3lame") if container_format == "flv" else ("libx264", "aac")
-    tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), "w", format=container_format) as container:
+    with av.open(buffer, "w", format=container_format) as container:
         video = container.add_stream(video_codec, rate=FPS)
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         video.bit_rate = 600_000
@@ -276,7 +282,6 @@ def encode_video(path: Path, frames: np.ndarray, audio: np.ndarray | None, conta
         if sound is not None:
             mux_audio_until(len(samples))
             container.mux(sound.encode())
-    os.replace(tmp, path)
 
 
 def write_clip(clip: Clip, out: Path, layout: str) -> str:
@@ -323,9 +328,7 @@ def generate(
                 "Ethnicity": "Synthetic",
             }
         )
-        tmp = out / "VideoDemographics.csv.tmp"
-        demographics.to_csv(tmp, index=False)
-        os.replace(tmp, out / "VideoDemographics.csv")
+        write_text(out / "VideoDemographics.csv", demographics.to_csv(index=False))
         done = {p.stem for p in (out / "VideoFlash").glob("*.flv")} & {
             p.stem for p in (out / "AudioWAV").glob("*.wav")
         }
