@@ -38,12 +38,8 @@ from cremad_lit.data.functionals import FUNCTIONALS, feature_dir, functionals_fe
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
-    check_actor_disjoint,
-    lists_leaky_warning,
-    load_clip_lists,
-    load_split,
-    lockbox_speakers,
-    make_split,
+    choose_split,
+    hold_out_lockbox,
     save_split,
     split_key,
 )
@@ -207,11 +203,9 @@ class EmotionDataModule(L.LightningDataModule):
             if "video" in self.modalities and self.cache is not None:
                 self.face_sheet(self.output_dir / "faces.png")
 
-    # -- on every process --------------------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        clips = self.catalog()
+    def usable(self, clips: pd.DataFrame) -> pd.DataFrame:
+        """The clips this run can read: without those the cache could not decode or that lack a modality it needs
+        (each left out with its reason); with data.cache=require, every one already prepared."""
         if self.cache is not None:
             skipped = self.cache.skipped()
             if skipped:
@@ -239,57 +233,17 @@ class EmotionDataModule(L.LightningDataModule):
                         f"data.cache=require but {len(missing)} clips are not in {self.cache.dir} (e.g. {missing[0]}); "
                         "run `python -m cremad_lit prepare` with the same data settings first"
                     )
-        # The lockbox's speakers leave before any protocol sees the corpus; only `evaluate.py subset=lockbox` opens it.
-        self.lockbox = lockbox_speakers(clips, self.split_config.get("lockbox"))
-        if self.eval_split == "lockbox" and not self.lockbox:
-            raise ValueError("split=lockbox, but this run's config holds no lockbox (split.lockbox)")
-        if self.lockbox:
-            inside = clips["actor_id"].isin(self.lockbox)
-            clips = clips[inside] if self.eval_split == "lockbox" else clips[~inside]
-            log.info(
-                "lockbox speakers %s: %s",
-                self.lockbox,
-                "OPENED (evaluated now)" if self.eval_split == "lockbox" else "held out of this run",
-            )
-        split_file = self.split_config.get("file")
-        fractions = tuple(self.split_config.get("fractions", (0.7, 0.15, 0.15)))
-        self.protocol = {
-            "by": self.split_by,
-            "protocol": self.split_config.get("protocol", "random"),
-            "folds": self.split_config.get("folds"),
-            "fold": self.split_config.get("fold", 0) if self.split_config.get("folds") else None,
-            "leaky": self.split_by == "clip",
-            **({"lockbox": self.lockbox} if self.lockbox else {}),
-        }
-        if self.eval_split == "lockbox":  # every clip of the lockbox speakers is the test set
-            self.split = clips.groupby("actor_id", as_index=False)["gender"].first().assign(split="test")
-        elif isinstance(split_file, dict):  # published clip lists, {train: ..., test: ...[, val: ...]}
-            self.split, self.protocol = load_clip_lists(
-                split_file, clips, fractions, int(self.split_config.get("seed", 0))
-            )
-            if self.protocol["leaky"]:
-                log.warning(lists_leaky_warning(self.protocol))
-        elif split_file:
-            self.split = load_split(split_file, clips)
-            self.protocol = {
-                "protocol": "file",
-                "file": str(split_file),
-                "leaky": split_key(self.split) == "clip_id",
-            }
-        elif self.eval_split == "all":  # evaluating every clip (another corpus, say): no split to make
-            actors = clips.groupby("actor_id", as_index=False)["gender"].first()
-            self.split = actors.assign(split="test")
-        else:
-            self.split = make_split(
-                clips,
-                fractions=fractions,
-                folds=self.split_config.get("folds"),
-                fold=int(self.split_config.get("fold", 0)),
-                seed=int(self.split_config.get("seed", 0)),
-                by=self.split_by,
-                protocol=self.protocol["protocol"],
-            )
-            check_actor_disjoint(self.split)
+        return clips
+
+    # -- on every process --------------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        clips = self.usable(self.catalog())
+        clips, self.lockbox = hold_out_lockbox(clips, self.split_config.get("lockbox"), self.eval_split)
+        self.split, self.protocol = choose_split(
+            clips, self.split_config, self.split_by, self.eval_split, self.lockbox
+        )
         functionals = None
         if self.functionals != "none":
             features, skipped = self.functional_features(clips)

@@ -14,6 +14,7 @@ on every setup.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ SPLIT_BY = ("actor", "clip")
 # random: actors dealt into folds at random, stratified by gender | blocks: k folds of consecutive speaker IDs in ID
 # order (the literature's CREMA-D and RAVDESS protocols; the remainder goes to the last folds: 18/18/18/18/19).
 PROTOCOLS = ("random", "blocks")
+log = logging.getLogger(__name__)
 LEAKY_WARNING = (
     "split.by=clip: a random CLIP split, as behind most published CREMA-D numbers. Every actor is in train, val and "
     "test, so the model can recognise the person instead of the emotion: LEAKY, inflated accuracy, not comparable "
@@ -292,3 +294,61 @@ def save_split(split: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     write_text(path, split.to_csv(index=False))
     return path
+
+
+def hold_out_lockbox(clips: pd.DataFrame, setting, eval_split: str | None) -> tuple[pd.DataFrame, list]:
+    """The lockbox's speakers leave before any protocol sees the corpus; only `evaluate.py subset=lockbox` opens it
+    (then they are all that is left)."""
+    lockbox = lockbox_speakers(clips, setting)
+    if eval_split == "lockbox" and not lockbox:
+        raise ValueError("subset=lockbox, but this run's config holds no lockbox (split.lockbox)")
+    if lockbox:
+        inside = clips["actor_id"].isin(lockbox)
+        clips = clips[inside] if eval_split == "lockbox" else clips[~inside]
+        log.info(
+            "lockbox speakers %s: %s",
+            lockbox,
+            "OPENED (evaluated now)" if eval_split == "lockbox" else "held out of this run",
+        )
+    return clips, lockbox
+
+
+def choose_split(
+    clips: pd.DataFrame, config, by: str, eval_split: str | None, lockbox: list
+) -> tuple[pd.DataFrame, dict]:
+    """The split table (which actors, or clips, train, validate and test) and the protocol record, as the `split`
+    config says: a saved split.csv, published clip lists, every clip (evaluating another corpus, or the lockbox), or a
+    new split (random or blocks, folds or fractions)."""
+    split_file = config.get("file")
+    fractions = tuple(config.get("fractions", (0.7, 0.15, 0.15)))
+    protocol = {
+        "by": by,
+        "protocol": config.get("protocol", "random"),
+        "folds": config.get("folds"),
+        "fold": config.get("fold", 0) if config.get("folds") else None,
+        "leaky": by == "clip",
+        **({"lockbox": lockbox} if lockbox else {}),
+    }
+    if eval_split in ("lockbox", "all"):  # every clip is the test set: no split to make
+        split = clips.groupby("actor_id", as_index=False)["gender"].first().assign(split="test")
+        if eval_split == "lockbox" or not split_file:
+            return split, protocol
+    if isinstance(split_file, dict):  # published clip lists, {train: ..., test: ...[, val: ...]}
+        split, protocol = load_clip_lists(split_file, clips, fractions, int(config.get("seed", 0)))
+        if protocol["leaky"]:
+            log.warning(lists_leaky_warning(protocol))
+        return split, protocol
+    if split_file:
+        split = load_split(split_file, clips)
+        return split, {"protocol": "file", "file": str(split_file), "leaky": split_key(split) == "clip_id"}
+    split = make_split(
+        clips,
+        fractions=fractions,
+        folds=config.get("folds"),
+        fold=int(config.get("fold", 0)),
+        seed=int(config.get("seed", 0)),
+        by=by,
+        protocol=protocol["protocol"],
+    )
+    check_actor_disjoint(split)
+    return split, protocol
