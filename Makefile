@@ -80,11 +80,15 @@ demo: $(INSTALLED) ## Synthetic dataset (once, into DATA_DIR), its EDA, train+te
 doctor: $(INSTALLED) ## Check the environment: versions, native libraries, decoders, accelerator, cache space
 	$(PYTHON) -m cremad_lit doctor
 
-test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does)
-	$(PYTHON) -m pytest --durations=25
+# pytest-xdist: one worker per core (2 on the reference machine), tests handed out as workers free up (worksteal), so the
+# long end-to-end tests overlap; TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= $(shell $(PY) -c "import os; print(min(len(os.sched_getaffinity(0)), 4))")
 
-test-fast: $(INSTALLED) ## Run the tests without the slow ones
-	$(PYTHON) -m pytest -m "not slow" --durations=15
+test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does), the slowest listed
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=30
+
+test-fast: $(INSTALLED) ## Run the tests without the slow ones (unit and command tests, no training)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow" --durations=15
 
 lint: $(INSTALLED) ## Ruff lint and format check
 	$(PYTHON) -m ruff check .

@@ -20,11 +20,26 @@ import os
 import runpy
 import sys
 import threading
+import weakref
 from pathlib import Path
 
 # Third-party only: what every command imports before it does anything (measured with python -X importtime).
 PRELOAD = ["torch", "lightning", "pandas", "hydra", "omegaconf", "timm", "torchaudio"]
 _context = None
+
+# Exit handlers the preloaded libraries register while the server imports them (this module is imported first): a
+# child must not run them on its way out, or it would remove what every later child shares (W&B's media folder,
+# made once at import, was deleted by the first command to exit). Each child runs only the handlers it registers.
+_register_exit = atexit.register
+_inherited_exit = []
+
+
+def _record_exit(func, *args, **kwargs):
+    _inherited_exit.append(func)
+    return _register_exit(func, *args, **kwargs)
+
+
+atexit.register = _record_exit
 
 
 def context():
@@ -38,6 +53,13 @@ def context():
 
 def _command(args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> None:
     """In the forked child: become `python *args` run in `cwd` with `env`, writing to the two files."""
+    atexit.register = _register_exit
+    for func in _inherited_exit:
+        atexit.unregister(func)
+    for finalizer in list(weakref.finalize._registry):  # the server's temporary folders are every child's
+        finalizer.atexit = False
+    if weakref.finalize._registered_with_atexit:  # the child's own finalizers still run at its exit
+        atexit.register(weakref.finalize._exitfunc)
     for fd, path in ((1, stdout), (2, stderr)):
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
