@@ -1,8 +1,9 @@
 """Shared building blocks of the entry points (train.py, evaluate.py, prepare, predict): config -> objects.
 
     from cremad_lit.pipeline import build_net, build_datamodule
-    net = build_net(cfg.model, classes)                         # Hydra-instantiated AudioVisualNet
-    datamodule = build_datamodule(cfg.data, net.frame_input_spec())
+    datamodule = build_datamodule(cfg.data)                     # Hydra-instantiated EmotionDataModule
+    net = build_net(cfg.model, datamodule.classes)              # Hydra-instantiated AudioVisualNet, its head sized
+    datamodule.use_frame_spec(cache_frame_spec(net, cfg.model))
 
 The DataModule never sees the model: only the video backbone's input spec (size, mean, std) crosses over.
 """
@@ -111,25 +112,9 @@ def _classes_setting(data_cfg: DictConfig):
     return OmegaConf.to_container(classes) if isinstance(classes, ListConfig) else classes
 
 
-def resolve_run_classes(cfg: DictConfig) -> tuple[str, ...]:
-    """The class list of a training run, fixed before the model exists (the corpus's labels, names only): it sizes
-    the head (build_net), is handed to the DataModule (build_datamodule's `classes=`) and recorded in the run's
-    config and checkpoint. The composed config itself is left as the user wrote it."""
-    setting = _classes_setting(cfg.data)
-    if setting in (
-        None,
-        "default",
-    ):  # the six, whatever the corpus holds: no need to read it (nor generate it)
-        from cremad_lit.data.labels import resolve_classes
-
-        classes = resolve_classes([], "default")
-    else:
-        classes = tuple(load_catalog(cfg.data, cfg.data.get("modalities")).attrs["classes"])
-    return classes
-
-
-def build_datamodule(data_cfg: DictConfig, frame_spec: dict | None, **overrides):
-    """Instantiate the DataModule, with the frame size/mean/std taken from the video backbone."""
+def build_datamodule(data_cfg: DictConfig, frame_spec: dict | None = None, **overrides):
+    """Instantiate the DataModule, with the frame size/mean/std taken from the video backbone (or given later:
+    `datamodule.use_frame_spec`, once the net exists)."""
     frame_spec = frame_spec or AUDIO_ONLY_SPEC
     check_data_root(data_cfg)
     data_cfg = data_cfg.copy()

@@ -36,7 +36,6 @@ from cremad_lit.pipeline import (
     cache_frame_spec,
     check_data_root,
     resolve_precision,
-    resolve_run_classes,
     run_info,
 )
 from cremad_lit.results import write_results
@@ -132,9 +131,12 @@ def check_run(cfg: DictConfig) -> None:
 
 def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
     """The module (net, loss, optimiser), the DataModule and the run's record (run_info.json)."""
-    classes = resolve_run_classes(cfg)  # data.classes -> the ordered list: the head's size, the data's labels
+    datamodule = build_datamodule(cfg.data)
+    classes = (
+        datamodule.classes
+    )  # data.classes resolved on the corpus, once: the head's size, the data's labels
     net = build_net(cfg.model, classes, record=True)
-    datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model), classes=list(classes))
+    datamodule.use_frame_spec(cache_frame_spec(net, cfg.model))
     accelerated = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in (
         "auto",
         "gpu",

@@ -13,6 +13,7 @@ draws faces.png, the cropped frames of a few clips per emotion, into the run dir
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
@@ -35,6 +36,7 @@ from cremad_lit.data.dataset import (
 from cremad_lit.data.faces import load_detector
 from cremad_lit.data.features import Preprocessing, decode_clip
 from cremad_lit.data.functionals import FUNCTIONALS, feature_dir, functionals_features, normalise_by_speaker
+from cremad_lit.data.labels import resolve_classes
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
@@ -165,8 +167,21 @@ class EmotionDataModule(L.LightningDataModule):
 
     @property
     def classes(self) -> tuple[str, ...]:
-        """The ordered class list (data.classes resolved on the corpus): label i is classes[i]."""
+        """The ordered class list, resolved once: label i is classes[i]. data.classes=default is the six whatever the
+        corpus holds (nothing to read: a generated corpus may not exist yet); any other setting reads the corpus's
+        labels (the catalog, kept for setup)."""
+        if self.classes_setting in (None, "default"):
+            return resolve_classes([], "default")
         return tuple(self.catalog().attrs["classes"])
+
+    def use_frame_spec(self, spec: dict) -> None:
+        """What the net reads, given once the net exists: the frame size, mean and std of its video backbone and its
+        audio input (mel or waveform). The frame size is part of the cache key."""
+        self.prep = dataclasses.replace(self.prep, image_size=int(spec["image_size"]))
+        self.frame_mean, self.frame_std = tuple(spec["mean"]), tuple(spec["std"])
+        self.audio_input = spec.get("audio_input", "mel")
+        if self.cache is not None:
+            self.cache = ClipCache(self.cache_dir, self.prep, self.cache_source)
 
     @property
     def split_by(self) -> str:
