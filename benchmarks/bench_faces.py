@@ -24,6 +24,7 @@ from common import machine, write_section  # noqa: E402
 
 from cremad_lit.data.faces import crop_and_resize, find_face  # noqa: E402
 from cremad_lit.data.media import read_frames  # noqa: E402
+from cremad_lit.plots import draw_faces  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 SETS = {
@@ -130,7 +131,7 @@ def faces_sheet() -> str:
             cache_dir=cache,
         )
         datamodule.cache.build(datamodule.catalog())
-        path = datamodule.face_sheet(Path(__file__).resolve().parent.parent / "docs" / "faces.png")
+        path = draw_faces(datamodule, Path(__file__).resolve().parent.parent / "docs" / "faces.png")
     return str(path.relative_to(path.parent.parent))
 
 

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 # Category labels such as RAVDESS's "01"/"02" look numeric; matplotlib's note about it is noise here.
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -164,3 +165,14 @@ def plot_face_sheet(rows: list[dict], path, title: str = "What the video branch 
     figure.suptitle(title, fontsize=8)
     figure.subplots_adjust(wspace=0.04, hspace=0.08)
     return _save(figure, path)
+
+
+def draw_faces(datamodule, path) -> Path | None:
+    """faces.png: what the video branch of a run sees (its DataModule's face_rows); None without cached frames."""
+    if "video" not in datamodule.modalities or datamodule.cache is None:
+        return None
+    rows, title = datamodule.face_rows()
+    if not rows:
+        log.warning("no cached frames to draw %s from", path)
+        return None
+    return plot_face_sheet(rows, path, title)

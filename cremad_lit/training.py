@@ -38,6 +38,7 @@ from cremad_lit.pipeline import (
     resolve_precision,
     run_info,
 )
+from cremad_lit.plots import draw_faces
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
@@ -252,9 +253,8 @@ def train(cfg: DictConfig) -> float | None:
     tested, monitored = chosen_checkpoint(trainer, cfg)
     pair = None
     if trainer.is_global_zero:
-        log_image(
-            loggers, "data/faces", run_dir / "faces.png"
-        )  # written by prepare_data: what the video branch sees
+        if draw_faces(datamodule, run_dir / "faces.png"):  # what the video branch saw
+            log_image(loggers, "data/faces", run_dir / "faces.png")
         if cfg.get("ensemble_with") and tested:
             pair = Pair.fit(cfg.ensemble_with, datamodule, cfg.data, run_dir, tested)
     if cfg.get("test_after_fit", True):

@@ -17,6 +17,7 @@ from cremad_lit.data.faces import find_face
 from cremad_lit.data.features import Preprocessing, clip_info, extract_clip, log_mel
 from cremad_lit.data.media import read_frames, read_video_audio, read_wav
 from cremad_lit.data.splits import make_split
+from cremad_lit.plots import draw_faces
 from tests.conftest import RAVDESS, SAMPLE_FLVS, SHARED, common, run_cli
 
 AV_ACTOR05 = SHARED / "ravdess-av-actor05"
@@ -155,7 +156,7 @@ def test_face_report_and_contact_sheet_mark_the_clip_without_a_face(mixed_manife
     assert faces["frames_searched"] == 44 and faces["frames_with_face"] >= 38
     assert {faces["clips"][p.stem]["kind"] for p in CROPPED[:4]} == {"whole"}
     assert {faces["clips"][p.stem]["kind"] for p in SAMPLE_FLVS} == {"face"}
-    sheet = datamodule.face_sheet(tmp_path / "faces.png")
+    sheet = draw_faces(datamodule, tmp_path / "faces.png")
     image = cv2.imread(str(sheet))
     assert image.shape[0] > 400 and image.shape[1] > 300
     # the fallback row is framed in red: strongly red pixels exist only because of it

@@ -18,6 +18,7 @@ from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
 from cremad_lit.io import write_json
 from cremad_lit.pipeline import build_datamodule, frame_spec_without_weights
+from cremad_lit.plots import draw_faces
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
@@ -44,7 +45,7 @@ def main(cfg: DictConfig) -> None:
         f"{len(report['skipped'])} skipped, {len(report['left_out'])} without a modality of data.modalities); "
         f"report: {(out / 'prepare_report.json').resolve()}"
     )
-    if "video" in datamodule.modalities and datamodule.face_sheet(out / "faces.png"):
+    if draw_faces(datamodule, out / "faces.png"):
         rate = (
             ""
             if faces["rate"] is None

@@ -215,8 +215,6 @@ class EmotionDataModule(L.LightningDataModule):
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.output_dir / "prepare_report.json", report)
-            if "video" in self.modalities and self.cache is not None:
-                self.face_sheet(self.output_dir / "faces.png")
 
     def usable(self, clips: pd.DataFrame) -> pd.DataFrame:
         """The clips this run can read: without those the cache could not decode or that lack a modality it needs
@@ -319,17 +317,18 @@ class EmotionDataModule(L.LightningDataModule):
             " (the same speakers on several sides: a clip split)" if key == "clip_id" else "",
         )
 
-    def face_sheet(self, path, per_emotion: int = 2, fallbacks: int = 4) -> Path | None:
-        """faces.png: the stored (cropped) frames of `per_emotion` clips of each emotion, from different speakers
-        where there are, then up to `fallbacks` clips where no face was found (marked). None without cached frames."""
-        from cremad_lit.plots import plot_face_sheet
-
+    def face_rows(self, per_emotion: int = 2, fallbacks: int = 4) -> tuple[list[dict], str]:
+        """What faces.png shows (plots.draw_faces): the stored (cropped) frames of `per_emotion` clips of each
+        emotion, from different speakers where there are, then up to `fallbacks` clips where no face was found
+        (marked); and its title. No rows without cached frames."""
         clips = self.catalog()
         infos = self.cache.infos(clips["clip_id"])
         with_frames = clips[clips["clip_id"].map(lambda c: c in infos and "faces" in infos[c])]
+        title = (
+            f"What the video branch sees (face_crop={self.prep.face_crop}; red: no face found, centre square)"
+        )
         if not len(with_frames):
-            log.warning("no cached frames to draw %s from", path)
-            return None
+            return [], title
         chosen = []
         for _, group in with_frames.groupby("emotion", sort=True):
             chosen += list(group.drop_duplicates("actor_id")["clip_id"][:per_emotion])
@@ -346,10 +345,7 @@ class EmotionDataModule(L.LightningDataModule):
                     "fallback": face["kind"] == "centre",
                 }
             )
-        title = (
-            f"What the video branch sees (face_crop={self.prep.face_crop}; red: no face found, centre square)"
-        )
-        return plot_face_sheet(rows, path, title)
+        return rows, title
 
     def functional_features(self, clips: pd.DataFrame) -> tuple[dict, list[dict]]:
         """clip_id -> the functionals of `clips` (cached beside the clip cache), and the clips that failed."""
