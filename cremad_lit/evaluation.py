@@ -30,7 +30,7 @@ from cremad_lit.loggers import (
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import run_info
 from cremad_lit.predictors import load_predictor
-from cremad_lit.results import write_results
+from cremad_lit.results import scores_line, where_line, write_results
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("train", "val", "test", "all", "lockbox")
@@ -135,11 +135,8 @@ def evaluate(cfg: DictConfig) -> dict:
     finish_loggers(loggers)
     weights = f", weights {[round(w, 3) for w in ensemble['ensemble']['weights']]}" if ensemble else ""
     print(
-        f"accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} "
-        f"on {metrics['n_test']} clips ({cfg.subset})"
+        f"{scores_line(metrics)} ({cfg.subset})"
         + (f", ensemble of {len(members)} members{weights}" if ensemble else "")
     )
-    print(
-        f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n  confusion matrix: {run_dir / 'confusion.png'}"
-    )
+    print(where_line(run_dir, "metrics.json", "confusion.png"))
     return metrics

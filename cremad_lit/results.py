@@ -20,6 +20,22 @@ from cremad_lit.plots import plot_confusion, plot_grouped_bars
 log = logging.getLogger(__name__)
 
 
+def scores_line(metrics: dict) -> str:
+    """The line every command that tests prints (train, evaluate, baseline)."""
+    return (
+        f"accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} "
+        f"on {metrics['n_test']} clips"
+    )
+
+
+def where_line(run_dir: Path, *files: str) -> str:
+    """Where a command's results are: its run dir, then each file a person opens first."""
+    what = {"metrics.json": "metrics", "confusion.png": "confusion matrix", "curves.png": "curves"}
+    return f"run dir: {Path(run_dir).resolve()}" + "".join(
+        f"\n  {what[f]}: {Path(run_dir) / f}" for f in files
+    )
+
+
 def write_results(
     run_dir: str | Path,
     results: dict,

@@ -39,7 +39,7 @@ from cremad_lit.pipeline import (
     run_info,
 )
 from cremad_lit.plots import draw_faces
-from cremad_lit.results import write_results
+from cremad_lit.results import scores_line, where_line, write_results
 
 log = logging.getLogger(__name__)
 
@@ -221,13 +221,7 @@ def test_and_write(
         speakers=datamodule.speakers(),
         classes=module.classes,
     )
-    log.info(
-        "test accuracy (WAR) %.4f, UAR %.4f, macro F1 %.4f on %d clips",
-        metrics["accuracy"],
-        metrics["uar"],
-        metrics["f1_macro"],
-        metrics["n_test"],
-    )
+    log.info("test %s", scores_line(metrics))
     log_predictions_table(trainer.loggers, module.test_predictions, datamodule)
 
 
@@ -263,8 +257,5 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.get("logger") and cfg.logger.get("wandb", {}).get("log_model"):
             log_model_artifacts(loggers, tested or None, run_dir)
         finish_loggers(loggers)
-        print(
-            f"run dir: {run_dir.resolve()}\n  metrics: {run_dir / 'metrics.json'}\n"
-            f"  confusion matrix: {run_dir / 'confusion.png'}\n  curves: {run_dir / 'curves.png'}"
-        )
+        print(where_line(run_dir, "metrics.json", "confusion.png", "curves.png"))
     return monitored

@@ -29,7 +29,7 @@ from cremad_lit.io import write_json
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import build_datamodule, run_info
-from cremad_lit.results import write_results
+from cremad_lit.results import scores_line, where_line, write_results
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,8 @@ def run_baseline(cfg: DictConfig) -> float:
     log_predictions_table(loggers, predictions, datamodule)
     finish_loggers(loggers)
     print(
-        f"{cfg.method}: test accuracy (WAR) {metrics['accuracy']:.4f}, UAR {metrics['uar']:.4f}, macro F1 {metrics['f1_macro']:.4f} on "
-        f"{metrics['n_test']} clips (val accuracy {val_accuracy:.4f}{', C=' + str(chosen['C']) if chosen else ''})\n"
-        f"run dir: {run_dir.resolve()}"
+        f"{cfg.method}: test {scores_line(metrics)} "
+        f"(val accuracy {val_accuracy:.4f}{', C=' + str(chosen['C']) if chosen else ''})\n{where_line(run_dir)}"
     )
     return val_accuracy
 
