@@ -7,6 +7,8 @@ readout, temporal model, fusion, learning rate or seeds costs only the head.
     python train.py ... model.video_backbone.freeze=true data.augment.enabled=false       # per-frame video features
     python train.py experiment=ssl_speech ... model.audio_backbone.feature_cache=false   # run the encoder every step
 
+train.py asks the DataModule for it (`datamodule.cache_encoder_features(net)`); its setup fills the cache.
+
 What is stored, per clip (what the branch's readout needs, so training from it gives the logits of running the
 encoder; float32 unless `feature_cache_dtype=float16`):
 - `means`, a frozen speech encoder with mean pooling: every hidden layer's mean over the valid time steps
@@ -71,23 +73,19 @@ def video_storage(backbone, augment, frame_mixup: bool) -> str | None:
     return "frames"
 
 
-def use_encoder_cache(net, datamodule, device: str = "cpu", frame_mixup: bool = False) -> dict | None:
-    """Fill (or reuse) the feature cache of each frozen encoder of the net for every clip of the DataModule, and make
-    its datasets read them: {modality: fill report}. None when no branch can be cached or there is no clip cache."""
+def encoder_plans(net, augment, frame_mixup: bool = False) -> dict:
+    """{modality: (frozen encoder, what its cache stores)} for each branch of the net that can train from a cache."""
     plans = {}
     if "audio" in net.modalities and (storage := audio_storage(net.audio_backbone)):
         plans["audio"] = (net.audio_backbone, storage)
-    if "video" in net.modalities and (
-        storage := video_storage(net.video_backbone, datamodule.augment, frame_mixup)
-    ):
+    if "video" in net.modalities and (storage := video_storage(net.video_backbone, augment, frame_mixup)):
         plans["video"] = (net.video_backbone, storage)
-    if not plans:
-        return None
-    if datamodule.cache is None:
-        log.info("data.cache=off: no encoder feature cache, the frozen encoders run on every batch")
-        return None
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    return plans
+
+
+def fill_encoder_caches(plans: dict, datamodule, device: str = "cpu") -> dict:
+    """Fill (or reuse) each planned encoder's feature cache for every clip of the set-up DataModule and make its
+    datasets read them (EmotionDataModule.setup calls this): {modality: fill report}."""
     reports = {}
     for modality, (encoder, storage) in plans.items():
         cache = EncoderFeatureCache(datamodule.cache.dir, encoder, storage)

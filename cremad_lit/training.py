@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.splits import LEAKY_WARNING
-from cremad_lit.encoder_cache import use_encoder_cache
 from cremad_lit.ensemble import Pair, check_partner
 from cremad_lit.io import write_json
 from cremad_lit.loggers import (
@@ -143,8 +142,8 @@ def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
         "gpu",
         "cuda",
     )
-    encoder_cache = use_encoder_cache(
-        net, datamodule, "cuda" if accelerated else "cpu", frame_mixup=cfg.loss.get("mixup_alpha", 0.0) > 0
+    datamodule.cache_encoder_features(
+        net, "cuda" if accelerated else "cpu", frame_mixup=cfg.loss.get("mixup_alpha", 0.0) > 0
     )
     class_weights = None
     if cfg.loss.class_weights:
@@ -163,13 +162,7 @@ def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
     module.run_config["data"]["classes"] = list(
         classes
     )  # the resolved list: evaluate rebuilds the same labels
-    info = run_info()
-    if encoder_cache:
-        info["encoder_cache"] = {
-            modality: {**report, "skipped": len(report["skipped"])}
-            for modality, report in encoder_cache.items()
-        }
-    return module, datamodule, info
+    return module, datamodule, run_info()
 
 
 def chosen_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> tuple[str, float | None]:
@@ -247,6 +240,16 @@ def train(cfg: DictConfig) -> float | None:
     tested, monitored = chosen_checkpoint(trainer, cfg)
     pair = None
     if trainer.is_global_zero:
+        if (
+            datamodule.encoder_reports
+        ):  # filled by the DataModule's setup: what the frozen encoders' cache holds
+            info["encoder_cache"] = {
+                modality: {**report, "skipped": len(report["skipped"])}
+                for modality, report in datamodule.encoder_reports.items()
+            }
+            write_json(run_dir / "run_info.json", info)
+            for logger in loggers:
+                logger.log_hyperparams({"run_info": info})
         if draw_faces(datamodule, run_dir / "faces.png"):  # what the video branch saw
             log_image(loggers, "data/faces", run_dir / "faces.png")
         if cfg.get("ensemble_with") and tested:

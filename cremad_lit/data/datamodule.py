@@ -150,6 +150,9 @@ class EmotionDataModule(L.LightningDataModule):
         self.lockbox: list = []  # split.lockbox's speakers (set up with the split)
         self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
         self._catalog: pd.DataFrame | None = None
+        self.encoder_plans: dict = {}  # frozen encoders whose features setup caches (cache_encoder_features)
+        self.encoder_device = "cpu"
+        self.encoder_reports: dict = {}
 
     def catalog(self) -> pd.DataFrame:
         """Every usable clip of the corpus for these modalities (read once); rejections in `.attrs["rejected"]`."""
@@ -173,6 +176,16 @@ class EmotionDataModule(L.LightningDataModule):
         if self.classes_setting in (None, "default"):
             return resolve_classes([], "default")
         return tuple(self.catalog().attrs["classes"])
+
+    def cache_encoder_features(self, net, device: str = "cpu", frame_mixup: bool = False) -> None:
+        """Let the frozen encoders of `net` run once per clip: setup fills (or reuses) their feature cache and the
+        datasets read it (encoder_cache.py); `encoder_reports` then says what was filled."""
+        from cremad_lit.encoder_cache import encoder_plans
+
+        self.encoder_plans, self.encoder_device = encoder_plans(net, self.augment, frame_mixup), device
+        if self.encoder_plans and self.cache is None:
+            log.info("data.cache=off: no encoder feature cache, the frozen encoders run on every batch")
+            self.encoder_plans = {}
 
     def use_frame_spec(self, spec: dict) -> None:
         """What the net reads, given once the net exists: the frame size, mean and std of its video backbone and its
@@ -316,6 +329,10 @@ class EmotionDataModule(L.LightningDataModule):
             speakers,
             " (the same speakers on several sides: a clip split)" if key == "clip_id" else "",
         )
+        if self.encoder_plans:
+            from cremad_lit.encoder_cache import fill_encoder_caches
+
+            self.encoder_reports = fill_encoder_caches(self.encoder_plans, self, self.encoder_device)
 
     def face_rows(self, per_emotion: int = 2, fallbacks: int = 4) -> tuple[list[dict], str]:
         """What faces.png shows (plots.draw_faces): the stored (cropped) frames of `per_emotion` clips of each
