@@ -12,7 +12,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
+
+# Under pytest-xdist (one worker per core) each worker, and every command it runs, uses one thread: two workers each
+# asking torch for every core made the suite slower (measured: 17 min 0 s -> 13 min 22 s on 2 cores).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared"))
