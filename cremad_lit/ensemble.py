@@ -249,11 +249,7 @@ def average_files(members: list[list[dict]], weights) -> list[dict]:
         if errors:
             fused.append({"file": rows[0]["file"], "error": errors[0]})
             continue
-        classes = list(rows[0]["probabilities"])
-        if any(list(r["probabilities"]) != classes for r in rows):
-            raise ValueError(
-                "the ensemble's checkpoints predict different class lists: average only like with like"
-            )
+        classes = list(rows[0]["probabilities"])  # one list for all: Ensemble checks it when built
         probabilities = {
             e: float(sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)))
             for e in classes
@@ -359,13 +355,8 @@ class Pair:
     """A train.py run's network and its classical partner (`ensemble_with`), fitted on the same training speakers."""
 
     def __init__(self, spec: DictConfig, partner: dict, weights: list[float], run_dir: Path, checkpoint: str):
-        self.spec, self.partner, self.weights, self.run_dir, self.checkpoint = (
-            spec,
-            partner,
-            weights,
-            run_dir,
-            checkpoint,
-        )
+        self.spec, self.partner, self.weights = spec, partner, weights
+        self.run_dir, self.checkpoint = run_dir, checkpoint
 
     @classmethod
     def fit(cls, spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Path, checkpoint: str) -> Pair:

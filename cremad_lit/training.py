@@ -132,9 +132,8 @@ def check_run(cfg: DictConfig) -> None:
 def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
     """The module (net, loss, optimiser), the DataModule and the run's record (run_info.json)."""
     datamodule = build_datamodule(cfg.data)
-    classes = (
-        datamodule.classes
-    )  # data.classes resolved on the corpus, once: the head's size, the data's labels
+    # data.classes resolved on the corpus, once: the head's size, the data's labels
+    classes = datamodule.classes
     net = build_net(cfg.model, classes, record=True)
     datamodule.use_frame_spec(cache_frame_spec(net, cfg.model))
     accelerated = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in (
@@ -159,9 +158,8 @@ def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
         mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    module.run_config["data"]["classes"] = list(
-        classes
-    )  # the resolved list: evaluate rebuilds the same labels
+    # the resolved list, so that evaluate rebuilds the same labels
+    module.run_config["data"]["classes"] = list(classes)
     return module, datamodule, run_info()
 
 

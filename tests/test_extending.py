@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.pipeline import build_net
-from tests.conftest import REPO, TINY, common, run_cli, six_emotion_wavs
+from tests.conftest import REPO, TINY, run_cli, six_emotion_wavs, train_args
 from tests.toys import GradientNorm, ProductFusion, ToyCNN
 
 TOY_CONF = REPO / "tests" / "fixtures" / "toy_conf"
@@ -75,13 +75,9 @@ def test_the_toy_adapter_reads_its_corpus(toy_folder):
 def test_train_and_evaluate_with_every_toy_part(toy_folder, tmp_path):
     run = tmp_path / "run"
     run_cli(
-        "train.py",
-        *common(toy_folder, tmp_path),
-        *TINY,
-        *PLUGIN,
-        "logger=csv",
-        "trainer.max_epochs=2",
-        f"hydra.run.dir={run}",
+        *train_args(
+            toy_folder, tmp_path, *PLUGIN, "logger=csv", "trainer.max_epochs=2", f"hydra.run.dir={run}"
+        )
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dataset"] == "tests.toys" and metrics["n_test"] > 0
