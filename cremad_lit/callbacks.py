@@ -23,6 +23,7 @@ _COLUMNS = {
     "val/f1_macro": "val/f1_macro",
     "speed/clips_per_s": "speed/clips_per_s",
     "speed/data_wait_share": "speed/data_wait_share",
+    "train/speaker_acc": "train/speaker_acc",  # loss.speaker_adversary: how well the head still tells speakers apart
 }
 
 log = logging.getLogger(__name__)

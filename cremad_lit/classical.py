@@ -26,15 +26,22 @@ INFO_FILE = "classical_model.json"
 
 def clip_features(datamodule, kind: str | None, cache_dir, speaker_norm: str, workers: int = 0):
     """clip_id -> features for every clip of a set-up DataModule (its functionals, cached per clip; one zero for the
-    majority class), standardised per speaker over all of that speaker's clips when `speaker_norm` asks; and the
+    majority class), standardised per speaker over that speaker's speech when `speaker_norm` asks; and the
     clips that could not be read, with why."""
     clips = datamodule.clips
     if kind is None:
         return {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
+    # The speaker statistics read every clip of the speaker the DataModule's data.speaker_stats names (with
+    # all_speech, also the clips left out for their label); only the clips set up get features back.
+    speech = datamodule.speaker_speech() if speaker_norm != "none" else clips
     features_at = feature_dir(cache_dir, datamodule.cache_source, datamodule.prep.sample_rate, kind)
-    features, skipped = functionals_features(clips, features_at, datamodule.prep, workers, kind)
-    speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
-    return normalise_by_speaker(features, speakers, speaker_norm), skipped
+    features, skipped = functionals_features(speech, features_at, datamodule.prep, workers, kind)
+    speakers = dict(zip(speech["clip_id"], speech["actor_id"], strict=True))
+    normalised = normalise_by_speaker(features, speakers, speaker_norm)
+    wanted = set(clips["clip_id"])
+    return {c: v for c, v in normalised.items() if c in wanted}, [
+        s for s in skipped if s["clip_id"] in wanted
+    ]
 
 
 def design_matrix(clips, features: dict, classes, split: str):

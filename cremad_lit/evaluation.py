@@ -63,7 +63,13 @@ def open_lockbox(cfg: DictConfig, tested: list[dict], run_dir: Path) -> dict:
         raise ValueError("the ensemble's members hold out different lockboxes: open one lockbox at a time")
     entry = {"run": str(run_dir.resolve()), "checkpoint": [t["path"] for t in tested]}
     return {
-        "lockbox": record_opening(cfg.paths.log_dir, tested[0]["datamodule"].cache_source, lockbox, entry)
+        "lockbox": record_opening(
+            cfg.paths.log_dir,
+            tested[0]["datamodule"].cache_source,
+            lockbox,
+            entry,
+            cfg.get("lockbox_occasion"),
+        )
     }
 
 

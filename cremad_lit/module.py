@@ -20,6 +20,7 @@ from torchmetrics import MetricCollection
 
 from cremad_lit.checkpointing import rng_state, set_rng_state
 from cremad_lit.metrics import make_metrics, metrics_from_values, results_from_predictions
+from cremad_lit.models.adversary import SpeakerAdversary, dann_strength
 
 
 class EmotionModule(L.LightningModule):
@@ -32,6 +33,8 @@ class EmotionModule(L.LightningModule):
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
+        speaker_adversary: float = 0.0,
+        training_speakers: int = 0,
     ):
         super().__init__()
         # Modules and partials stay out of hparams: checkpoints hold plain data only (safe to load weights_only).
@@ -42,6 +45,19 @@ class EmotionModule(L.LightningModule):
             torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
         )
         self.label_smoothing, self.mixup_alpha = label_smoothing, mixup_alpha
+        # loss.speaker_adversary: the weight of a speaker-adversarial head on the fused embedding (models/adversary.py)
+        self.adversary_weight = speaker_adversary
+        self.speaker_adversary = None
+        if speaker_adversary > 0:
+            if mixup_alpha > 0:
+                raise ValueError(
+                    "loss.speaker_adversary and loss.mixup_alpha cannot be combined (blended speakers)"
+                )
+            if training_speakers < 2:
+                raise ValueError(
+                    f"loss.speaker_adversary needs at least two training speakers to tell apart, not {training_speakers}"
+                )
+            self.speaker_adversary = SpeakerAdversary(sum(net.embedding_sizes), training_speakers)
         self.classes = tuple(classes)  # the ordered class names: label i is classes[i]
         self.val_metrics = make_metrics(len(self.classes))
         self.test_metrics = make_metrics(len(self.classes))
@@ -60,12 +76,34 @@ class EmotionModule(L.LightningModule):
     def training_step(self, batch: dict | None, batch_idx: int):
         if batch is None:  # every clip of the batch failed to decode (already logged)
             return None
-        mixing = self.mixup_alpha > 0
-        loss = self._mixup_loss(batch) if mixing else self._loss(self(batch), batch["label"])
+        adversary = 0.0
+        if self.mixup_alpha > 0:
+            loss = self._mixup_loss(batch)
+        elif self.speaker_adversary is not None:
+            loss, adversary = self._adversarial_loss(batch)
+        else:
+            loss = self._loss(self(batch), batch["label"])
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["label"])
         )
-        return loss
+        return loss + adversary
+
+    def _adversarial_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The emotion loss, and the speaker head's loss through the gradient reversal (models/adversary.py)."""
+        embeddings = self.net.embed(batch)
+        loss = self._loss(self.net.fusion(embeddings), batch["label"])
+        steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        strength = dann_strength(self.global_step / max(float(steps), 1.0), self.adversary_weight)
+        speaker_logits = self.speaker_adversary(torch.cat(embeddings, dim=1), strength)
+        speakers = batch["speaker"]
+        speaker_loss = F.cross_entropy(speaker_logits.float(), speakers, ignore_index=-1)
+        known = speakers >= 0
+        accuracy = (speaker_logits.argmax(dim=1)[known] == speakers[known]).float().mean()
+        size = len(batch["label"])
+        self.log("train/speaker_loss", speaker_loss, on_step=False, on_epoch=True, batch_size=size)
+        # Chance is 1 / (training speakers): near it, the embedding no longer says who is speaking.
+        self.log("train/speaker_acc", accuracy, on_step=False, on_epoch=True, batch_size=size)
+        return loss, speaker_loss
 
     def _mixup_loss(self, batch: dict) -> torch.Tensor:
         """Mixup: train on blends of clip pairs (every modality blended alike) against the blended labels."""
@@ -158,7 +196,12 @@ class EmotionModule(L.LightningModule):
         return [unique[c] for c in sorted(unique)]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=parameter_groups(self.net))
+        groups = parameter_groups(self.net)
+        if (
+            self.speaker_adversary is not None
+        ):  # trained with the optimizer's settings, as the network's own head
+            groups[0]["params"] += list(self.speaker_adversary.parameters())
+        optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer
         # Per-step schedules (OneCycleLR) need the run's length, which only the trainer knows.

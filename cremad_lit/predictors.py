@@ -250,7 +250,11 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
         label_smoothing=hparams.get("label_smoothing", 0.0),
     )
     try:
-        module.load_state_dict(checkpoint["state_dict"])
+        # The speaker-adversarial head (loss.speaker_adversary) only served training: not part of the model.
+        weights = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("speaker_adversary.")
+        }
+        module.load_state_dict(weights)
     except RuntimeError as error:
         first_line = (str(error).strip().splitlines() or [""])[0][:200]
         raise BadCheckpoint(

@@ -148,6 +148,7 @@ def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
     if cfg.loss.class_weights:
         class_weights = datamodule.class_weights().tolist()
         log.info("class weights %s", [round(w, 3) for w in class_weights])
+    adversary = float(cfg.loss.get("speaker_adversary", 0.0))
     module = EmotionModule(
         net,
         optimizer=instantiate(cfg.optim.optimizer),
@@ -156,6 +157,8 @@ def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
         class_weights=class_weights,
         label_smoothing=cfg.loss.label_smoothing,
         mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
+        speaker_adversary=adversary,
+        training_speakers=datamodule.training_speakers() if adversary else 0,
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     # the resolved list, so that evaluate rebuilds the same labels
@@ -205,6 +208,7 @@ def test_and_write(
             "checkpoint": str(run_dir.resolve()) if pair else (tested or None),
             **({"network_checkpoint": tested} if pair else {}),
             "monitor": {cfg.monitor.metric: monitored},
+            "selection": OmegaConf.to_container(cfg.selection) if cfg.get("selection") else None,
             **ensemble,
             **info,
         },

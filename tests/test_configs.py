@@ -82,9 +82,27 @@ def test_every_config_file_is_reachable_and_says_what_it_is_for():
         first = lines[0]
         assert first.startswith("# ") and len(first) > 20, f"{path} must start with a one-line comment"
         group = path.parent.relative_to(CONF).as_posix()
-        assert group in GROUPS or (group == "." and path.stem in top) or group == "hydra", (
+        assert group in GROUPS or (group == "." and path.stem in top) or group in ("hydra", "study"), (
             f"{path.relative_to(REPO)} is in no group the tests compose"
         )
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "study").glob("*.yaml")))
+def test_every_candidate_of_every_study_composes(study):
+    """`python -m cremad_lit select <study>` (conf/study/): each candidate's runs, an inner and an outer one, compose
+    with its command's config and resolve."""
+    from cremad_lit.commands.select import load_study
+
+    spec = load_study(study)
+    for name, candidate in spec["candidates"].items():
+        entry = {"train": "train", "baseline": "baseline"}[candidate.get("command", "train")]
+        overrides = [*spec["overrides"], *candidate["overrides"], f"split.folds={spec['outer_folds']}"]
+        inner = resolved(
+            entry, [*overrides, f"split.inner_folds={spec['inner_folds']}", "split.inner_fold=1"]
+        )
+        assert inner["split"]["inner_folds"] == spec["inner_folds"], name
+        outer = resolved(entry, [*overrides, "++selection={level:nested,study:s,candidate:c,inner_folds:2}"])
+        assert outer["selection"]["level"] == "nested" and outer["split"]["lockbox"] == [16, 17, 18], name
 
 
 def test_the_entry_points_compose():

@@ -13,6 +13,7 @@ COMMANDS = {
     "prepare": "decode every clip once into the prepared cache (parallel, resumable)",
     "baseline": "classical baselines (eGeMAPS / ComParE + logistic regression, majority) on train.py's split",
     "report": "a results table (mean ± std, intervals, paired comparison) from run or multirun folders",
+    "select": "nested selection: choose between candidate recipes inside each outer fold's training speakers",
     "predict": "emotion probabilities for any media files, from one checkpoint or an ensemble",
     "export": "a trained network as an ONNX file, with its classes and preprocessing settings",
     "app": "a local demo page: drop a clip, see the probabilities, the faces and the Mel image the model saw",

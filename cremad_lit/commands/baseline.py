@@ -108,6 +108,7 @@ def run_baseline(cfg: DictConfig) -> float:
             **datamodule.tested_on("test"),
             "val_accuracy": val_accuracy,
             "chosen": chosen,
+            "selection": OmegaConf.to_container(cfg.selection) if cfg.get("selection") else None,
             "n_train": n_train,
             **run_info(),
         },

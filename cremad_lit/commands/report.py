@@ -37,9 +37,10 @@ METRIC_NAMES = {
     "f1_macro": "macro F1",
     "precision_macro": "macro precision",
 }
-REPLICATE_KEYS = ("seed", "split.fold")
-# Overrides that say where things are, not what was run.
+REPLICATE_KEYS = ("seed", "split.fold", "split.inner_fold")
+# Overrides that say where things are or how a run was chosen (its label says that), not what was run.
 LOCATION_KEYS = (
+    "selection",
     "hydra.",
     "paths.",
     "data.root",
@@ -50,6 +51,15 @@ LOCATION_KEYS = (
     "logger",
 )
 HUMAN_CHANNELS = ("voice", "face", "audiovisual")
+SELECTION_LABELS = {
+    "inner": "inner fold: for choosing only, not a result",
+    "nested": "chosen by nested selection on its training speakers",
+}
+SELECTING_HERE = (
+    "These rows share their test speakers: picking the best of them by these numbers selects on those speakers, "
+    "and the picked number is then optimistic. Fix the choice beforehand, or choose with `python -m cremad_lit "
+    "select` (nested), and confirm it on a lockbox (`split.lockbox`, opened once).\n\n"
+)
 
 
 def _overrides(run_dir: Path) -> dict[str, str]:
@@ -85,6 +95,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         row["predictions"] = str(predictions) if with_speakers else ""
         row["split_by"] = metrics.get("split_by", "actor")
         row["lockbox_opened_before"] = (metrics.get("lockbox") or {}).get("opened_before", 0)
+        row["selected"] = selection_level(metrics)
         for channel in HUMAN_CHANNELS:
             if metrics.get("human_baseline"):
                 row[f"human_{channel}"] = metrics["human_baseline"][channel]
@@ -92,14 +103,31 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no metrics.json under {root}: point at a multirun (or run) directory")
     runs = pd.DataFrame(rows)
+    for (
+        key
+    ) in REPLICATE_KEYS:  # a replicate axis some runs lack (inner folds beside outer runs) is its own value
+        if key in runs:
+            runs[key] = runs[key].fillna("-")
     config = labels(runs)
     # A lockbox seen before this number was made: the number is no longer an estimate on unseen people.
     config = [
         f"{c} [lockbox opened {n} time(s) before]" if n else c
         for c, n in zip(config, runs["lockbox_opened_before"], strict=True)
     ]
+    config = [
+        f"{c} [{SELECTION_LABELS[s]}]" if s else c for c, s in zip(config, runs["selected"], strict=True)
+    ]
     runs.insert(0, "config", config)
     return runs.drop(columns="settings")
+
+
+def selection_level(metrics: dict) -> str:
+    """At what level a run's recipe was chosen: "inner" (a run that only serves a nested choice), "nested" (the
+    recipe a nested selection chose for this fold, tested on speakers no choice saw), or "" (not recorded: a
+    recipe fixed beforehand, or one a person picks by looking at this table)."""
+    if (metrics.get("protocol") or {}).get("nested"):
+        return "inner"
+    return (metrics.get("selection") or {}).get("level", "")
 
 
 def class_names(runs: pd.DataFrame) -> list[str]:
@@ -151,7 +179,7 @@ def reading(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
     score = f"{summary.loc[best, 'accuracy_mean']:.3f} ± {summary.loc[best, 'accuracy_std']:.3f} accuracy"
     if len(summary) < 2:
         return f"Reading: one configuration, {score} over {int(summary.loc[best, 'runs'])} runs."
-    line = f"Reading: `{best}` is best ({score})"
+    line = SELECTING_HERE + f"Reading: `{best}` is best ({score})"
     replicate = [k for k in REPLICATE_KEYS if k in runs]
     if not replicate:
         return line + f", ahead of {len(summary) - 1} other configuration(s) on average."

@@ -31,6 +31,7 @@ __all__ = [
     "SAME_TAKE",
     "Rejected",
     "build_catalog",
+    "unlabelled_speech",
     "emotion_code",
     "reject",
     "walk_files",
@@ -113,6 +114,28 @@ def build_catalog(
     table.attrs["rejected"] = rejected
     table.attrs["classes"] = resolved
     return table
+
+
+def unlabelled_speech(
+    root, dataset: str = "cremad", manifest: str | None = None, options: dict | None = None, rejected=()
+) -> pd.DataFrame:
+    """The clips `build_catalog` left out only for their label (`rejected`: by data.label_map or data.classes, such
+    as RAVDESS's calm and surprised by default), as catalog rows: still their speakers' speech, which the speaker
+    statistics read (data.speaker_stats=all_speech). Their labels are never used."""
+    paths = {r["path"] for r in rejected if ON_PURPOSE in r["reason"] or NOT_A_CLASS in r["reason"]}
+    if not paths:
+        return pd.DataFrame(columns=COLUMNS)
+    previous = log.level  # the corpus was read once already: its problems have been warned about
+    log.setLevel(logging.ERROR)
+    try:
+        rows, _ = adapter(dataset)(
+            root=root, manifest=manifest, label_map={}, keep_unknown=True, **(options or {})
+        )
+    finally:
+        log.setLevel(previous)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = table[table["audio_path"].isin(paths) | table["video_path"].isin(paths)]
+    return table.sort_values("clip_id", ignore_index=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,9 +26,10 @@ from torch.utils.data import DataLoader
 
 from cremad_lit.data.augment import Augment
 from cremad_lit.data.cache import ClipCache, source_key
-from cremad_lit.data.catalog import build_catalog
+from cremad_lit.data.catalog import build_catalog, unlabelled_speech
 from cremad_lit.data.dataset import (
     SPEAKER_NORMS,
+    SPEAKER_STATS,
     ClipDataset,
     collate_skipping_bad,
     speaker_mel_stats,
@@ -42,6 +43,7 @@ from cremad_lit.data.splits import (
     LEAKY_WARNING,
     choose_split,
     hold_out_lockbox,
+    hold_out_outer_test,
     save_split,
     split_key,
 )
@@ -80,6 +82,9 @@ class EmotionDataModule(L.LightningDataModule):
         generate: dict | None = None,
         eval_split: str = "test",
         speaker_norm: str = "none",
+        # Whose speech the speaker statistics read: all_speech (also the clips left out for their label) or classes
+        # (only the clips of the kept classes: what a model trained before 0.8 was, and the default for its config).
+        speaker_stats: str = "classes",
         functionals: str = "none",
         classes="default",
         audio_input: str = "mel",
@@ -101,7 +106,9 @@ class EmotionDataModule(L.LightningDataModule):
             raise ValueError(f"data.speaker_norm must be one of {SPEAKER_NORMS}, not {speaker_norm!r}")
         if functionals not in FUNCTIONALS:
             raise ValueError(f"data.functionals must be one of {FUNCTIONALS}, not {functionals!r}")
-        self.speaker_norm, self.functionals = speaker_norm, functionals
+        if speaker_stats not in SPEAKER_STATS:
+            raise ValueError(f"data.speaker_stats must be one of {SPEAKER_STATS}, not {speaker_stats!r}")
+        self.speaker_norm, self.speaker_stats, self.functionals = speaker_norm, speaker_stats, functionals
         self.cache_dir = cache_dir
         if cache not in CACHE_MODES:
             raise ValueError(f"data.cache must be one of {CACHE_MODES}, not {cache!r}")
@@ -150,6 +157,8 @@ class EmotionDataModule(L.LightningDataModule):
         self.lockbox: list = []  # split.lockbox's speakers (set up with the split)
         self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
         self._catalog: pd.DataFrame | None = None
+        self._unlabelled: pd.DataFrame | None = None
+        self.speaker_index: dict = {}  # training speaker -> its number (the batches' `speaker`)
         self.encoder_plans: dict = {}  # frozen encoders whose features setup caches (cache_encoder_features)
         self.encoder_device = "cpu"
         self.encoder_reports: dict = {}
@@ -167,6 +176,32 @@ class EmotionDataModule(L.LightningDataModule):
                 self.classes_setting,
             )
         return self._catalog
+
+    def unlabelled(self) -> pd.DataFrame:
+        """The corpus's clips left out only for their label (RAVDESS's calm and surprised by default): speech the
+        speaker statistics read with data.speaker_stats=all_speech, never a training or test clip (read once)."""
+        if self._unlabelled is None:
+            self._unlabelled = unlabelled_speech(
+                self.root if self.manifest is None else None,
+                self.dataset,
+                self.manifest,
+                self.options,
+                self.catalog().attrs["rejected"],
+            )
+        return self._unlabelled
+
+    def speaker_speech(self, clips: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The clips whose speech the speaker statistics read: `clips` (default: those set up) and, with
+        data.speaker_stats=all_speech, every other clip of the same speakers that was left out only for its label
+        (split "unlabelled"). A person's statistics then do not depend on which of their clips carry a kept label."""
+        clips = self.clips if clips is None else clips
+        if self.speaker_stats == "classes":
+            return clips
+        other = self.unlabelled()
+        other = other[other["actor_id"].isin(set(clips["actor_id"]))]
+        if not len(other):
+            return clips
+        return pd.concat([clips, other.assign(split="unlabelled")], ignore_index=True)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -224,7 +259,7 @@ class EmotionDataModule(L.LightningDataModule):
         if self.cache is not None:
             report["left_out"] = self.cache.lacking(clips, self.modalities)
         if self.functionals != "none":
-            report["functionals_skipped"] = self.functional_features(clips)[1]
+            report["functionals_skipped"] = self.functional_features(self.speaker_speech(clips))[1]
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.output_dir / "prepare_report.json", report)
@@ -267,12 +302,17 @@ class EmotionDataModule(L.LightningDataModule):
             return
         clips = self.usable(self.catalog())
         clips, self.lockbox = hold_out_lockbox(clips, self.split_config.get("lockbox"), self.eval_split)
+        clips, split_config, nested = hold_out_outer_test(clips, self.split_config, self.split_by)
         self.split, self.protocol = choose_split(
-            clips, self.split_config, self.split_by, self.eval_split, self.lockbox
+            clips, split_config, self.split_by, self.eval_split, self.lockbox
         )
+        if nested:
+            self.protocol["nested"] = nested
         functionals = None
         if self.functionals != "none":
-            features, skipped = self.functional_features(clips)
+            speech = self.speaker_speech(clips)
+            features, skipped = self.functional_features(speech)
+            skipped = [s for s in skipped if s["clip_id"] in set(clips["clip_id"])]
             if skipped:
                 log.warning(
                     "leaving out %d clips without %s features: %s",
@@ -281,9 +321,11 @@ class EmotionDataModule(L.LightningDataModule):
                     skipped[:3],
                 )
                 clips = clips[clips["clip_id"].isin(features)]
-            speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
-            features = {c: features[c] for c in clips["clip_id"]}
-            functionals = normalise_by_speaker(features, speakers, self.speaker_norm)
+            speech = speech[speech["clip_id"].isin(features)]
+            speakers = dict(zip(speech["clip_id"], speech["actor_id"], strict=True))
+            features = {c: features[c] for c in speech["clip_id"]}
+            normalised = normalise_by_speaker(features, speakers, self.speaker_norm)
+            functionals = {c: normalised[c] for c in clips["clip_id"]}
         key = split_key(self.split)
         if key == "clip_id" and self.protocol["protocol"] != "lists":
             log.warning(LEAKY_WARNING)
@@ -293,7 +335,7 @@ class EmotionDataModule(L.LightningDataModule):
             save_split(self.split, self.output_dir / "split.csv")
         speaker_stats = None
         if self.speaker_norm != "none" and "audio" in self.modalities:
-            every_clip = ClipDataset(
+            reader = ClipDataset(
                 clips,
                 self.prep,
                 self.modalities,
@@ -303,7 +345,9 @@ class EmotionDataModule(L.LightningDataModule):
                 cache=self.cache,
                 decoder=self.decoder,
             )
-            speaker_stats = speaker_mel_stats(every_clip, self.speaker_norm)
+            speaker_stats = speaker_mel_stats(self.speaker_speech(clips), reader, self.speaker_norm)
+        training = sorted(clips.loc[clips["split"] == "train", "actor_id"].unique(), key=str)
+        self.speaker_index = {actor: i for i, actor in enumerate(training)}
         for name in ("train", "val", "test", "all"):
             self.datasets[name] = ClipDataset(
                 clips if name == "all" else clips[clips["split"] == name],
@@ -319,6 +363,7 @@ class EmotionDataModule(L.LightningDataModule):
                 functionals=functionals,
                 audio_input=self.audio_input,
                 cached_features=self.cached_features,
+                speaker_index=self.speaker_index,
             )
         sizes = {name: len(self.datasets[name]) for name in ("train", "val", "test")}
         # Speakers, counted from the clips: a clip split (published lists) puts the same speaker in several splits.
@@ -414,6 +459,11 @@ class EmotionDataModule(L.LightningDataModule):
         except MediaError as error:
             log.warning("no media for %s in the predictions table: %s", clip_id, error)
         return media
+
+    def training_speakers(self) -> int:
+        """How many speakers the training split holds (sets the data up)."""
+        self.setup("fit")
+        return len(self.speaker_index)
 
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training clips, mean 1, in the order of `classes` (sets the data up)."""

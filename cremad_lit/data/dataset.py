@@ -36,10 +36,15 @@ AUDIO_INPUTS = (
     "mel",
     "waveform",
 )  # what the audio branch reads: the Mel image, or the waveform (speech encoders)
-# none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's clips: no labels used)
+# none | mean: subtract each speaker's mean Mel spectrum (per band, over all of that speaker's speech: no labels used;
+# data.speaker_stats says whose clips count)
 # | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes. The functionals
 # (data.functionals) get the same, feature by feature. Without a cache the statistics cost one more decoding pass.
 SPEAKER_NORMS = ("none", "mean", "standard")
+SPEAKER_STATS = (
+    "all_speech",
+    "classes",
+)  # whose clips the statistics read: see EmotionDataModule.speaker_speech
 
 
 class ClipDataset(Dataset):
@@ -59,6 +64,7 @@ class ClipDataset(Dataset):
         functionals: dict | None = None,
         audio_input: str = "mel",
         cached_features: dict | None = None,
+        speaker_index: dict | None = None,
     ):
         # modality -> a frozen encoder's feature cache folder (encoder_cache.py): its stored outputs stand for the
         # modality's media, so that encoder never runs.
@@ -77,6 +83,11 @@ class ClipDataset(Dataset):
         )
         self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
         self.labels = self.clips["emotion"].map(list(classes).index).to_numpy()
+        # Each training speaker's number (-1 for any other), for a speaker-adversarial head (loss.speaker_adversary).
+        index = speaker_index or {}
+        self.speaker_ids = np.array(
+            [index.get(actor, -1) for actor in self.clips["actor_id"]], dtype=np.int64
+        )
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -124,7 +135,11 @@ class ClipDataset(Dataset):
             stored = self.stored(row, raw) if raw else {}
         except MediaError as error:
             return {"clip_id": row.clip_id, "error": str(error)}
-        sample = {"label": int(self.labels[index]), "clip_id": row.clip_id}
+        sample = {
+            "label": int(self.labels[index]),
+            "speaker": int(self.speaker_ids[index]),
+            "clip_id": row.clip_id,
+        }
         sample.update({f"{m}_features": value for m, value in features.items()})
         sample.update(model_inputs(stored, raw, self.frame_mean, self.frame_std, self.audio_input))
         if "frames" in sample and self.augment:
@@ -190,14 +205,14 @@ def speaker_stats(mels, mode: str) -> dict:
     return stats
 
 
-def speaker_mel_stats(dataset: ClipDataset, mode: str) -> dict:
-    """`speaker_stats` of every actor of `dataset`, over all of their clips; undecodable clips are left out."""
+def speaker_mel_stats(clips: pd.DataFrame, reader: ClipDataset, mode: str) -> dict:
+    """`speaker_stats` of every actor of `clips`, over all of their clips (their Mel read through `reader`, from its
+    cache or decoded; labels unused); undecodable clips are left out."""
 
     def mels():
-        rows = dataset.clips.itertuples()
-        for row in tqdm(rows, total=len(dataset.clips), desc="speaker statistics", unit="clip"):
+        for row in tqdm(clips.itertuples(), total=len(clips), desc="speaker statistics", unit="clip"):
             try:
-                yield row.actor_id, normalise_mel(torch.from_numpy(dataset.stored(row, ("audio",))["mel"]))
+                yield row.actor_id, normalise_mel(torch.from_numpy(reader.stored(row, ("audio",))["mel"]))
             except MediaError:
                 continue
 

@@ -313,6 +313,56 @@ def hold_out_lockbox(clips: pd.DataFrame, setting, eval_split: str | None) -> tu
     return clips, lockbox
 
 
+def hold_out_outer_test(clips: pd.DataFrame, config, by: str) -> tuple[pd.DataFrame, dict, dict]:
+    """Nested selection (`split.inner_folds=K split.inner_fold=j`): the run lives inside outer fold `split.fold`'s
+    training speakers. That fold's test speakers leave (as the lockbox's do), and the rest is split into K inner folds
+    by the same protocol and seed, inner fold j testing: a candidate recipe is scored on speakers that are never the
+    reported ones (`python -m cremad_lit select`). Returns the clips left, the split config to apply to them and the
+    record for metrics.json ({} when the run is not an inner one)."""
+    inner_folds = config.get("inner_folds")
+    if not inner_folds:
+        return clips, config, {}
+    if by != "actor" or not config.get("folds") or config.get("file"):
+        raise ValueError(
+            "split.inner_folds (nested selection) works inside actor folds: it needs split.folds=K, split.by=actor "
+            "and no split.file"
+        )
+    folds, fold, seed = int(config["folds"]), int(config.get("fold", 0)), int(config.get("seed", 0))
+    outer = make_split(
+        clips,
+        fractions=tuple(config.get("fractions", (0.7, 0.15, 0.15))),
+        folds=folds,
+        fold=fold,
+        seed=seed,
+        protocol=config.get("protocol", "random"),
+    )
+    outer_test = sorted(
+        a.item() if hasattr(a, "item") else a for a in outer.loc[outer["split"] == "test", "actor_id"]
+    )
+    inner = {
+        **config,
+        "folds": int(inner_folds),
+        "fold": int(config.get("inner_fold", 0)),
+        "inner_folds": None,
+    }
+    record = {
+        "level": "inner",
+        "outer_folds": folds,
+        "outer_fold": fold,
+        "outer_test_actors": outer_test,
+        "inner_folds": int(inner_folds),
+        "inner_fold": inner["fold"],
+    }
+    log.info(
+        "nested selection: inner fold %d of %d inside outer fold %d, whose test speakers %s are left out",
+        inner["fold"],
+        inner["folds"],
+        fold,
+        outer_test,
+    )
+    return clips[~clips["actor_id"].isin(outer_test)], inner, record
+
+
 def choose_split(
     clips: pd.DataFrame, config, by: str, eval_split: str | None, lockbox: list
 ) -> tuple[pd.DataFrame, dict]:

@@ -56,6 +56,7 @@ class AudioVisualNet(nn.Module):
         self.functionals = functionals() if functionals is not None else None
         if self.functionals is not None:
             embedding_sizes.append(self.functionals.out_features)
+        self.embedding_sizes = list(embedding_sizes)
         self.fusion = fusion(in_features=embedding_sizes, num_classes=num_classes)
 
     def audio_input(self) -> str | None:
@@ -79,6 +80,10 @@ class AudioVisualNet(nn.Module):
         return centred / centred.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
 
     def forward(self, batch: dict) -> torch.Tensor:
+        return self.fusion(self.embed(batch))
+
+    def embed(self, batch: dict) -> list[torch.Tensor]:
+        """One embedding per branch (video, audio, functionals; in that order), as the fusion head takes them."""
         embeddings = []
         if "video_features" in batch:  # a frozen backbone's stored per-frame embeddings (encoder_cache.py)
             embeddings.append(self.temporal(batch["video_features"]))
@@ -101,4 +106,4 @@ class AudioVisualNet(nn.Module):
                     "this model has a functionals branch: the data must provide them (data.functionals=egemaps)"
                 )
             embeddings.append(self.functionals(batch["functionals"]))
-        return self.fusion(embeddings)
+        return embeddings

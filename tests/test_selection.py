@@ -1,0 +1,176 @@
+"""Holding on new people: nested selection (split.inner_folds, the select command), the lockbox's occasions, and the
+speaker statistics that read all of a speaker's speech (data.speaker_stats)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from cremad_lit.data.catalog import build_catalog
+from cremad_lit.data.splits import hold_out_outer_test, make_split
+from cremad_lit.lockbox import earlier_occasions, record_opening
+from tests.conftest import common, run_cli
+from tests.test_corpora import link_actors
+
+
+def test_inner_folds_never_see_the_outer_test_speakers(ravdess_dir):
+    clips = build_catalog(ravdess_dir, "ravdess")
+    for protocol in ("blocks", "random"):
+        config = {"folds": 6, "protocol": protocol, "seed": 3, "inner_folds": 3}
+        for fold in range(6):
+            outer = make_split(clips, folds=6, fold=fold, seed=3, protocol=protocol)
+            outer_test = set(outer.loc[outer["split"] == "test", "actor_id"])
+            tested = []
+            for inner_fold in range(3):
+                left, inner, record = hold_out_outer_test(
+                    clips, {**config, "fold": fold, "inner_fold": inner_fold}, "actor"
+                )
+                assert set(record["outer_test_actors"]) == outer_test and record["level"] == "inner"
+                assert not outer_test & set(left["actor_id"])
+                split = make_split(left, folds=inner["folds"], fold=inner["fold"], seed=3, protocol=protocol)
+                assert not outer_test & set(split["actor_id"])
+                tested += list(split.loc[split["split"] == "test", "actor_id"])
+            # The inner folds' test sets cover the outer training speakers once each.
+            assert sorted(tested) == sorted(set(clips["actor_id"]) - outer_test)
+    plain = {"folds": 6, "fold": 0}
+    assert hold_out_outer_test(clips, plain, "actor") == (clips, plain, {})
+    with pytest.raises(ValueError, match="inner_folds"):
+        hold_out_outer_test(clips, {"folds": 6, "inner_folds": 3}, "clip")
+    with pytest.raises(ValueError, match="inner_folds"):
+        hold_out_outer_test(clips, {"inner_folds": 3}, "actor")
+
+
+def test_models_opened_together_are_one_opening(tmp_path):
+    assert earlier_occasions([], None) == 0
+    openings = [{"occasion": None}, {"occasion": "0.8"}, {"occasion": "0.8"}, {"occasion": None}]
+    assert earlier_occasions(openings, "0.8") == 1  # only the unnamed opening came before release 0.8's
+    assert earlier_occasions(openings, "0.9") == 3 and earlier_occasions(openings, None) == 3
+    first = record_opening(tmp_path, "corpus", [16, 17], {"run": "a"}, occasion="0.8")
+    second = record_opening(tmp_path, "corpus", [16, 17], {"run": "b"}, occasion="0.8")
+    later = record_opening(tmp_path, "corpus", [16, 17], {"run": "c"}, occasion="0.9")
+    assert (first["opened_before"], second["opened_before"], later["opened_before"]) == (0, 0, 1)
+    ledger = json.loads(Path(first["ledger"]).read_text())
+    assert [o["occasion"] for o in ledger["openings"]] == ["0.8", "0.8", "0.9"]
+
+
+def test_speaker_statistics_read_all_of_a_speakers_speech(ravdess_dir, tmp_path):
+    """RAVDESS's calm and surprised takes are not classes by default, but they are the speaker's speech: with
+    data.speaker_stats=all_speech (the config's default) the per-speaker Mel statistics are those of all 60 takes,
+    computed here by hand; with `classes` those of the 44 kept ones. No unlabelled take is ever a sample."""
+    from cremad_lit.data.datamodule import EmotionDataModule
+    from cremad_lit.data.dataset import speaker_stats
+    from cremad_lit.data.features import Preprocessing, decode_clip, normalise_mel
+
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", (1, 2))
+
+    def stats(setting: str):
+        datamodule = EmotionDataModule(
+            str(root),
+            {},
+            dataset="ravdess",
+            modalities=("audio",),
+            cache="off",
+            eval_split="all",
+            speaker_norm="standard",
+            speaker_stats=setting,
+        )
+        datamodule.setup("test")
+        assert len(datamodule.datasets["all"]) == 88 and set(datamodule.datasets["all"].clips["emotion"]) <= {
+            "ANG",
+            "DIS",
+            "FEA",
+            "HAP",
+            "NEU",
+            "SAD",
+        }
+        return datamodule.speaker_speech(), datamodule.datasets["all"].speaker_stats
+
+    speech, every = stats("all_speech")
+    assert len(speech) == 120 and (speech["split"] == "unlabelled").sum() == 32
+    kept, classes_only = stats("classes")
+    assert len(kept) == 88
+    prep, wavs = Preprocessing(), sorted((root / "Actor_01").glob("*.wav"))
+    labelled = [f for f in wavs if f.stem.split("-")[2] not in ("02", "08")]  # not calm, not surprised
+    for setting, files in ((every, wavs), (classes_only, labelled)):
+        mels = ((1, normalise_mel(torch.from_numpy(decode_clip("", str(f), prep)["mel"]))) for f in files)
+        mean, std = speaker_stats(mels, "standard")[1]
+        assert torch.allclose(setting[1][0], mean, atol=1e-4) and torch.allclose(
+            setting[1][1], std, atol=1e-4
+        )
+    assert not torch.allclose(every[1][0], classes_only[1][0], atol=1e-3)
+    with pytest.raises(ValueError, match="speaker_stats"):
+        EmotionDataModule(str(root), {}, dataset="ravdess", speaker_stats="everyone")
+
+
+@pytest.mark.slow
+def test_select_chooses_inside_each_outer_fold_and_report_labels_it(ravdess_dir, tmp_path):
+    """A study of two candidates (majority class, eGeMAPS + LR) on 9 speakers, 3 outer x 2 inner folds: every inner
+    run leaves out its outer fold's test speakers, the choice per outer fold follows the inner scores, the outer runs
+    test the choice on the outer speakers and say so in metrics.json, and report labels both levels."""
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 10))
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "outer_folds": 3,
+                "inner_folds": 2,
+                "metric": "accuracy",
+                "overrides": ["data=ravdess", "split.protocol=blocks", "split.fractions=[0.85,0.0,0.15]"],
+                "candidates": {
+                    "majority": {"command": "baseline", "overrides": ["method=majority"]},
+                    "egemaps": {
+                        "command": "baseline",
+                        "overrides": ["method=egemaps_logreg", "C_grid=[0.1]"],
+                    },
+                },
+            }
+        )
+    )
+    out = tmp_path / "select"
+    args = [
+        "-m",
+        "cremad_lit",
+        "select",
+        str(study),
+        *common(root, tmp_path),
+        "logger=none",
+        "--out",
+        str(out),
+    ]
+    result = run_cli(*args)
+    selection = json.loads((out / "selection.json").read_text())
+    assert [f["outer_fold"] for f in selection["folds"]] == [0, 1, 2]
+    for fold in selection["folds"]:
+        scores = fold["inner_scores"]
+        assert fold["chosen"] == max(scores, key=scores.get) == "egemaps"
+        assert fold["test_actors"] == [3 * fold["outer_fold"] + k for k in (1, 2, 3)]
+        outer = json.loads((out / "outer" / "egemaps" / str(fold["outer_fold"]) / "metrics.json").read_text())
+        assert outer["selection"] == {
+            "level": "nested",
+            "study": "study",
+            "candidate": "egemaps",
+            "inner_folds": 2,
+        }
+        assert outer["accuracy"] == pytest.approx(fold["accuracy"])
+    assert selection["nested_accuracy_mean"] == pytest.approx(
+        np.mean([f["accuracy"] for f in selection["folds"]])
+    )
+    inner_runs = sorted((out / "inner").glob("*/*/metrics.json"))
+    assert len(inner_runs) == 12
+    for path in inner_runs:
+        nested = json.loads(path.read_text())["protocol"]["nested"]
+        split = pd.read_csv(path.parent / "split.csv")
+        assert not set(nested["outer_test_actors"]) & set(split["actor_id"]), path
+        assert len(split) == 6 and (split["split"] == "test").sum() == 3
+    assert "egemaps" in result.stdout and "outer accuracy" in result.stdout
+    again = run_cli(*args)  # finished: nothing runs again
+    assert again.stdout.count("finished before") == 3
+    run_cli("-m", "cremad_lit", "report", str(out))
+    report = (out / "report.md").read_text()
+    assert "chosen by nested selection" in report and "inner fold: for choosing only" in report
