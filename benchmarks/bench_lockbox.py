@@ -36,7 +36,8 @@ ROOT = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared")) / "ravd
 LOGS = REPO / "logs" / "bench-lockbox"
 FOLDS = 5
 LOCKBOX = [16, 17, 18]
-PROTOCOL = ["split.protocol=blocks", f"split.folds={FOLDS}", f"split.lockbox=[{','.join(map(str, LOCKBOX))}]"]
+LOCKBOX_OVERRIDE = f"split.lockbox=[{','.join(map(str, LOCKBOX))}]"
+PROTOCOL = ["split.protocol=blocks", f"split.folds={FOLDS}", LOCKBOX_OVERRIDE]
 LINEAR = ["method=compare_logreg", "data.speaker_norm=standard", "C_grid=[0.01]"]
 # name -> (label, command, overrides); a member row reads (source row, members/<name>, index in member_accuracy)
 ROWS = {
@@ -82,7 +83,7 @@ def run(row: str, stage: str, args: list[str]) -> None:
         "data=ravdess",
         f"data.root={ROOT}",
         *overrides,
-        *PROTOCOL,
+        *(PROTOCOL if stage == "cv" else [LOCKBOX_OVERRIDE]),  # final=all_speakers: every speaker but the lockbox
         *(a for a in args if not a.startswith("-")),
         "data.num_workers=0",
         "data.persistent_workers=false",

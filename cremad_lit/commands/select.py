@@ -69,7 +69,20 @@ def run_multirun(command: str, overrides: list[str], sweep_dir: Path, expected: 
 
 
 def finished_runs(sweep_dir: Path) -> list[tuple[Path, dict]]:
-    return [(f.parent, json.loads(f.read_text())) for f in sorted(sweep_dir.glob("*/metrics.json"))]
+    """Every run under `sweep_dir` (not the members/ of an ensemble run), with its metrics."""
+    files = [
+        f
+        for f in sorted(sweep_dir.glob("**/metrics.json"))
+        if "members" not in f.relative_to(sweep_dir).parts
+    ]
+    return [(f.parent, json.loads(f.read_text())) for f in files]
+
+
+def outer_runs(out: Path, name: str) -> dict[int, tuple[Path, dict]]:
+    """outer fold -> the finished outer run of candidate `name`."""
+    return {
+        metrics["protocol"]["fold"]: (run, metrics) for run, metrics in finished_runs(out / "outer" / name)
+    }
 
 
 def inner_scores(sweep_dir: Path, metric: str, outer_folds: int, inner_folds: int) -> dict[int, float]:
@@ -108,12 +121,15 @@ def select(study: dict, extra: list[str], out: Path) -> dict:
     record = {"level": "nested", "study": study["name"], "inner_folds": inner, "metric": metric}
     for name in dict.fromkeys(chosen.values()):
         candidate = study["candidates"][name]
-        folds = [i for i in range(outer) if chosen[i] == name]
+        # Only the folds this candidate won and has not run yet (a resumed study whose choices moved included).
+        folds = [i for i in range(outer) if chosen[i] == name and i not in outer_runs(out, name)]
+        if not folds:
+            continue
         tag = [f"++selection={{level:nested,study:{study['name']},candidate:{name},inner_folds:{inner}}}"]
         run_multirun(
             candidate.get("command", "train"),
             [*common, *candidate.get("overrides", []), f"split.fold={','.join(map(str, folds))}", *tag],
-            out / "outer" / name,
+            out / "outer" / name / f"folds-{'-'.join(map(str, folds))}",
             len(folds),
         )
     return summarise(study, scores, chosen, out, record)
@@ -122,8 +138,7 @@ def select(study: dict, extra: list[str], out: Path) -> dict:
 def summarise(study: dict, scores: dict, chosen: dict, out: Path, record: dict) -> dict:
     folds, predictions = [], []
     for name in dict.fromkeys(chosen.values()):
-        for run_dir, metrics in finished_runs(out / "outer" / name):
-            fold = metrics["protocol"]["fold"]
+        for fold, (run_dir, metrics) in sorted(outer_runs(out, name).items()):
             if chosen.get(fold) != name:
                 continue
             folds.append(
