@@ -57,13 +57,13 @@ ROWS = {
         "train",
         ["experiment=speech"],
     ),
+    "speech_network": ("its network alone", "member", ["speech", "members/network", 0]),
+    "speech_partner": ("its classical member alone", "member", ["speech", "members/classical", 1]),
     "speech_adversarial": (
         "experiment=speech with its network trained speaker-adversarially (`loss.speaker_adversary=1.0`)",
         "train",
         ["experiment=speech", "loss.speaker_adversary=1.0"],
     ),
-    "speech_network": ("its network alone", "member", ["speech", "members/network", 0]),
-    "speech_partner": ("its classical member alone", "member", ["speech", "members/classical", 1]),
 }
 REFERENCE = "linear"
 
@@ -83,7 +83,9 @@ def run(row: str, stage: str, args: list[str]) -> None:
         "data=ravdess",
         f"data.root={ROOT}",
         *overrides,
-        *(PROTOCOL if stage == "cv" else [LOCKBOX_OVERRIDE]),  # final=all_speakers: every speaker but the lockbox
+        *(
+            PROTOCOL if stage == "cv" else [LOCKBOX_OVERRIDE]
+        ),  # final=all_speakers: every speaker but the lockbox
         *(a for a in args if not a.startswith("-")),
         "data.num_workers=0",
         "data.persistent_workers=false",
