@@ -71,10 +71,13 @@ def six_emotion_wavs(wavs) -> list[Path]:
     return [wav for wav in wavs if ravdess_emotion(wav) not in DEFAULT_LABEL_MAP]
 
 
-def one_speaker_folder(ravdess_dir: Path, actor: int, folder: Path) -> Path:
-    """A folder holding one RAVDESS actor's six-emotion files (symlinks): predict reads a folder as one speaker."""
+def one_speaker_folder(ravdess_dir: Path, actor: int, folder: Path, every_take: bool = False) -> Path:
+    """A folder holding one RAVDESS actor's six-emotion files (symlinks): predict reads a folder as one speaker.
+    `every_take`: all 60 of the actor's takes, calm and surprised included, which is the speech a run's speaker
+    statistics read (data.speaker_stats=all_speech)."""
     folder.mkdir(parents=True)
-    for wav in six_emotion_wavs(sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))):
+    wavs = sorted((ravdess_dir / f"Actor_{actor:02d}").glob("*.wav"))
+    for wav in wavs if every_take else six_emotion_wavs(wavs):
         (folder / wav.name).symlink_to(wav)
     return folder
 

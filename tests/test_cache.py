@@ -32,6 +32,21 @@ def test_build_reuse_and_new_settings(synthetic_root, tmp_path):
     assert np.array_equal(stored["frames"], fresh["frames"]) and np.array_equal(stored["mel"], fresh["mel"])
 
 
+def test_a_build_clears_the_files_of_killed_writers_only(synthetic_root, tmp_path):
+    """A writer killed mid-write leaves `.<entry>.<pid>.tmp`: the next build removes it; a live writer's stays."""
+    cache = ClipCache(tmp_path, Preprocessing(frames=2, image_size=32))
+    cache.open()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = cache.dir / f".1001_DFA_ANG_XX.npz.{int(dead.stdout)}.tmp"
+    live = cache.dir / f".1001_DFA_DIS_XX.npz.{os.getpid()}.tmp"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    cache.build(build_catalog(synthetic_root).head(2))
+    assert not stale.exists() and live.exists()
+
+
 def test_killed_build_leaves_whole_entries_and_resumes(synthetic_root, tmp_path):
     prep = Preprocessing(frames=8, image_size=96)
     cache = ClipCache(tmp_path, prep)

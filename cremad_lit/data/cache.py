@@ -197,7 +197,22 @@ class ClipCache:
         with lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)
+            self._remove_dead_writers_files()
             return self._build(clips, decoder, workers, retry_skipped, decode_timeout_s)
+
+    def _remove_dead_writers_files(self) -> None:
+        """Temporary files of writers that were killed mid-write (io.write_atomic names them `.<name>.<pid>.tmp`):
+        never entries, only litter; a live process's file is left alone."""
+        for path in self.dir.glob(".*.tmp"):
+            pid = path.name.rsplit(".", 2)[-2]
+            if not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                path.unlink(missing_ok=True)
+            except PermissionError:  # alive, another user's
+                continue
 
     def _todo(self, clips: pd.DataFrame, retry_skipped: bool) -> tuple[list[tuple[str, str, str]], dict]:
         """The (clip_id, video, audio) jobs to decode, and the recorded skips that still hold."""
