@@ -163,11 +163,16 @@ class EmotionDataModule(L.LightningDataModule):
         self.encoder_device = "cpu"
         self.encoder_reports: dict = {}
 
+    @property
+    def scan_root(self) -> str | None:
+        """The folder the adapter scans (None for a manifest, whose rows say where each clip is)."""
+        return self.root if self.manifest is None else None
+
     def catalog(self) -> pd.DataFrame:
         """Every usable clip of the corpus for these modalities (read once); rejections in `.attrs["rejected"]`."""
         if self._catalog is None:
             self._catalog = build_catalog(
-                self.root if self.manifest is None else None,
+                self.scan_root,
                 self.dataset,
                 self.modalities,
                 self.label_map,
@@ -182,7 +187,7 @@ class EmotionDataModule(L.LightningDataModule):
         speaker statistics read with data.speaker_stats=all_speech, never a training or test clip (read once)."""
         if self._unlabelled is None:
             self._unlabelled = unlabelled_speech(
-                self.root if self.manifest is None else None,
+                self.scan_root,
                 self.dataset,
                 self.manifest,
                 self.options,
