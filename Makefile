@@ -7,12 +7,13 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-speech bench-speech8 bench-lockbox bench-encoders clean
+.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-speech bench-speech8 bench-lockbox bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-# The measured torch set (README, "Installing"): the lock holds these; pyproject.toml keeps the ranges.
+# The measured torch set (README, "Installing"): the lock holds these; pyproject.toml keeps the ranges. uv also reads
+# pyproject.toml's [tool.uv] override-dependencies: the face packages' own pins (torch<2.3, TensorFlow) replaced there.
 # OpenCV stays on 4.x in the lock so that face_crop=haar can still be compared (the default, lbp, runs on 5 too).
 LOCK_PINS := torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.1 opencv-python-headless==4.14.0.94
 UV_VERSION := 0.13.9
@@ -36,10 +37,10 @@ $(INSTALLED): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
 	@if $(MAKE) --no-print-directory $(UV) && $(UV_SYNC); then echo "installed the lock with uv $(UV_VERSION)"; \
 		$(UV) pip install --quiet --python $(PYTHON) --no-deps --no-build-isolation --editable . && \
-		$(PYTHON) -m pip check; \
+		$(PYTHON) -m cremad_lit doctor --pip-check pyproject.toml; \
 	else echo "uv could not install the lock: installing it with pip (slower)"; \
 		$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock && \
-		$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable . && $(PYTHON) -m pip check; fi
+		$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable . && $(PYTHON) -m cremad_lit doctor --pip-check pyproject.toml; fi
 	$(PYTHON) -m cremad_lit doctor --quick
 	@touch $@
 
@@ -48,7 +49,7 @@ install-pip: ## Same as install, with pip only (the fallback; for comparing inst
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
-	$(PYTHON) -m pip check
+	$(PYTHON) -m cremad_lit doctor --pip-check pyproject.toml
 	$(PYTHON) -m cremad_lit doctor --quick
 	@touch $(INSTALLED)
 
@@ -106,8 +107,11 @@ bench-data: $(INSTALLED) ## Clips/s: on-the-fly decoding (decord vs PyAV) vs the
 bench-encoders: $(INSTALLED) ## Frozen speech encoder: head training from the feature cache vs end to end, fill cost, size
 	$(PYTHON) benchmarks/bench_encoders.py
 
-bench-faces: $(INSTALLED) ## Face detectors on the shared real clips: detection rate, ms/frame, where the crops put the eyes
+bench-faces: $(INSTALLED) ## Face detectors on the shared real clips: detection rate, ms/frame, where the crops put the eyes, zero-shot expressions
 	$(PYTHON) benchmarks/bench_faces.py
+
+bench-faces-av: $(INSTALLED) ## Does a face add to a voice? RAVDESS actor 05: the speech recipe, the zero-shot face model, both (~6 min)
+	$(PYTHON) benchmarks/bench_faces_av.py
 
 bench-train: $(INSTALLED) ## Training samples/s, peak memory, inference latency of both paper models
 	$(PYTHON) benchmarks/bench_train.py

@@ -18,8 +18,14 @@ import numpy as np
 from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.io import write_atomic, write_json
 
-# method -> the functionals it reads (None: no features)
-METHODS = {"egemaps_logreg": "egemaps", "compare_logreg": "compare", "majority": None}
+# method -> the features it reads (None: no features; fer2013: the zero-shot expression model's, face_expressions.py)
+METHODS = {
+    "egemaps_logreg": "egemaps",
+    "compare_logreg": "compare",
+    "majority": None,
+    "fer_zero_shot": "fer2013",
+}
+FACE_FEATURES = "fer2013"  # the one kind read from the video: the baseline reads video clips for it
 ARRAYS_FILE = "classical_model.npz"
 INFO_FILE = "classical_model.json"
 
@@ -31,6 +37,11 @@ def clip_features(datamodule, kind: str | None, cache_dir, speaker_norm: str, wo
     clips = datamodule.clips
     if kind is None:
         return {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
+    if kind == FACE_FEATURES:  # zero-shot: nothing to normalise per speaker
+        from cremad_lit.face_expressions import expression_dir, expression_features
+
+        at = expression_dir(cache_dir, datamodule.cache_source, datamodule.prep)
+        return expression_features(clips, at, datamodule.prep, datamodule.decoder)
     # The speaker statistics read every clip of the speaker the DataModule's data.speaker_stats names (with
     # all_speech, also the clips left out for their label); only the clips set up get features back.
     speech = datamodule.speaker_speech() if speaker_norm != "none" else clips
@@ -97,6 +108,10 @@ def probabilities(arrays: dict, x: np.ndarray, num_classes: int) -> np.ndarray:
     lacked get 0."""
     out = np.zeros((len(x), num_classes))
     labels = np.asarray(arrays["labels"], dtype=int)
+    if "mapping" in arrays:  # fer_zero_shot: the expression model's probabilities, mapped onto the classes
+        from cremad_lit.face_expressions import mapped_probabilities
+
+        return mapped_probabilities(x, arrays["mapping"])
     if "prior" in arrays:
         out[:, labels] = arrays["prior"]
         return out
@@ -118,6 +133,10 @@ def fit_on_split(
     split): the fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read."""
     features, skipped = clip_features(datamodule, kind, cache_dir, speaker_norm, workers)
     classes = datamodule.classes
+    if method == "fer_zero_shot":  # nothing to fit: the mapping of its classes onto the corpus's is the model
+        from cremad_lit.face_expressions import class_mapping
+
+        return {"labels": np.arange(len(classes)), "mapping": class_mapping(classes)}, {}, features, skipped
     train = design_matrix(datamodule.clips, features, classes, "train")[:2]
     val = design_matrix(datamodule.clips, features, classes, "val")[:2]
     fitted, chosen = fit_classical(method, train, val, c_grid)

@@ -93,6 +93,23 @@ def _face_detector() -> None:
     detect_faces(np.zeros((48, 48), np.uint8), "lbp")
 
 
+def _face_landmarks() -> None:
+    import numpy as np
+
+    from cremad_lit.data.faces import detect_landmarks
+
+    detect_landmarks([np.zeros((48, 48, 3), np.uint8)], 20)
+
+
+def _expression_model() -> None:
+    import torch
+
+    from cremad_lit.models.fer_minixception import load_minixception
+
+    with torch.inference_mode():
+        load_minixception()(torch.zeros(1, 1, 64, 64))
+
+
 def _opensmile() -> None:
     import opensmile
 
@@ -116,6 +133,8 @@ NATIVE: list[tuple[str, str, Callable[[], None], str]] = [
     ("PyAV", "av", _pyav, REINSTALL),
     ("OpenCV", "opencv-python-headless", _opencv, REINSTALL),
     ("face detector (LBP cascade)", "scikit-image", _face_detector, REINSTALL),
+    ("face landmarks (MTCNN)", "facenet-pytorch", _face_landmarks, REINSTALL),
+    ("expression model (FER2013 mini-Xception, h5py)", "fer", _expression_model, REINSTALL),
     ("openSMILE", "opensmile", _opensmile, REINSTALL),
 ]
 

@@ -60,6 +60,11 @@ def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
     if not model_cfg.get("video_backbone"):
         return AUDIO_ONLY_SPEC
     backbone = OmegaConf.to_container(model_cfg.video_backbone, resolve=True)
+    from hydra.utils import get_class
+
+    target = get_class(backbone["_target_"])
+    if hasattr(target, "static_input_spec"):  # a backbone whose preprocessing is fixed (fer_minixception)
+        return target.static_input_spec(**backbone)
     extra = {
         k: v
         for k, v in backbone.items()

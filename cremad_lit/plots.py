@@ -135,7 +135,7 @@ def plot_grouped_bars(
 
 def plot_face_sheet(rows: list[dict], path, title: str = "What the video branch sees") -> Path:
     """A contact sheet: one row per clip (`frames` (T, S, S, 3) uint8, a `label`, `fallback` when no face was
-    found and the centre square was used), the sampled frames side by side. Fallback rows get a red frame and say so."""
+    found and the centre square was used, `landmarks` of an aligned face), the sampled frames side by side. Fallback rows get a red frame and say so."""
     columns = max(len(r["frames"]) for r in rows)
     figure, axes = plt.subplots(
         len(rows), columns, figsize=(0.8 * columns + 1.6, 0.85 * len(rows) + 0.5), squeeze=False
@@ -147,6 +147,10 @@ def plot_face_sheet(rows: list[dict], path, title: str = "What the video branch 
             axis.set_yticks([])
             if j < len(row["frames"]):
                 axis.imshow(row["frames"][j])
+                if row.get("landmarks"):  # the clip's five aligned landmarks (eyes, nose, mouth corners)
+                    side = row["frames"][j].shape[0]
+                    xs, ys = zip(*((x * side, y * side) for x, y in row["landmarks"]), strict=True)
+                    axis.scatter(xs, ys, s=2, c="cyan", linewidths=0)
             else:
                 axis.axis("off")
             colour = "red" if row.get("fallback") else "none"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from cremad_lit.classical import FACE_FEATURES
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.dataset import model_inputs, speaker_stats
@@ -27,6 +28,7 @@ from cremad_lit.data.features import (
 )
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
 from cremad_lit.data.media import MediaError
+from cremad_lit.face_expressions import file_expressions
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,14 @@ def predict_files_classical(
             features[len(results) - 1] = np.zeros(1, dtype=np.float32)
             continue
         try:
+            if info["functionals"] == FACE_FEATURES:  # fer_zero_shot reads the faces of a video
+                if not video_path:
+                    raise MediaError(str(path), "no video: the zero-shot face model reads faces")
+                settings = Preprocessing(**prep)
+                features[len(results) - 1] = file_expressions(
+                    video_path, settings, info["data"].get("decoder", "decord")
+                )
+                continue
             features[len(results) - 1] = audio_functionals(
                 video_path, audio_path, prep["audio_source"], prep["sample_rate"], info["functionals"]
             )

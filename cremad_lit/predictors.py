@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cremad_lit.classical import clip_features, design_matrix, is_classical, load_classical
+from cremad_lit.classical import FACE_FEATURES, clip_features, design_matrix, is_classical, load_classical
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.errors import BadCheckpoint
@@ -138,7 +138,8 @@ class Classical(Predictor):
         as it was trained), its probabilities."""
         info = self.info
         data_cfg = OmegaConf.create(info["data"])
-        same_corpus = data_settings(cfg, data_cfg, info["run_dir"], out_dir)
+        zero_shot = info["functionals"] == FACE_FEATURES  # trained on nobody: no split of its own to keep
+        same_corpus = data_settings(cfg, data_cfg, None if zero_shot else info["run_dir"], out_dir)
         datamodule = build_datamodule(
             data_cfg, None, cache="off", speaker_norm="none", functionals="none", eval_split=cfg.subset
         )
@@ -272,9 +273,11 @@ def _same_path(a, b) -> bool:
     )
 
 
-def data_settings(cfg: DictConfig, data_cfg: DictConfig, trained_in: str | Path, out_dir: Path) -> bool:
+def data_settings(
+    cfg: DictConfig, data_cfg: DictConfig, trained_in: str | Path | None, out_dir: Path
+) -> bool:
     """Point a member's stored data settings at the clips `cfg` names (in place); True when that is the corpus it was
-    trained on, whose exact split (the run's split.csv) is then reused."""
+    trained on, whose exact split (the run's split.csv in `trained_in`; None: a model trained on nobody) is reused."""
     given = OmegaConf.to_container(cfg.data, resolve=True)
     if given.get("dataset"):  # data=<corpus> on the command line: read those clips instead
         overrides = {k: given.get(k) for k in CORPUS_KEYS + LOADER_KEYS}
@@ -289,7 +292,7 @@ def data_settings(cfg: DictConfig, data_cfg: DictConfig, trained_in: str | Path,
             data_cfg[key] = value  # replaced, not merged: another corpus's options must not mix with these
         data_cfg.output_dir = str(out_dir)
         data_cfg.generate = None
-        saved_split = Path(trained_in) / "split.csv"
-        if same_corpus and saved_split.is_file() and not data_cfg.split.get("file"):
+        saved_split = Path(trained_in) / "split.csv" if trained_in is not None else None
+        if same_corpus and saved_split and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
     return same_corpus

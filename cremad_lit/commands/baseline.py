@@ -6,7 +6,9 @@
 
 `method=egemaps_logreg` (default): openSMILE's 88 eGeMAPSv02 functionals per clip (cached beside the clip cache),
 standardised, logistic regression with C chosen on the validation actors. `method=compare_logreg`: the same on the
-6,373 ComParE 2016 functionals. `method=majority`: the training set's most frequent emotion. `data.speaker_norm=standard`
+6,373 ComParE 2016 functionals. `method=majority`: the training set's most frequent emotion. `method=fer_zero_shot`:
+the FER2013 expression model on each sampled face (data.preprocessing.face_crop), averaged over the frames, its classes
+mapped onto the corpus's by name (face_expressions.py); video only, nothing trained, so every clip is tested. `data.speaker_norm=standard`
 z-scores each speaker's features over that speaker's clips first. Writes metrics.json, confusion.png, predictions.csv, split.csv and prepare_report.json into its run
 dir, and logs to W&B like train.py when a logger is on. The fitted model is saved there too (cremad_lit/classical.py), so
 the run dir can be an ensemble member of evaluate.py and predict. Defaults: conf/baseline.yaml.
@@ -21,7 +23,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cremad_lit.classical import METHODS, fit_on_split, save_classical, split_predictions
+from cremad_lit.classical import FACE_FEATURES, METHODS, fit_on_split, save_classical, split_predictions
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
@@ -41,14 +43,27 @@ def run_baseline(cfg: DictConfig) -> float:
     run_dir = Path(cfg.paths.output_dir)
     if cfg.split.get("by", "actor") == "clip":
         log.warning(LEAKY_WARNING)
+    kind = METHODS[cfg.method]
+    zero_shot = kind == FACE_FEATURES
     with open_dict(cfg):
-        cfg.data.modalities = ["audio"]  # features come from the audio (the split is the same as train.py's)
+        # Features come from the audio (the split is the same as train.py's), or for the face model the video.
+        cfg.data.modalities = ["video"] if zero_shot else ["audio"]
+        if zero_shot:
+            cfg.data.speaker_norm = "none"
+    if zero_shot:
+        log.info("%s: nothing is trained, so every clip of every speaker is a test clip", cfg.method)
     # Only the clips and the split: the features (and their speaker normalisation) are made below.
-    datamodule = build_datamodule(cfg.data, None, cache="off", speaker_norm="none", functionals="none")
+    datamodule = build_datamodule(
+        cfg.data,
+        None,
+        cache="off",
+        speaker_norm="none",
+        functionals="none",
+        eval_split="all" if zero_shot else "test",
+    )
     datamodule.prepare_data()
     datamodule.setup("test")
     clips = datamodule.clips
-    kind = METHODS[cfg.method]
     speaker_norm = cfg.data.get("speaker_norm", "none")
     fitted, chosen, features, skipped = fit_on_split(
         datamodule,
@@ -118,9 +133,12 @@ def run_baseline(cfg: DictConfig) -> float:
     )
     log_predictions_table(loggers, predictions, datamodule)
     finish_loggers(loggers)
+    trained = (
+        "zero-shot: nothing trained, every clip tested" if zero_shot else f"val accuracy {val_accuracy:.4f}"
+    )
     print(
         f"{cfg.method}: test {scores_line(metrics)} "
-        f"(val accuracy {val_accuracy:.4f}{', C=' + str(chosen['C']) if chosen else ''})\n{where_line(run_dir)}"
+        f"({trained}{', C=' + str(chosen['C']) if chosen else ''})\n{where_line(run_dir)}"
     )
     return val_accuracy
 

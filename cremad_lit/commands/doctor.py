@@ -4,6 +4,7 @@ through each decoder path, the accelerator and precision train.py would use, and
     python -m cremad_lit doctor                              # exits non-zero naming the broken part and the fix
     python -m cremad_lit doctor --quick                      # native libraries only (make install ends with this)
     python -m cremad_lit doctor --against-lock requirements.lock    # also: what differs from the lock (check-latest)
+    python -m cremad_lit doctor --pip-check pyproject.toml  # pip check, less the overrides the manifest declares
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ STACK = [
     "opensmile",
     "scikit-learn",
     "transformers",
+    "facenet-pytorch",
+    "fer",
+    "h5py",
 ]
 
 
@@ -67,7 +71,7 @@ def decode_checks(workdir: Path) -> list[Check]:
             lambda: {
                 k: v.shape
                 for k, v in extract_clip(
-                    str(video), str(wav), Preprocessing(image_size=64, face_crop="lbp")
+                    str(video), str(wav), Preprocessing(image_size=64, face_crop="mtcnn")
                 ).items()
             },
         ),
@@ -142,6 +146,32 @@ def lock_differences(lock_file: Path) -> list[str]:
     return rows
 
 
+def overridden(pyproject: Path) -> set[str]:
+    """The names in pyproject.toml's [tool.uv] override-dependencies: requirements the lock replaces on purpose."""
+    block = re.search(r"override-dependencies\s*=\s*\[(.*?)\]", Path(pyproject).read_text(), re.S)
+    entries = re.findall(r"[\"']([A-Za-z0-9][A-Za-z0-9._-]*)", block.group(1)) if block else []
+    return {norm(name) for name in entries}
+
+
+def pip_check_problems(pyproject: Path) -> list[str]:
+    """pip check's complaints, less those about a requirement pyproject.toml overrides (facenet-pytorch's torch<2.3,
+    fer's TensorFlow): those are the lock's decisions, tested by the suite."""
+    import subprocess
+
+    report = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    replaced = overridden(pyproject)
+    problems = []
+    for line in report.stdout.splitlines():
+        match = re.search(r"(?:requires|has requirement) ([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if (
+            line.strip()
+            and not (match and norm(match.group(1)) in replaced)
+            and "No broken requirements" not in line
+        ):
+            problems.append(line)
+    return problems
+
+
 def show(check: Check) -> None:
     mark = "ok  " if check.ok else "FAIL"
     print(
@@ -160,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--against-lock", type=Path, help="list installed versions that differ from this lock file"
     )
+    parser.add_argument(
+        "--pip-check",
+        type=Path,
+        help="only run pip check, ignoring the overrides this pyproject.toml declares",
+    )
     args = parser.parse_args(argv)
+    if args.pip_check:
+        problems = pip_check_problems(args.pip_check)
+        print("\n".join(problems) or f"pip check: no broken requirements beyond {args.pip_check}'s overrides")
+        return 1 if problems else 0
 
     print(
         f"cremad-lit {_version('cremad-lit')} on Python {platform.python_version()} ({platform.platform()})"

@@ -392,7 +392,8 @@ class EmotionDataModule(L.LightningDataModule):
         infos = self.cache.infos(clips["clip_id"])
         with_frames = clips[clips["clip_id"].map(lambda c: c in infos and "faces" in infos[c])]
         title = (
-            f"What the video branch sees (face_crop={self.prep.face_crop}; red: no face found, centre square)"
+            f"What the video branch sees (face_crop={self.prep.face_crop}; "
+            f"{'cyan: the aligned landmarks; ' if self.prep.face_crop == 'mtcnn' else ''}red: no face found, centre square)"
         )
         if not len(with_frames):
             return [], title
@@ -410,6 +411,7 @@ class EmotionDataModule(L.LightningDataModule):
                     "frames": self.cache.load(clip_id, ("frames",))["frames"],
                     "label": f"{emotion[clip_id]} {clip_id}\n{face['kind']} {face['found']}/{face['searched']}",
                     "fallback": face["kind"] == "centre",
+                    "landmarks": face.get("crop_landmarks"),  # face_crop=mtcnn: where the aligned points are
                 }
             )
         return rows, title
