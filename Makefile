@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-speech bench-speech8 bench-lockbox bench-encoders clean
+.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,6 +109,9 @@ bench-encoders: $(INSTALLED) ## Frozen speech encoder: head training from the fe
 
 bench-faces: $(INSTALLED) ## Face detectors on the shared real clips: detection rate, ms/frame, where the crops put the eyes, zero-shot expressions
 	$(PYTHON) benchmarks/bench_faces.py
+
+bench-balance: $(INSTALLED) ## Modality balance: each balance= method on the imbalanced synthetic set, 3 seeds (~15 min)
+	$(PYTHON) benchmarks/bench_balance.py
 
 bench-faces-av: $(INSTALLED) ## Does a face add to a voice? RAVDESS actor 05: the speech recipe, the zero-shot face model, both (~6 min)
 	$(PYTHON) benchmarks/bench_faces_av.py

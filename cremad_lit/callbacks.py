@@ -24,6 +24,12 @@ _COLUMNS = {
     "speed/clips_per_s": "speed/clips_per_s",
     "speed/data_wait_share": "speed/data_wait_share",
     "train/speaker_acc": "train/speaker_acc",  # loss.speaker_adversary: how well the head still tells speakers apart
+    # audio-visual nets (balance.py): the fused head with one modality only, and OGM-GE's imbalance ratio
+    "val/acc_only_audio": "val/acc_only_audio",
+    "val/acc_only_video": "val/acc_only_video",
+    "val/loss_only_audio": "val/loss_only_audio",
+    "val/loss_only_video": "val/loss_only_video",
+    "val/imbalance_audio_video": "val/imbalance_audio_video",
 }
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
     python train.py                     # builds EmotionModule(net=<conf/model>, optimizer=<conf/optim>) and fits it
 
-Logged keys: `train/loss`, `val/loss`, `val/acc`, `val/f1_macro`, ... and the same under `test/`. The monitored key
+Logged keys: `train/loss`, `val/loss`, `val/acc`, `val/f1_macro`, ... and the same under `test/`; an audio-visual net
+also `val/acc_only_audio`, `val/acc_only_video`, `val/imbalance_audio_video`, ... (balance.py). The monitored key
 lives in one place (`monitor.metric` in conf/train.yaml). After `trainer.test`, `test_results` holds the metrics, the
 confusion matrix and per-clip predictions.
 """
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
+from cremad_lit.balance import Balancer, ModalityProbe, is_audio_visual
 from cremad_lit.checkpointing import rng_state, set_rng_state
 from cremad_lit.metrics import make_metrics, metrics_from_values, results_from_predictions
 from cremad_lit.models.adversary import SpeakerAdversary, dann_strength
@@ -35,10 +37,11 @@ class EmotionModule(L.LightningModule):
         mixup_alpha: float = 0.0,
         speaker_adversary: float = 0.0,
         training_speakers: int = 0,
+        balance: Balancer | None = None,
     ):
         super().__init__()
         # Modules and partials stay out of hparams: checkpoints hold plain data only (safe to load weights_only).
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "balance"])
         self.net, self.optimizer_factory, self.scheduler_factory = net, optimizer, scheduler
         self.register_buffer(
             "class_weights",
@@ -58,6 +61,22 @@ class EmotionModule(L.LightningModule):
                     f"loss.speaker_adversary needs at least two training speakers to tell apart, not {training_speakers}"
                 )
             self.speaker_adversary = SpeakerAdversary(sum(net.embedding_sizes), training_speakers)
+        # Every audio-visual net is probed (each modality's share inside the fused head); balance= may rebalance it.
+        self.probe = ModalityProbe(net) if is_audio_visual(net) else None
+        self.balance = (
+            balance if type(balance) is not Balancer else None
+        )  # balance=none: plain joint training
+        if self.balance is not None:
+            if self.probe is None:
+                raise ValueError(
+                    "balance= rebalances an audio-visual model: data.modalities must be [audio,video]"
+                )
+            if mixup_alpha > 0 or speaker_adversary > 0:
+                raise ValueError(
+                    "balance= cannot be combined with loss.mixup_alpha or loss.speaker_adversary"
+                )
+            balance.setup(net, len(classes))
+        self._evaluated = 0
         self.classes = tuple(classes)  # the ordered class names: label i is classes[i]
         self.val_metrics = make_metrics(len(self.classes))
         self.test_metrics = make_metrics(len(self.classes))
@@ -82,7 +101,13 @@ class EmotionModule(L.LightningModule):
         elif self.speaker_adversary is not None:
             loss, adversary = self._adversarial_loss(batch)
         else:
-            loss = self._loss(self(batch), batch["label"])
+            embeddings = self.net.embed(batch)
+            if self.probe is not None:
+                self.probe.observe(embeddings)
+            if self.balance is not None:
+                loss = self.balance.training_loss(self, embeddings, batch["label"])
+            else:
+                loss = self._loss(self.net.fusion(embeddings), batch["label"])
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["label"])
         )
@@ -119,10 +144,24 @@ class EmotionModule(L.LightningModule):
             logits, batch["label"][partner]
         )
 
+    def on_train_epoch_start(self) -> None:
+        if self.probe is not None:
+            self.probe.start_epoch()
+
+    def on_after_backward(self) -> None:
+        if self.balance is not None:
+            self.balance.after_backward(self)
+
     def _evaluate(self, batch: dict | None, stage: str, metrics: MetricCollection):
         if batch is None:
             return None
-        logits = self(batch)
+        if self.probe is not None:
+            embeddings = self.net.embed(batch)
+            logits = self.net.fusion(embeddings)
+            self.probe.evaluate(self.net.fusion, embeddings, batch["label"])
+            self._evaluated += len(batch["label"])
+        else:
+            logits = self(batch)
         loss = self._loss(logits, batch["label"])
         self.log(
             f"{stage}/loss",
@@ -167,11 +206,29 @@ class EmotionModule(L.LightningModule):
             self.log(f"{stage}/f1_{emotion}", f1, sync_dist=True)
         return values
 
+    def _log_modality_balance(self, stage: str) -> dict | None:
+        if self.probe is None:
+            return None
+        values = self.probe.results(self, self._evaluated)
+        self._evaluated = 0
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value)  # already summed over the ranks
+        return values
+
+    def on_validation_epoch_start(self) -> None:
+        if self.probe is not None:
+            self.probe.reset_evaluation()
+            self._evaluated = 0
+
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val", self.val_metrics)
+        self._log_modality_balance("val")
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
+        if self.probe is not None:
+            self.probe.reset_evaluation()
+            self._evaluated = 0
 
     def on_test_epoch_end(self) -> None:
         predictions = self._gather_predictions()
@@ -180,6 +237,13 @@ class EmotionModule(L.LightningModule):
             self.test_results = results_from_predictions(predictions, self.classes)
         else:
             self.test_results = metrics_from_values(values, self.classes)
+        balance = self._log_modality_balance("test")
+        if balance is not None:
+            self.test_results["modality_balance"] = {
+                **{k: round(v, 6) for k, v in balance.items()},
+                "how": "the fused head with the other modality's embeddings replaced by their training mean; "
+                "imbalance_audio_video: summed true-class probability with audio only over that with video only",
+            }
         self.test_predictions = predictions
 
     def _gather_predictions(self) -> list[dict]:
@@ -201,6 +265,8 @@ class EmotionModule(L.LightningModule):
             self.speaker_adversary is not None
         ):  # trained with the optimizer's settings, as the network's own head
             groups[0]["params"] += list(self.speaker_adversary.parameters())
+        if self.balance is not None:  # unimodal heads: trained with the network's own settings
+            groups[0]["params"] += [p for p in self.balance.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer
@@ -222,10 +288,13 @@ class EmotionModule(L.LightningModule):
             "config": self.run_config,
             "emotions": list(self.classes),
             "rng": rng_state(),
+            "modality_means": self.probe.state() if self.probe is not None else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Resuming: continue the random streams (shuffling, dropout) exactly as the interrupted run would have.
+        if self.probe is not None:  # the training means the masked evaluations use
+            self.probe.load(checkpoint.get("cremad_lit", {}).get("modality_means"))
         state = checkpoint.get("cremad_lit", {}).get("rng")
         if state is not None and self.trainer is not None and self.trainer.state.fn == "fit":
             set_rng_state(state)

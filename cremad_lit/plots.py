@@ -57,18 +57,26 @@ def plot_confusion(
 
 def plot_curves(history: pd.DataFrame, path, title: str = "Training and validation loss") -> Path:
     """`history` has one row per epoch and columns such as train/loss, val/loss, val/acc."""
-    losses = [c for c in ("train/loss", "val/loss") if c in history and history[c].notna().any()]
-    accuracies = [c for c in ("train/acc", "val/acc") if c in history and history[c].notna().any()]
+    present = [c for c in history if history[c].notna().any()]
+    losses = [
+        c for c in ("train/loss", "val/loss", "val/loss_only_audio", "val/loss_only_video") if c in present
+    ]
+    # with an audio-visual net: the fused head's accuracy beside its accuracy with one modality only (balance.py)
+    accuracies = [
+        c for c in ("train/acc", "val/acc", "val/acc_only_audio", "val/acc_only_video") if c in present
+    ]
     figure, axes = plt.subplots(
         1, 2 if accuracies else 1, figsize=(11 if accuracies else 6, 4), squeeze=False
     )
     for column in losses:
-        axes[0, 0].plot(history["epoch"], history[column], marker="o", label=column)
+        style = "--" if "only" in column else "-"
+        axes[0, 0].plot(history["epoch"], history[column], marker="o", linestyle=style, label=column)
     axes[0, 0].set(xlabel="epoch", ylabel="cross-entropy", title=title)
     axes[0, 0].legend()
     if accuracies:
         for column in accuracies:
-            axes[0, 1].plot(history["epoch"], history[column], marker="o", label=column)
+            style = "--" if "only" in column else "-"
+            axes[0, 1].plot(history["epoch"], history[column], marker="o", linestyle=style, label=column)
         axes[0, 1].set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy", ylim=(0, 1))
         axes[0, 1].legend()
     return _save(figure, path)

@@ -251,11 +251,15 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
         label_smoothing=hparams.get("label_smoothing", 0.0),
     )
     try:
-        # The speaker-adversarial head (loss.speaker_adversary) only served training: not part of the model.
+        # The speaker-adversarial head (loss.speaker_adversary) and balance='s heads only served training.
         weights = {
-            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("speaker_adversary.")
+            k: v
+            for k, v in checkpoint["state_dict"].items()
+            if not k.startswith(("speaker_adversary.", "balance."))
         }
         module.load_state_dict(weights)
+        if module.probe is not None:  # the training means its masked-modality evaluations use
+            module.probe.load(checkpoint["cremad_lit"].get("modality_means"))
     except RuntimeError as error:
         first_line = (str(error).strip().splitlines() or [""])[0][:200]
         raise BadCheckpoint(

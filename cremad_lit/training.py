@@ -159,6 +159,7 @@ def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
         mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
         speaker_adversary=adversary,
         training_speakers=datamodule.training_speakers() if adversary else 0,
+        balance=instantiate(cfg.balance) if cfg.get("balance") else None,
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     # the resolved list, so that evaluate rebuilds the same labels

@@ -22,6 +22,7 @@ GROUPS = {
     "model/temporal": ["model/temporal"],
     "model/fusion": ["model/fusion"],
     "model/functionals": ["+model/functionals@model.functionals"],
+    "balance": ["balance"],
     "optim": ["optim"],
     "trainer": ["trainer"],
     "callbacks": ["callbacks"],

@@ -136,6 +136,7 @@ def test_ddp_two_processes_on_cpu(synthetic_root, tmp_path):
             "trainer.accelerator=cpu",
             "trainer.devices=2",
             "trainer.max_epochs=2",
+            "balance=mmpareto",  # its gradients and every balance statistic are summed over the two ranks
             f"hydra.run.dir={run_dir}",
         )
     )
@@ -148,6 +149,7 @@ def test_ddp_two_processes_on_cpu(synthetic_root, tmp_path):
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run
     assert not list(tmp_path.glob("logs/train/runs/*"))  # one output directory: the ranks share it
     assert list((run_dir / "checkpoints").glob("*.ckpt"))
+    assert 0 <= metrics["modality_balance"]["acc_only_audio"] <= 1  # the masked evaluations, over both ranks
 
 
 def test_slurm_launcher_config_and_unique_run_dirs(tmp_path):

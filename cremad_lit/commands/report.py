@@ -31,6 +31,7 @@ RESAMPLES_TEXT = f"{RESAMPLES} resamples"
 # WAR (weighted average recall = accuracy) first, then UAR (unweighted average recall = mean per-class recall), the
 # field's two headline numbers; stored under metrics.json's older names too, which every run since 0.1 has.
 METRICS = ("accuracy", "recall_macro", "f1_macro", "precision_macro")
+BALANCE_KEYS = ("acc_only_audio", "acc_only_video", "imbalance_audio_video")
 METRIC_NAMES = {
     "accuracy": "WAR (accuracy)",
     "recall_macro": "UAR (macro recall)",
@@ -90,6 +91,9 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         row.update({m: metrics[m] for m in METRICS})
         row.update({f"f1_{e}": f1 for e, f1 in metrics["per_class_f1"].items()})
         row["n_test"] = metrics["n_test"]
+        for key in BALANCE_KEYS:  # audio-visual runs: each modality inside the fused model (balance.py)
+            if key in (metrics.get("modality_balance") or {}):
+                row[key] = metrics["modality_balance"][key]
         predictions = run_dir / "predictions.csv"
         with_speakers = predictions.is_file() and "speaker" in pd.read_csv(predictions, nrows=0).columns
         row["predictions"] = str(predictions) if with_speakers else ""
@@ -321,6 +325,28 @@ def to_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def balance_markdown(runs: pd.DataFrame) -> str:
+    """Audio-visual rows: the fused model's accuracy beside its accuracy with one modality only, mean ± std."""
+    if "imbalance_audio_video" not in runs or not runs["imbalance_audio_video"].notna().any():
+        return ""
+    rows = runs[runs["imbalance_audio_video"].notna()].groupby("config", sort=False)
+    lines = [
+        "## Each modality inside the fused model\n",
+        "The fused head with the other modality's embeddings replaced by their training mean (mean ± std over the "
+        "runs); imbalance: OGM-GE's ratio of the summed true-class probabilities, audio only over video only (1: "
+        "balanced, above 1: the voice dominates).\n",
+        "| configuration | runs | fused accuracy | audio only | video only | imbalance audio/video |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for config, group in rows:
+        cells = " | ".join(
+            f"{group[c].mean():.3f} ± {group[c].std(ddof=1) if len(group) > 1 else 0:.3f}"
+            for c in ("accuracy", *BALANCE_KEYS)
+        )
+        lines.append(f"| `{config}` | {len(group)} | {cells} |")
+    return "\n".join(lines) + "\n\n"
+
+
 def per_class_markdown(summary: pd.DataFrame) -> str:
     names = [
         c[3:-5]
@@ -363,7 +389,7 @@ def write_report(
         "recall, i.e. accuracy) first, then UAR (unweighted average recall, the mean of the per-class recalls); the "
         "interval is over test "
         f"speakers (bootstrap, {RESAMPLES_TEXT}).{leaky}\n\n{to_markdown(table)}\n\n"
-        f"{reading(runs, summary)}\n\n{paired_section}"
+        f"{reading(runs, summary)}\n\n{paired_section}{balance_markdown(runs)}"
         f"![report](report.png)\n\n## F1 per emotion (mean)\n\n{per_class_markdown(summary)}\n\n"
         "![per class](report_per_class.png)\n"
     )

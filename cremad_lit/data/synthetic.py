@@ -22,11 +22,17 @@ So either modality caps out near 4/6 of the clips, and only the fusion can reach
 size, place, skin and background colour and voice pitch (male lower than female), every clip jitters its cue strengths,
 and pixel and audio noise are added, so held-out actors are a real test. Intensity (LO/MD/HI for the IEO statement, as in
 CREMA-D) scales the strength of the expression.
+
+Modality imbalance (`face_strength`, `data=synthetic_imbalanced`): below 1 every facial cue (expression, head movement,
+skin tone) is that much weaker while the voice stays as it is, so the voice is the easier, faster modality (as on
+CREMA-D) while the fused task still needs both: the phenomenon balance.py measures and the balance= methods address.
+The generation settings are recorded in `synthetic.json`; a folder made with other settings is never added to.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -97,6 +103,7 @@ class Clip:
     emotion: str
     intensity: str
     seed: int
+    face_strength: float = 1.0
 
     @property
     def stem(self) -> str:
@@ -122,7 +129,7 @@ def make_actors(count: int, rng: np.random.Generator) -> list[Actor]:
     return actors
 
 
-def make_clips(actors: list[Actor], sentences: int, seed: int) -> list[Clip]:
+def make_clips(actors: list[Actor], sentences: int, seed: int, face_strength: float = 1.0) -> list[Clip]:
     """CREMA-D's design: IEO at LO/MD/HI (NEU only at XX), every other statement at XX."""
     statements = list(STATEMENTS)[:sentences]
     clips = []
@@ -140,6 +147,7 @@ def make_clips(actors: list[Actor], sentences: int, seed: int) -> list[Clip]:
                             seed=zlib.crc32(
                                 f"{seed}_{actor.actor_id}_{statement}_{emotion}_{intensity}".encode()
                             ),
+                            face_strength=face_strength,
                         )
                     )
     return clips
@@ -154,7 +162,7 @@ def render_frames(clip: Clip, duration: float, rng: np.random.Generator) -> np.n
     actor = clip.actor
     count = int(round(duration * float(FPS)))
     t = np.arange(count) / float(FPS)
-    strength = INTENSITY_STRENGTH[clip.intensity] * rng.uniform(0.75, 1.2)
+    strength = INTENSITY_STRENGTH[clip.intensity] * rng.uniform(0.75, 1.2) * clip.face_strength
     brow, eye, curve, lean, drop, nod = FACES[FACE_CODES[clip.emotion]]
     shift = SKIN_SHIFT[FACE_CODES[clip.emotion]]
     ramp = _expression_ramp(t, duration) * strength
@@ -306,6 +314,7 @@ def generate(
     seed: int = 0,
     layout: str = "official",
     workers: int | None = None,
+    face_strength: float = 1.0,
 ) -> Path:
     """Write the dataset into `out` (skipping clips already there) and return its path."""
     if layout not in ("official", "kaggle"):
@@ -313,9 +322,16 @@ def generate(
     if not 1 <= sentences <= len(STATEMENTS):
         raise ValueError(f"sentences must be between 1 and {len(STATEMENTS)}")
     out = Path(out)
+    settings = {"actors": actors, "sentences": sentences, "seed": seed, "face_strength": float(face_strength)}
+    recorded = out / "synthetic.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        raise ValueError(
+            f"{out} holds a synthetic set made with {json.loads(recorded.read_text())}, not {settings}: give another "
+            "folder (data=synthetic names it after its settings) or delete this one"
+        )
     rng = np.random.default_rng(seed)
     cast = make_actors(actors, rng)
-    clips = make_clips(cast, sentences, seed)
+    clips = make_clips(cast, sentences, seed, face_strength)
     if layout == "official":
         (out / "VideoFlash").mkdir(parents=True, exist_ok=True)
         (out / "AudioWAV").mkdir(parents=True, exist_ok=True)
@@ -335,6 +351,10 @@ def generate(
     else:
         out.mkdir(parents=True, exist_ok=True)
         done = {p.stem.rsplit("_", 1)[0] for p in out.glob("*.mp4")}
+    if done and not recorded.is_file() and face_strength != 1.0:
+        raise ValueError(f"{out} holds clips made before face_strength existed (1.0): give another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(recorded, json.dumps(settings, indent=2))
     todo = [c for c in clips if c.stem not in done]
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
     started = time.perf_counter()
@@ -366,9 +386,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=["official", "kaggle"], default="official")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument(
+        "--face-strength",
+        type=float,
+        default=1.0,
+        help="facial cues' strength (below 1: the voice dominates)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    path = generate(args.out, args.actors, args.sentences, args.seed, args.layout, args.workers)
+    path = generate(
+        args.out, args.actors, args.sentences, args.seed, args.layout, args.workers, args.face_strength
+    )
     print(f"synthetic CREMA-D written to {path}")
 
 

@@ -44,20 +44,39 @@ class AudioVisualNet(nn.Module):
         self.modalities = tuple(m for m in ("video", "audio") if m in modalities)
         if not self.modalities:
             raise ValueError(f"modalities must include audio and/or video, got {list(modalities)}")
-        embedding_sizes = []
+        embedding_sizes, embedding_modalities = [], []
         if "video" in self.modalities:
             self.video_backbone = video_backbone()
             self.temporal = temporal(in_features=self.video_backbone.out_features)
             embedding_sizes.append(self.temporal.out_features)
+            embedding_modalities.append("video")
         if "audio" in self.modalities:
             self.audio_backbone = audio_backbone(in_chans=1)
             embedding_sizes.append(self.audio_backbone.out_features)
+            embedding_modalities.append("audio")
         # Hand-made utterance features (data.functionals=egemaps): one more embedding for the fusion head.
         self.functionals = functionals() if functionals is not None else None
         if self.functionals is not None:
             embedding_sizes.append(self.functionals.out_features)
+            embedding_modalities.append("audio")  # read from the voice: part of the audio side
         self.embedding_sizes = list(embedding_sizes)
+        # Which modality each embedding comes from (the modality-balance diagnostics and methods, balance.py).
+        self.embedding_modalities = list(embedding_modalities)
         self.fusion = fusion(in_features=embedding_sizes, num_classes=num_classes)
+
+    def encoder_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """modality -> the trainable parameters of its encoders (everything before the fusion head)."""
+        parts = {"video": ("video_backbone", "temporal"), "audio": ("audio_backbone", "functionals")}
+        return {
+            modality: [
+                p
+                for name in parts[modality]
+                if getattr(self, name, None) is not None
+                for p in getattr(self, name).parameters()
+                if p.requires_grad
+            ]
+            for modality in self.modalities
+        }
 
     def audio_input(self) -> str | None:
         """What the audio branch reads from the batch: `mel` (image backbones) or `waveform` (speech encoders)."""
