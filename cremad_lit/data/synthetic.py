@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import time
 import wave
@@ -358,7 +359,13 @@ def generate(
     todo = [c for c in clips if c.stem not in done]
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork of a process whose decoders or torch already run threads can deadlock in the
+    # encoder (seen: the suite's workers hung in PyAV's encode after decoding video in-process). Inside a joblib (loky)
+    # worker of a parallel sweep a spawned child cannot start (it asks for loky's start method): forked there, first
+    # thing in a fresh worker.
+    inside_loky = multiprocessing.get_start_method(allow_none=True) == "loky"
+    context = multiprocessing.get_context("fork" if inside_loky else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         jobs = pool.map(write_clip, todo, [out] * len(todo), [layout] * len(todo), chunksize=4)
         for _ in tqdm(
             jobs, total=len(todo), desc=f"synthetic CREMA-D -> {out}", unit="clip", disable=not todo
