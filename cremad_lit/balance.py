@@ -46,11 +46,11 @@ def keep_only(embeddings: list[torch.Tensor], slots: dict, keep: str, means: lis
     return [e if i in kept else means[i].to(e).expand_as(e) for i, e in enumerate(embeddings)]
 
 
-def summed(value: torch.Tensor, module) -> torch.Tensor:
-    """Summed over DDP ranks (the same statistic on every rank), or as is."""
+def summed(value: torch.Tensor, module, reduce_op: str = "sum") -> torch.Tensor:
+    """Summed (or averaged: reduce_op="mean") over DDP ranks, the same statistic on every rank; or as is."""
     trainer = getattr(module, "_trainer", None)
     if trainer is not None and trainer.world_size > 1:
-        return trainer.strategy.reduce(value, reduce_op="sum")
+        return trainer.strategy.reduce(value, reduce_op=reduce_op)
     return value
 
 
@@ -62,7 +62,7 @@ class ModalityProbe:
         self.slots = modality_slots(net)
         self.sums: list[torch.Tensor] | None = None
         self.count = 0
-        self.means: list[torch.Tensor] | None = None
+        self.stored: list[torch.Tensor] | None = None  # the means a checkpoint brought
         self.reset_evaluation()
 
     def start_epoch(self) -> None:
@@ -73,10 +73,16 @@ class ModalityProbe:
         batch = [e.detach().float().sum(dim=0) for e in embeddings]
         self.sums = batch if self.sums is None else [s + b for s, b in zip(self.sums, batch, strict=True)]
         self.count += len(embeddings[0])
-        self.means = [s / self.count for s in self.sums]
+
+    @property
+    def means(self) -> list[torch.Tensor] | None:
+        """This epoch's training means so far, else the checkpoint's, else None."""
+        return [s / self.count for s in self.sums] if self.count else self.stored
 
     def masked_logits(self, fusion, embeddings: list[torch.Tensor], keep: str) -> torch.Tensor:
-        means = self.means or [e.detach().mean(dim=0) for e in embeddings]  # before any training batch
+        means = self.means
+        if means is None:  # before any training batch: the batch's own means
+            means = [e.detach().mean(dim=0) for e in embeddings]
         return fusion(keep_only(embeddings, self.slots, keep, means))
 
     def reset_evaluation(self) -> None:
@@ -120,7 +126,8 @@ class ModalityProbe:
 
     def load(self, state: dict | None) -> None:
         if state:
-            self.means = [torch.tensor(m) for m in state["means"]]
+            self.stored = [torch.tensor(m) for m in state["means"]]
+            self.sums, self.count = None, 0
 
 
 # ---- the methods: conf/balance/<name>.yaml ----
@@ -305,7 +312,8 @@ class MMPareto(UnimodalHeads):
                 torch.autograd.grad(unimodal[modality], parameters, retain_graph=True, allow_unused=True),
                 parameters,
             )
-            both = summed(torch.stack([multimodal_grad, unimodal_grad]), module)
+            # averaged over the ranks, as DDP averages the .grad the rescaling compares with
+            both = summed(torch.stack([multimodal_grad, unimodal_grad]), module, reduce_op="mean")
             multimodal_grad, unimodal_grad = both[0], both[1]
             combined, cosine = pareto_integrate(multimodal_grad, unimodal_grad)
             self.integrated[modality] = self._split(combined, parameters)

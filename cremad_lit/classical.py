@@ -22,6 +22,7 @@ from cremad_lit.io import write_atomic, write_json
 METHODS = {
     "egemaps_logreg": "egemaps",
     "compare_logreg": "compare",
+    "ge2e_logreg": "ge2e",  # the pretrained GE2E speaker encoder's layer means and embedding (models/ge2e.py)
     "majority": None,
     "fer_zero_shot": "fer2013",
 }

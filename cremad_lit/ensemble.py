@@ -264,27 +264,47 @@ def average_files(members: list[list[dict]], weights) -> list[dict]:
     return fused
 
 
+def partner_methods(spec: DictConfig) -> list[str]:
+    """`ensemble_with.method`: one classical method, or a list of them (each a member of its own)."""
+    method = spec.get("method")
+    return [str(m) for m in method] if isinstance(method, (list, tuple, ListConfig)) else [str(method)]
+
+
+def partner_dirs(methods: list[str]) -> list[Path]:
+    """Where each classical member is saved: members/classical for one (as since 0.6), members/classical-<method>
+    for several."""
+    if len(methods) == 1:
+        return [PARTNER_DIR]
+    return [PARTNER_DIR.with_name(f"classical-{method}") for method in methods]
+
+
 def check_partner(spec: DictConfig, data_cfg: DictConfig) -> None:
-    """Before training: a partner the run can fit (its features come from the clips' audio)."""
-    if spec.get("method") not in METHODS:
-        raise ValueError(f"ensemble_with.method must be one of {tuple(METHODS)}, not {spec.get('method')!r}")
+    """Before training: partners the run can fit (their features come from the clips' audio)."""
+    methods = partner_methods(spec)
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(
+                f"ensemble_with.method must be one of {tuple(METHODS)} (or a list), not {method!r}"
+            )
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"ensemble_with.method names a method twice: {methods}")
     if not 0.0 <= float(spec.get("network_weight", -1)) <= 1.0:
         raise ValueError(f"ensemble_with.network_weight must lie in [0, 1], not {spec.get('network_weight')}")
     if "audio" not in data_cfg.modalities:
         raise ValueError(
-            f"ensemble_with.method={spec.method} reads the clips' audio, but data.modalities={list(data_cfg.modalities)}: "
+            f"ensemble_with.method={methods} reads the clips' audio, but data.modalities={list(data_cfg.modalities)}: "
             "add audio, or set ensemble_with=null"
         )
 
 
-def fit_partner(spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Path) -> dict:
-    """Fit `spec.method` on the set-up DataModule's train split with the fixed `spec.C` (no validation speakers
+def fit_partner(spec: DictConfig, method: str, datamodule, data_cfg: DictConfig, member_dir: Path) -> dict:
+    """Fit `method` on the set-up DataModule's train split with the fixed `spec.C` (no validation speakers
     needed, so final=all_speakers gets the same partner), speaker-normalised as data.speaker_norm says; save it."""
     speaker_norm = data_cfg.get("speaker_norm", "none")
-    kind = METHODS[spec.method]
+    kind = METHODS[method]
     fitted, chosen, features, skipped = fit_on_split(
         datamodule,
-        spec.method,
+        method,
         kind,
         [float(spec.C)],
         datamodule.cache_dir,
@@ -293,11 +313,12 @@ def fit_partner(spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Pat
     )
     for clip in skipped:
         log.warning("classical partner: skipped clip %s: %s", clip["clip_id"], clip["reason"])
+    run_dir = member_dir.parent.parent
     save_classical(
-        run_dir / PARTNER_DIR,
+        member_dir,
         fitted,
         {
-            "method": spec.method,
+            "method": method,
             "functionals": kind,
             "speaker_norm": speaker_norm,
             "classes": list(datamodule.classes),
@@ -311,17 +332,21 @@ def fit_partner(spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Pat
     )
     log.info(
         "classical partner %s (C=%s) fitted on %d training clips: %s",
-        spec.method,
+        method,
         spec.C,
         int((datamodule.clips["split"] == "train").sum()),
-        run_dir / PARTNER_DIR,
+        member_dir,
     )
-    return {"arrays": fitted, "features": features, "skipped": skipped}
+    return {"method": method, "dir": member_dir, "arrays": fitted, "features": features, "skipped": skipped}
 
 
-def write_ensemble_file(run_dir: Path, checkpoint: str, network_weight: float) -> list[float]:
-    """ensemble.json: the network's checkpoint and the partner, relative to the run dir, and their weights."""
-    weights = [float(network_weight), 1.0 - float(network_weight)]
+def write_ensemble_file(
+    run_dir: Path, checkpoint: str, network_weight: float, partners: list[Path]
+) -> list[float]:
+    """ensemble.json: the network's checkpoint and the partners, relative to the run dir, and their weights (the
+    network's share, the rest split equally among the partners)."""
+    rest = (1.0 - float(network_weight)) / len(partners)
+    weights = [float(network_weight)] + [rest] * len(partners)
     checkpoint = Path(checkpoint).resolve()
     inside = checkpoint.is_relative_to(run_dir.resolve())
     write_json(
@@ -329,7 +354,7 @@ def write_ensemble_file(run_dir: Path, checkpoint: str, network_weight: float) -
         {
             "members": [
                 os.path.relpath(checkpoint, run_dir.resolve()) if inside else str(checkpoint),
-                str(PARTNER_DIR),
+                *(str(p) for p in partners),
             ],
             "weights": weights,
         },
@@ -337,43 +362,57 @@ def write_ensemble_file(run_dir: Path, checkpoint: str, network_weight: float) -
     return weights
 
 
-def test_ensemble(partner: dict, network_predictions: list[dict], classes, weights, clips) -> dict:
-    """Both members' and the ensemble's test predictions and results (on the clips both could read)."""
-    partner_predictions = split_predictions(partner["arrays"], clips, partner["features"], classes, "test")
+def test_ensemble(partners: list[dict], network_predictions: list[dict], classes, weights, clips) -> dict:
+    """Every member's and the ensemble's test predictions and results (on the clips all of them could read)."""
+    partner_predictions = [
+        split_predictions(p["arrays"], clips, p["features"], classes, "test") for p in partners
+    ]
     fused = average_predictions(
-        [{"predictions": network_predictions}, {"predictions": partner_predictions}], weights
+        [{"predictions": network_predictions}, *({"predictions": p} for p in partner_predictions)], weights
     )
     return {
         "partner_predictions": partner_predictions,
-        "partner_results": results_from_predictions(partner_predictions, classes),
+        "partner_results": [results_from_predictions(p, classes) for p in partner_predictions],
         "predictions": fused,
         "results": results_from_predictions(fused, classes),
     }
 
 
 class Pair:
-    """A train.py run's network and its classical partner (`ensemble_with`), fitted on the same training speakers."""
+    """A train.py run's network and its classical partners (`ensemble_with`), fitted on the same training speakers."""
 
-    def __init__(self, spec: DictConfig, partner: dict, weights: list[float], run_dir: Path, checkpoint: str):
-        self.spec, self.partner, self.weights = spec, partner, weights
+    def __init__(
+        self, spec: DictConfig, partners: list[dict], weights: list[float], run_dir: Path, checkpoint: str
+    ):
+        self.spec, self.partners, self.weights = spec, partners, weights
         self.run_dir, self.checkpoint = run_dir, checkpoint
 
     @classmethod
     def fit(cls, spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Path, checkpoint: str) -> Pair:
-        """Fit the partner and write ensemble.json (the run folder is then the ensemble for evaluate and predict)."""
-        partner = fit_partner(spec, datamodule, data_cfg, run_dir)
-        return cls(
-            spec, partner, write_ensemble_file(run_dir, checkpoint, spec.network_weight), run_dir, checkpoint
-        )
+        """Fit the partners and write ensemble.json (the run folder is then the ensemble for evaluate and predict)."""
+        methods = partner_methods(spec)
+        dirs = partner_dirs(methods)
+        partners = [
+            fit_partner(spec, method, datamodule, data_cfg, run_dir / member)
+            for method, member in zip(methods, dirs, strict=True)
+        ]
+        weights = write_ensemble_file(run_dir, checkpoint, spec.network_weight, dirs)
+        return cls(spec, partners, weights, run_dir, checkpoint)
 
     def test(self, module, datamodule, about: dict, loggers) -> tuple[dict, list[dict], dict]:
         """Each member's test results into members/<name>/, and the ensemble's results, predictions and record."""
         classes = module.classes
-        tested = test_ensemble(self.partner, module.test_predictions, classes, self.weights, datamodule.clips)
-        for member, results, predictions, task in (
-            (NETWORK_DIR, module.test_results, module.test_predictions, "network"),
-            (PARTNER_DIR, tested["partner_results"], tested["partner_predictions"], self.spec.method),
-        ):
+        tested = test_ensemble(
+            self.partners, module.test_predictions, classes, self.weights, datamodule.clips
+        )
+        members = [(NETWORK_DIR, module.test_results, module.test_predictions, "network")]
+        members += [
+            (p["dir"].relative_to(self.run_dir), results, predictions, p["method"])
+            for p, results, predictions in zip(
+                self.partners, tested["partner_results"], tested["partner_predictions"], strict=True
+            )
+        ]
+        for member, results, predictions, task in members:
             write_results(
                 self.run_dir / member,
                 results,
@@ -382,21 +421,25 @@ class Pair:
                 speakers=datamodule.speakers(),
                 classes=classes,
             )
-        accuracy = [module.test_results["accuracy"], tested["partner_results"]["accuracy"]]
-        for logger in loggers:  # the ensemble is test/accuracy; each member beside it
-            logger.log_metrics({"test/network_accuracy": accuracy[0], "test/partner_accuracy": accuracy[1]})
+        accuracy = [results["accuracy"] for _, results, _, _ in members]
+        # The ensemble is test/accuracy; each member beside it (the first partner under its 0.6 name).
+        logged = {"test/network_accuracy": accuracy[0]}
+        for i, (partner, value) in enumerate(zip(self.partners, accuracy[1:], strict=True)):
+            logged["test/partner_accuracy" + ("" if i == 0 else "_" + partner["method"])] = value
+        for logger in loggers:
+            logger.log_metrics(logged)
         log.info(
-            "test accuracy: network %.4f, %s %.4f, their ensemble (weights %s) %.4f",
+            "test accuracy: network %.4f, %s, their ensemble (weights %s) %.4f",
             accuracy[0],
-            self.spec.method,
-            accuracy[1],
+            ", ".join(f"{p['method']} {a:.4f}" for p, a in zip(self.partners, accuracy[1:], strict=True)),
             self.weights,
             tested["results"]["accuracy"],
         )
+        methods = [p["method"] for p in self.partners]
         record = {
-            "members": [self.checkpoint, str((self.run_dir / PARTNER_DIR).resolve())],
+            "members": [self.checkpoint, *(str(p["dir"].resolve()) for p in self.partners)],
             "weights": self.weights,
-            "method": self.spec.method,
+            "method": methods[0] if len(methods) == 1 else methods,
             "member_accuracy": accuracy,
         }
         return tested["results"], tested["predictions"], {"ensemble": record}

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cremad_lit.data import canary
 from cremad_lit.data.faces import crop_faces
+from cremad_lit.data.functionals import load_cached_vector
 from cremad_lit.data.labels import emotion_code
 from cremad_lit.data.media import MediaError, read_frames
 from cremad_lit.io import write_atomic
@@ -88,14 +89,11 @@ def expression_features(clips, cache_dir: Path, prep, decoder: str = "decord") -
     cache_dir.mkdir(parents=True, exist_ok=True)
     features, skipped, todo = {}, [], []
     for row in clips.itertuples():
-        entry = cache_dir / f"{row.clip_id}.npy"
-        if entry.is_file():
-            try:
-                features[row.clip_id] = np.load(entry)
-                continue
-            except (ValueError, OSError, EOFError) as error:
-                log.warning("%s is damaged (%s): computing it again", entry, error)
-        todo.append(row)
+        stored = load_cached_vector(cache_dir / f"{row.clip_id}.npy")
+        if stored is not None:
+            features[row.clip_id] = stored
+        else:
+            todo.append(row)
     net = load_minixception() if todo else None
     for row in tqdm(todo, desc="facial expressions", unit="clip", disable=not todo):
         if not row.video_path:

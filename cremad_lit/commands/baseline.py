@@ -6,7 +6,9 @@
 
 `method=egemaps_logreg` (default): openSMILE's 88 eGeMAPSv02 functionals per clip (cached beside the clip cache),
 standardised, logistic regression with C chosen on the validation actors. `method=compare_logreg`: the same on the
-6,373 ComParE 2016 functionals. `method=majority`: the training set's most frequent emotion. `method=fer_zero_shot`:
+6,373 ComParE 2016 functionals. `method=ge2e_logreg`: the same on 1,024 features of the pretrained GE2E speaker
+encoder that ships in Resemblyzer's wheel (models/ge2e.py: its LSTM layers' mean states and its embedding; offline).
+`method=majority`: the training set's most frequent emotion. `method=fer_zero_shot`:
 the FER2013 expression model on each sampled face (data.preprocessing.face_crop), averaged over the frames, its classes
 mapped onto the corpus's by name (face_expressions.py); video only, nothing trained, so every clip is tested. `data.speaker_norm=standard`
 z-scores each speaker's features over that speaker's clips first. Writes metrics.json, confusion.png, predictions.csv, split.csv and prepare_report.json into its run

@@ -175,9 +175,7 @@ def align_face(frames: np.ndarray) -> FaceCrop:
     matrix = eye_alignment(landmarks)
     # The crop as a square in the frame (what the box of the other detectors says): the unit square mapped back.
     side = 1.0 / float(np.hypot(*matrix[:, 0]))
-    if side >= min(
-        height, width
-    ):  # the frame frames the face as tightly as the template or more: a face crop already
+    if side >= min(height, width):  # framed as tightly as the template, or more: a face crop already
         return FaceCrop("whole", centre_box(height, width), len(frames), len(found))
     inverse = cv2.invertAffineTransform(matrix)
     centre_x, centre_y = inverse @ np.array([0.5, 0.5, 1.0])
@@ -262,30 +260,14 @@ def crop(frames: np.ndarray, found: FaceCrop, size: int) -> np.ndarray:
     if found.transform is None:
         return crop_and_resize(frames, found.box, size)
     matrix = np.array(found.transform) * size
-    downscale = size < found.box[2]
-    interpolation = cv2.INTER_AREA if downscale else cv2.INTER_LINEAR
-    if (
-        downscale
-    ):  # INTER_AREA is not an affine warp's: shrink the frames first, then warp at about the crop's scale
-        factor = max(1, found.box[2] // (2 * size))
-        frames = (
-            np.stack(
-                [
-                    cv2.resize(f, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
-                    for f in frames
-                ]
-            )
-            if factor > 1
-            else frames
-        )
+    # An affine warp has no area filter: a large face is first shrunk (INTER_AREA) to about twice the crop's size.
+    factor = max(1, found.box[2] // (2 * size))
+    if factor > 1:
+        shrink = 1 / factor
+        frames = [cv2.resize(f, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) for f in frames]
         matrix[:, :2] *= factor
-        interpolation = cv2.INTER_LINEAR
-    return np.stack(
-        [
-            cv2.warpAffine(f, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
-            for f in frames
-        ]
-    )
+    warp = {"flags": cv2.INTER_LINEAR, "borderMode": cv2.BORDER_REPLICATE}
+    return np.stack([cv2.warpAffine(f, matrix, (size, size), **warp) for f in frames])
 
 
 def crop_faces(frames: np.ndarray, method: str, margin: float, size: int) -> tuple[np.ndarray, FaceCrop]:

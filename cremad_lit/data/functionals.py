@@ -8,6 +8,8 @@ baseline (`method=egemaps_logreg|compare_logreg`) and by the deep models' branch
 `egemaps`: the 88 eGeMAPSv02 functionals (pitch, loudness, jitter, shimmer, formants: the field's minimal set).
 `compare`: the 6,373 ComParE 2016 functionals (the INTERSPEECH Computational Paralinguistics challenge set: many more
 spectral, MFCC and voicing statistics), 25 KB a clip.
+`ge2e`: not openSMILE's but a pretrained network's: the GE2E speaker encoder shipped in Resemblyzer's wheel
+(models/ge2e.py), each LSTM layer's mean state over the clip and the utterance embedding, 1,024 values, 4 KB a clip.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from cremad_lit.io import write_atomic
 
 log = logging.getLogger(__name__)
 # data.functionals / the baseline's feature set -> (openSMILE feature set, features per clip)
-FEATURE_SETS = {"egemaps": ("eGeMAPSv02", 88), "compare": ("ComParE_2016", 6373)}
+FEATURE_SETS = {
+    "egemaps": ("eGeMAPSv02", 88),
+    "compare": ("ComParE_2016", 6373),
+    "ge2e": (
+        "GE2E-resemblyzer-0.1.4",
+        1024,
+    ),  # keyed by the wheel the lock pins: its weights are the features
+}
 FUNCTIONALS = ("none", *FEATURE_SETS)
 
 
@@ -47,7 +56,11 @@ def _smile(kind: str):
 
 
 def functionals_of_audio(audio: np.ndarray, sample_rate: int, kind: str = "egemaps") -> np.ndarray:
-    """The functionals of one mono float waveform (88 for egemaps, 6,373 for compare)."""
+    """The functionals of one mono float waveform (88 for egemaps, 6,373 for compare, 1,024 for ge2e)."""
+    if kind == "ge2e":
+        from cremad_lit.models.ge2e import waveform_features
+
+        return waveform_features(audio, sample_rate)
     return _smile(kind).process_signal(audio, sample_rate).to_numpy(dtype=np.float32)[0]
 
 
@@ -74,7 +87,7 @@ def _functionals_one(job) -> tuple[str, np.ndarray | None, str | None]:
     return clip_id, features, None
 
 
-def _load_entry(entry: Path) -> np.ndarray | None:
+def load_cached_vector(entry: Path) -> np.ndarray | None:
     """A cached feature vector, or None when it is missing or does not read back whole (then computed again)."""
     if not entry.is_file():
         return None
@@ -95,7 +108,7 @@ def functionals_features(
     features, skipped, jobs = {}, [], []
     for row in clips.itertuples():
         entry = cache_dir / f"{row.clip_id}.npy"
-        stored = _load_entry(entry)
+        stored = load_cached_vector(entry)
         if stored is not None:
             features[row.clip_id] = stored
         else:

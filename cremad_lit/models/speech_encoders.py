@@ -75,10 +75,46 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-class SpeechEncoder(nn.Module):
-    """`SpeechEncoder(waveform B x S, lengths B) -> (B, out_features)`; `input_key` tells the net to feed waveforms."""
+class LayerReadout(nn.Module):
+    """What every frozen-capable speech encoder shares (SpeechEncoder here, the GE2E port in ge2e.py): a learned
+    softmax-weighted sum of `layers` hidden layers of `hidden` features, pooled over the valid steps, and what the
+    feature cache needs (`feature_cache`, `feature_cache_dtype`, `pool`, `num_layers`, `out_features`). A subclass
+    sets `model` (the network whose weights key the cache), `name`, `finetune` and `hidden_states(waveform, lengths)`
+    -> (layers x B x T x hidden, B x T mask)."""
 
-    input_key = "waveform"
+    input_key = "waveform"  # tells the net to feed waveforms
+
+    def __init__(self, layers: int, hidden: int, pooling: str, feature_cache: bool, feature_cache_dtype: str):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        # Frozen: training reads the stored outputs (encoder_cache.py); float16 halves them (~1e-3 off the logits).
+        if feature_cache_dtype not in ("float32", "float16"):
+            raise ValueError(f"feature_cache_dtype must be float32 or float16, not {feature_cache_dtype!r}")
+        self.feature_cache, self.feature_cache_dtype = feature_cache, feature_cache_dtype
+        self.layer_weights = nn.Parameter(torch.zeros(layers))  # softmax(0) = the plain mean of the layers
+        self.pool = AttentivePooling(hidden) if pooling == "attentive" else None
+        self.out_features, self.num_layers = hidden, layers
+
+    def readout(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mixed = torch.einsum("l,lbth->bth", self.layer_weights.softmax(dim=0).to(states.dtype), states)
+        return self.pool(mixed, mask) if self.pool is not None else masked_mean(mixed, mask)
+
+    def readout_means(self, means: torch.Tensor) -> torch.Tensor:
+        """The mean-pooled readout from each clip's per-layer means (B x layers x H): the feature cache's input."""
+        return torch.einsum("l,blh->bh", self.layer_weights.softmax(dim=0).to(means.dtype), means)
+
+    def readout_cached(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The readout from the feature cache's arrays: per-layer means (B x layers x H), or with `lengths` every
+        stored step (B x T x layers x H, zero-padded): what forward() gives on the waveform."""
+        if lengths is None:
+            return self.readout_means(features)
+        mask = torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]
+        return self.readout(features.permute(2, 0, 1, 3), mask)
+
+
+class SpeechEncoder(LayerReadout):
+    """`SpeechEncoder(waveform B x S, lengths B) -> (B, out_features)`."""
 
     def __init__(
         self,
@@ -97,16 +133,8 @@ class SpeechEncoder(nn.Module):
         in_chans: int = 1,  # the net passes it to every audio branch; a waveform has one channel
         pretrained_file: str | None = None,  # timm's field, set to None for checkpoints: unused here
     ):
-        super().__init__()
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
-        self.name, self.finetune, self.finetune_lr = name or str(pretrained_dir), finetune, finetune_lr
-        # Frozen: training reads the stored outputs (encoder_cache.py); float16 halves them (~1e-3 off the logits).
-        if feature_cache_dtype not in ("float32", "float16"):
-            raise ValueError(f"feature_cache_dtype must be float32 or float16, not {feature_cache_dtype!r}")
-        self.feature_cache, self.feature_cache_dtype = feature_cache, feature_cache_dtype
         if pretrained:
             source = weights_source(name, pretrained_dir)
             try:
@@ -125,6 +153,11 @@ class SpeechEncoder(nn.Module):
             config = AutoConfig.for_model(**encoder_config)
             model = AutoModel.from_config(config)
             extractor = _extractor_from_dict(preprocessor_config)
+        config = model.config
+        hidden = int(getattr(config, "hidden_size", None) or config.d_model)
+        layers = int(getattr(config, "num_hidden_layers", None) or config.encoder_layers) + 1
+        super().__init__(layers, hidden, pooling, feature_cache, feature_cache_dtype)
+        self.name, self.finetune, self.finetune_lr = name or str(pretrained_dir), finetune, finetune_lr
         self.is_whisper = model.config.model_type == "whisper"
         self.model = model.get_encoder() if self.is_whisper else model
         self.extractor = extractor
@@ -136,13 +169,6 @@ class SpeechEncoder(nn.Module):
         self.normalise_waveform = bool(getattr(extractor, "do_normalize", False))
         # wav2vec 2.0 Base (group-norm feature encoder) was trained without a padding mask: the model config says.
         self.pass_mask = bool(getattr(extractor, "return_attention_mask", True))
-        config = model.config
-        hidden = int(getattr(config, "hidden_size", None) or config.d_model)
-        layers = int(getattr(config, "num_hidden_layers", None) or config.encoder_layers) + 1
-        self.layer_weights = nn.Parameter(torch.zeros(layers))  # softmax(0) = the plain mean of the layers
-        self.pool = AttentivePooling(hidden) if pooling == "attentive" else None
-        self.out_features = hidden
-        self.num_layers = layers
         self.stored_configs = {  # plain JSON types, as the run's config stores them
             "encoder_config": json.loads(config.to_json_string(use_diff=False)),
             "preprocessor_config": json.loads(extractor.to_json_string()),
@@ -206,22 +232,6 @@ class SpeechEncoder(nn.Module):
             output = self.model(**inputs, output_hidden_states=True)
         states = torch.stack(output.hidden_states)
         return states, self.frame_mask(lengths, states.shape[2])
-
-    def readout(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        mixed = torch.einsum("l,lbth->bth", self.layer_weights.softmax(dim=0).to(states.dtype), states)
-        return self.pool(mixed, mask) if self.pool is not None else masked_mean(mixed, mask)
-
-    def readout_means(self, means: torch.Tensor) -> torch.Tensor:
-        """The mean-pooled readout from each clip's per-layer means (B x layers x H): the feature cache's input."""
-        return torch.einsum("l,blh->bh", self.layer_weights.softmax(dim=0).to(means.dtype), means)
-
-    def readout_cached(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The readout from the feature cache's arrays: per-layer means (B x layers x H), or with `lengths` every
-        stored step (B x T x layers x H, zero-padded): what forward() gives on the waveform."""
-        if lengths is None:
-            return self.readout_means(features)
-        mask = torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]
-        return self.readout(features.permute(2, 0, 1, 3), mask)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.readout(*self.hidden_states(waveform, lengths))
