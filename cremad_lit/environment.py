@@ -110,6 +110,15 @@ def _expression_model() -> None:
         load_minixception()(torch.zeros(1, 1, 64, 64))
 
 
+def _speaker_encoder() -> None:
+    import torch
+
+    from cremad_lit.models.ge2e import SAMPLE_RATE, load_ge2e
+
+    with torch.inference_mode():
+        load_ge2e().embed_utterance(torch.zeros(SAMPLE_RATE))
+
+
 def _opensmile() -> None:
     import opensmile
 
@@ -135,6 +144,7 @@ NATIVE: list[tuple[str, str, Callable[[], None], str]] = [
     ("face detector (LBP cascade)", "scikit-image", _face_detector, REINSTALL),
     ("face landmarks (MTCNN)", "facenet-pytorch", _face_landmarks, REINSTALL),
     ("expression model (FER2013 mini-Xception, h5py)", "fer", _expression_model, REINSTALL),
+    ("speaker encoder (GE2E, Resemblyzer's weights)", "resemblyzer", _speaker_encoder, REINSTALL),
     ("openSMILE", "opensmile", _opensmile, REINSTALL),
 ]
 

@@ -155,3 +155,68 @@ def test_encoder_branch_and_features_agree(ravdess_dir):
     assert torch.allclose(encoder(padded, lengths), encoder.readout_means(torch.from_numpy(means)), atol=1e-5)
     assert not any(p.requires_grad for p in encoder.model.parameters())
     assert [n for n, p in encoder.named_parameters() if p.requires_grad] == ["layer_weights"]
+
+
+@pytest.mark.slow
+def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_wheel(
+    ravdess_dir, tmp_path, monkeypatch
+):
+    """experiment=speech_ge2e on six real RAVDESS actors with two classical partners (eGeMAPS and GE2E logistic
+    regressions): the frozen encoder fills its feature cache once per clip, each partner gets its own members/ folder,
+    evaluate.py on the run folder gives the run's numbers; the checkpoint rebuilds with the wheel's weights file
+    gone (the network's branch; the classical member stores only its regression); the page reads a clip through all three members; export says why the branch cannot be traced."""
+    import json
+
+    from cremad_lit import app
+    from cremad_lit.export import export_onnx
+    from cremad_lit.models import ge2e
+    from cremad_lit.predictors import load_checkpoint, load_predictor, model_from_checkpoint
+    from tests.conftest import common, run_cli
+    from tests.test_corpora import link_actors
+    from tests.test_pretrained_encoders import CPU
+
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    run_dir = tmp_path / "train"
+    run_cli(
+        "train.py",
+        "experiment=speech_ge2e",
+        "data=ravdess",
+        *common(root, tmp_path),
+        *CPU,
+        "trainer.max_epochs=1",
+        "ensemble_with.method=[egemaps_logreg,ge2e_logreg]",
+        "ensemble_with.network_weight=0.4",
+        f"hydra.run.dir={run_dir}",
+    )
+    info = json.loads((run_dir / "run_info.json").read_text())["encoder_cache"]["audio"]
+    assert info["computed"] == info["stored"] == 264 and info["skipped"] == 0
+    stored = json.loads((run_dir / "ensemble.json").read_text())
+    assert stored["weights"] == pytest.approx([0.4, 0.3, 0.3]) and len(stored["members"]) == 3
+    for method in ("egemaps_logreg", "ge2e_logreg"):
+        member = json.loads((run_dir / "members" / f"classical-{method}" / "metrics.json").read_text())
+        assert member["member"] == method and member["n_test"] == 88
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_test"] == 88 and len(metrics["ensemble"]["member_accuracy"]) == 3
+
+    run_cli("evaluate.py", f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+    network_checkpoint = run_dir / stored["members"][0]
+
+    def no_wheel():
+        raise FileNotFoundError("the wheel's weights are gone")
+
+    monkeypatch.setattr(ge2e, "ge2e_weights_file", no_wheel)
+    module, cfg = model_from_checkpoint(load_checkpoint(network_checkpoint))
+    assert isinstance(module.net.audio_backbone, ge2e.GE2EEncoder)
+    with pytest.raises(ValueError, match="partial windows"):
+        export_onnx(module, cfg, tmp_path / "export")
+    assert not (tmp_path / "export" / "model.onnx").exists()
+
+    monkeypatch.undo()  # the GE2E classical member reads the wheel's weights: it stores only its regression
+    judge = app.Judge(load_predictor(run_dir))
+    test_wav = sorted((ravdess_dir / f"Actor_{metrics['test_actors'][0]:02d}").glob("*.wav"))[0]
+    verdict = judge(test_wav)
+    assert not verdict.error and len(verdict.members) == 3
+    assert sum(verdict.probabilities.values()) == pytest.approx(1.0, abs=1e-5)

@@ -190,6 +190,10 @@ class GE2EEncoder(LayerReadout):
 
     input_key = "waveform"
     finetune = False
+    not_exportable = (
+        "how many 1.6 s partial windows a clip has depends on its length, which a traced graph fixes; predict, "
+        "evaluate.py and the page run the checkpoint itself"
+    )
 
     def __init__(
         self,
