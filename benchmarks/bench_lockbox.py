@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,14 +27,13 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_section  # noqa: E402
+from common import machine, section_lines, write_section  # noqa: E402
 
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared")) / "ravdess-speech"
 LOGS = REPO / "logs" / "bench-lockbox"
-DOC = REPO / "docs" / "benchmarks.md"
 FOLDS = 5
 LOCKBOX = [16, 17, 18]
 LOCKBOX_OVERRIDE = f"split.lockbox=[{','.join(map(str, LOCKBOX))}]"
@@ -82,17 +80,27 @@ ROWS = {
             "ensemble_with.network_weight=0.3334",
         ],
     ),
-    "trio_network": ("its network alone", "member", ["trio", "members/network", 0]),
-    "trio_ge2e": ("its GE2E member alone", "member", ["trio", "members/classical-ge2e_logreg", 2]),
+    "trio_network": (
+        "the trio's network alone (the same recipe as experiment=speech's)",
+        "member",
+        ["trio", "members/network", 0],
+    ),
+    "trio_ge2e": ("the trio's GE2E member alone", "member", ["trio", "members/classical-ge2e_logreg", 2]),
     "ge2e_pair": (
         "experiment=speech_ge2e: the frozen GE2E branch (layer-weighted LSTM states) in place of the Mel CNN, "
         "averaged with the linear model",
         "train",
         ["experiment=speech_ge2e"],
     ),
-    "ge2e_pair_network": ("its network alone", "member", ["ge2e_pair", "members/network", 0]),
+    "ge2e_pair_network": (
+        "experiment=speech_ge2e's network alone (the GE2E branch)",
+        "member",
+        ["ge2e_pair", "members/network", 0],
+    ),
 }
 REFERENCE = "linear"
+# a row's label is its key in the published table (a row not re-run keeps its line there)
+assert len({label for label, _, _ in ROWS.values()}) == len(ROWS), "every row needs its own label"
 
 
 def sweep(row: str, stage: str) -> Path:
@@ -218,9 +226,7 @@ def difference_text(table: pd.DataFrame | None, reference: pd.DataFrame | None) 
 def published() -> dict[str, str]:
     """label -> the row's line now in docs/benchmarks.md: a row with no runs here keeps it (measured by an earlier
     commit with the same overrides), so re-running some rows does not erase the others."""
-    text = DOC.read_text() if DOC.exists() else ""
-    section = re.search(r"<!-- bench-lockbox:start -->(.*?)<!-- bench-lockbox:end -->", text, re.S)
-    lines = section.group(1).splitlines() if section else []
+    lines = section_lines("bench-lockbox")
     return {line[2:].split(" | ")[0]: line for line in lines if line.startswith("| ") and "---" not in line}
 
 

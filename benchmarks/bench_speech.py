@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DOC, machine, write_section  # noqa: E402
+from common import machine, section_lines, write_section  # noqa: E402
 
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
@@ -183,18 +182,14 @@ def cell(results: list[dict], key: str) -> str:
 def published() -> tuple[dict, list[str]]:
     """The rows (label -> table line) and † notes of the section now in docs/benchmarks.md. A row with no runs on this
     machine keeps its published line, so re-running some rows does not erase the others."""
-    text = DOC.read_text() if DOC.exists() else ""
-    section = re.search(r"<!-- bench-speech:start -->(.*?)<!-- bench-speech:end -->", text, re.S)
-    lines = section.group(1).splitlines() if section else []
+    lines = section_lines("bench-speech")
     rows = {line[2:].split(" | ")[0]: line for line in lines if line.startswith("| ") and " ± " in line}
     return rows, [line for line in lines if line.startswith("† ")]
 
 
 def published_paired() -> dict:
     """label -> line of the paired table now in docs/benchmarks.md (kept for rows not re-run here)."""
-    text = DOC.read_text() if DOC.exists() else ""
-    section = re.search(r"<!-- bench-speech:start -->(.*?)<!-- bench-speech:end -->", text, re.S)
-    lines = section.group(1).splitlines() if section else []
+    lines = section_lines("bench-speech")
     return {
         line[2:].split(" | ")[0]: line
         for line in lines

@@ -21,6 +21,13 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
 
 
+def section_lines(name: str) -> list[str]:
+    """The lines of a section now in docs/benchmarks.md (none if absent): rows not re-run keep what they said."""
+    text = DOC.read_text() if DOC.exists() else ""
+    section = re.search(f"<!-- {name}:start -->(.*?)<!-- {name}:end -->", text, re.S)
+    return section.group(1).splitlines() if section else []
+
+
 def write_section(name: str, body: str) -> Path:
     text = DOC.read_text() if DOC.exists() else HEADER
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
