@@ -80,9 +80,6 @@ def export_onnx(module, train_cfg: DictConfig, out_dir: Path, source: str = "") 
     """Write `model.onnx` and `model.json` (classes, inputs, the training config) into out_dir, then run the file
     with onnxruntime on an example batch: the largest difference from torch's probabilities is recorded."""
     net = module.net.eval()
-    for branch in (getattr(net, "audio_backbone", None), getattr(net, "video_backbone", None)):
-        if getattr(branch, "not_exportable", None):
-            raise ValueError(f"{type(branch).__name__} cannot be exported to ONNX: {branch.not_exportable}")
     names = graph_inputs(net)
     example = example_batch(net, train_cfg)
     dynamic = {name: {0: "batch"} for name in names} | {"logits": {0: "batch"}, "probabilities": {0: "batch"}}

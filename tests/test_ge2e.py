@@ -164,12 +164,14 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
     """experiment=speech_ge2e on six real RAVDESS actors with two classical partners (eGeMAPS and GE2E logistic
     regressions): the frozen encoder fills its feature cache once per clip, each partner gets its own members/ folder,
     evaluate.py on the run folder gives the run's numbers; the checkpoint rebuilds with the wheel's weights file
-    gone (the network's branch; the classical member stores only its regression); the page reads a clip through all three members; export says why the branch cannot be traced."""
+    gone (the network's branch; the classical member stores only its regression) and exports to ONNX there; the exported
+    file predicts real takes as the checkpoint does; the page reads a clip through all three members."""
     import json
 
     from cremad_lit import app
-    from cremad_lit.export import export_onnx
+    from cremad_lit.export import export_onnx, load_exported
     from cremad_lit.models import ge2e
+    from cremad_lit.prediction import predict_files
     from cremad_lit.predictors import load_checkpoint, load_predictor, model_from_checkpoint
     from tests.conftest import common, run_cli
     from tests.test_corpora import link_actors
@@ -210,13 +212,18 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
     monkeypatch.setattr(ge2e, "ge2e_weights_file", no_wheel)
     module, cfg = model_from_checkpoint(load_checkpoint(network_checkpoint))
     assert isinstance(module.net.audio_backbone, ge2e.GE2EEncoder)
-    with pytest.raises(ValueError, match="partial windows"):
-        export_onnx(module, cfg, tmp_path / "export")
-    assert not (tmp_path / "export" / "model.onnx").exists()
+    assert export_onnx(module, cfg, tmp_path / "export")["max_abs_difference_from_torch"] < 1e-4
+    exported, stored_cfg = load_exported(tmp_path / "export" / "model.onnx")
+    test_wavs = sorted((ravdess_dir / f"Actor_{metrics['test_actors'][0]:02d}").glob("*.wav"))[:4]
+    by_torch, by_onnx = predict_files(module, cfg, test_wavs), predict_files(exported, stored_cfg, test_wavs)
+    for ours, theirs in zip(by_torch, by_onnx, strict=True):
+        assert ours["prediction"] == theirs["prediction"]
+        np.testing.assert_allclose(
+            list(theirs["probabilities"].values()), list(ours["probabilities"].values()), atol=1e-4
+        )
 
     monkeypatch.undo()  # the GE2E classical member reads the wheel's weights: it stores only its regression
     judge = app.Judge(load_predictor(run_dir))
-    test_wav = sorted((ravdess_dir / f"Actor_{metrics['test_actors'][0]:02d}").glob("*.wav"))[0]
-    verdict = judge(test_wav)
+    verdict = judge(test_wavs[0])
     assert not verdict.error and len(verdict.members) == 3
     assert sum(verdict.probabilities.values()) == pytest.approx(1.0, abs=1e-5)

@@ -49,6 +49,7 @@ LAYERS = 3
 FEATURES = LAYERS * HIDDEN + HIDDEN  # the classical member's: every layer's mean state, then the embedding
 WEIGHTS_IN_WHEEL = "pretrained.pt"
 INT16_MAX = 2**15 - 1
+STEP = int(np.round((SAMPLE_RATE / PARTIALS_PER_SECOND) / HOP))  # 77 frames between partial starts
 INPUT_SPEC = {
     "sample_rate": SAMPLE_RATE,
     "window": WINDOW,
@@ -75,27 +76,22 @@ def ge2e_weights_file() -> Path:
     )
 
 
-def normalise_volume(wav: torch.Tensor) -> torch.Tensor:
-    """Resemblyzer's normalize_volume(increase_only=True): raised to -30 dBFS when quieter, else unchanged."""
-    rms = torch.sqrt(torch.mean((wav * INT16_MAX) ** 2))
-    change = TARGET_DBFS - 20 * torch.log10(rms / INT16_MAX)
-    return wav * 10 ** (change / 20) if change > 0 else wav
-
-
-def partial_slices(n_samples: int) -> list[tuple[int, int]]:
-    """Resemblyzer's compute_partial_slices(rate=1.3, min_coverage=0.75): the Mel frame range of each partial."""
-    n_frames = int(np.ceil((n_samples + 1) / HOP))
-    step = int(np.round((SAMPLE_RATE / PARTIALS_PER_SECOND) / HOP))
-    starts = range(0, max(1, n_frames - PARTIAL_FRAMES + step + 1), step)
-    slices = [(start, start + PARTIAL_FRAMES) for start in starts]
-    coverage = (n_samples - slices[-1][0] * HOP) / (PARTIAL_FRAMES * HOP)
-    if coverage < MIN_COVERAGE and len(slices) > 1:
-        slices = slices[:-1]
-    return slices
+def partial_counts(lengths: torch.Tensor) -> torch.Tensor:
+    """Resemblyzer's compute_partial_slices(rate=1.3, min_coverage=0.75) for a batch of clip lengths (samples): how
+    many partials of 160 frames, starting every STEP frames, each clip has. Tensor arithmetic only, so an exported
+    graph computes it for any length."""
+    n_frames = (lengths + HOP) // HOP  # ceil((samples + 1) / HOP)
+    span = (n_frames - PARTIAL_FRAMES + STEP + 1).clamp_min(1)
+    count = (span + STEP - 1) // STEP  # len(range(0, span, STEP))
+    coverage = (lengths - (count - 1) * STEP * HOP) / (PARTIAL_FRAMES * HOP)
+    return count - ((coverage < MIN_COVERAGE) & (count > 1)).long()
 
 
 class MelFrontEnd(nn.Module):
-    """(S,) waveform -> (frames, 40) power Mel spectrogram, librosa's melspectrogram as Resemblyzer calls it."""
+    """A padded batch (B x S, lengths B) -> (B x frames x 40) power Mel spectrogram, librosa's melspectrogram as
+    Resemblyzer calls it on each clip alone: the volume raised to -30 dBFS, the clip zero-padded to its last partial's
+    end, reflected at both ends (centred frames), a Hann-windowed DFT written as a strided convolution (the same
+    numbers as torch.stft, and ONNX-traceable), Slaney Mel filters. Frames past a clip's last partial are filler."""
 
     def __init__(self):
         super().__init__()
@@ -103,13 +99,31 @@ class MelFrontEnd(nn.Module):
             WINDOW // 2 + 1, 0.0, SAMPLE_RATE / 2, MELS, SAMPLE_RATE, norm="slaney", mel_scale="slaney"
         )
         self.register_buffer("filters", filters, persistent=False)
-        self.register_buffer("window", torch.hann_window(WINDOW, periodic=True), persistent=False)
+        n = torch.arange(WINDOW, dtype=torch.float64)
+        angle = 2 * torch.pi * torch.arange(WINDOW // 2 + 1, dtype=torch.float64)[:, None] * n / WINDOW
+        window = torch.hann_window(WINDOW, periodic=True, dtype=torch.float64)
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2 x 201) x 400: real, imaginary
+        self.register_buffer("basis", basis.float()[:, None, :], persistent=False)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.stft(
-            wav.float(), WINDOW, HOP, window=self.window, center=True, pad_mode="reflect", return_complex=True
-        )
-        return (spectrum.abs() ** 2).T @ self.filters
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        wav = waveform.float()
+        valid = torch.arange(wav.shape[1], device=wav.device)[None, :] < lengths[:, None]
+        rms = torch.sqrt(((wav * INT16_MAX) ** 2 * valid).sum(dim=1) / lengths.clamp_min(1)).clamp_min(1e-12)
+        change = TARGET_DBFS - 20 * torch.log10(rms / INT16_MAX)
+        gain = torch.where(
+            change > 0, 10 ** (change / 20), torch.ones_like(change)
+        )  # raised only, never lowered
+        needed = ((partial_counts(lengths) - 1) * STEP + PARTIAL_FRAMES) * HOP
+        padded_length = torch.maximum(needed, lengths)[:, None]
+        # Sample positions of the centred frames: reflected at 0 and at the zero-padded clip's end, as librosa pads.
+        position = torch.arange((frames - 1) * HOP + WINDOW, device=wav.device)[None, :] - WINDOW // 2
+        position = position.abs()
+        position = torch.where(position >= padded_length, 2 * (padded_length - 1) - position, position)
+        inside = (position >= 0) & (position < lengths[:, None])
+        signal = wav.gather(1, position.clamp(0, wav.shape[1] - 1)) * inside * gain[:, None]
+        spectrum = nn.functional.conv1d(signal[:, None, :], self.basis, stride=HOP)  # B x 402 x frames
+        real, imaginary = spectrum.chunk(2, dim=1)
+        return (real**2 + imaginary**2).transpose(1, 2) @ self.filters
 
 
 class GE2E(nn.Module):
@@ -123,30 +137,38 @@ class GE2E(nn.Module):
         )
         self.linear = nn.Linear(HIDDEN, HIDDEN)
 
-    def partials(self, wav: torch.Tensor) -> torch.Tensor:
-        """One clip's Mel partials (P x 160 x 40), zero-padded to the last partial's end as Resemblyzer pads."""
-        wav = normalise_volume(wav.float())
-        slices = partial_slices(len(wav))
-        needed = slices[-1][1] * HOP
-        if needed >= len(wav):
-            wav = nn.functional.pad(wav, (0, needed - len(wav)))
-        mel = self.front_end(wav)
-        return torch.stack([mel[start:stop] for start, stop in slices])
-
-    def states(self, mels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Partials (P x 160 x 40) -> every layer's states (layers x P x 160 x 256) and each partial's embedding."""
-        x, states = mels, []
+    def forward(
+        self, waveform: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A padded batch (B x S, lengths B) -> every layer's states at every frame of every partial
+        (layers x B x T x 256, T = the most partials x 160), the valid-step mask (B x T) and the utterance embeddings
+        (B x 256). Each clip is read as if alone; all in tensor operations, so the graph traces for any length."""
+        counts = partial_counts(lengths)
+        most = counts.max()
+        offsets = torch.arange(most, device=waveform.device)[:, None] * STEP
+        frame_index = offsets + torch.arange(PARTIAL_FRAMES, device=waveform.device)[None, :]  # P x 160
+        mel = self.front_end(waveform, lengths, (most - 1) * STEP + PARTIAL_FRAMES)
+        x = mel[:, frame_index].reshape(-1, PARTIAL_FRAMES, MELS)  # (B * P) x 160 x 40
+        states = []
         for layer in self.layers:
             x, (hidden, _) = layer(x)
-            states.append(x)
+            states.append(x.reshape(waveform.shape[0], -1, HIDDEN))
         embeds = torch.relu(self.linear(hidden[-1]))
-        return torch.stack(states), embeds / embeds.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        embeds = (embeds / embeds.norm(dim=1, keepdim=True).clamp_min(1e-12)).reshape(
+            waveform.shape[0], -1, HIDDEN
+        )
+        partial_valid = torch.arange(most, device=waveform.device)[None, :] < counts[:, None]
+        mean = (embeds * partial_valid[..., None]).sum(dim=1) / counts[:, None]
+        step_valid = (
+            torch.arange(most * PARTIAL_FRAMES, device=waveform.device)[None, :]
+            < counts[:, None] * PARTIAL_FRAMES
+        )
+        return torch.stack(states), step_valid, mean / mean.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def encode(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One clip: (layers x frames x 256) states over all its partials' frames, and the utterance embedding."""
-        states, embeds = self.states(self.partials(wav))
-        mean = embeds.mean(dim=0)
-        return states.flatten(1, 2), mean / mean.norm().clamp_min(1e-12)
+        """One clip (S,): (layers x frames x 256) states over all its partials' frames, and the utterance embedding."""
+        states, _, embedding = self(wav[None], torch.tensor([len(wav)], device=wav.device))
+        return states[:, 0], embedding[0]
 
     def embed_utterance(self, wav: torch.Tensor) -> torch.Tensor:
         return self.encode(wav)[1]
@@ -190,10 +212,6 @@ class GE2EEncoder(LayerReadout):
 
     input_key = "waveform"
     finetune = False
-    not_exportable = (
-        "how many 1.6 s partial windows a clip has depends on its length, which a traced graph fixes; predict, "
-        "evaluate.py and the page run the checkpoint itself"
-    )
 
     def __init__(
         self,
@@ -236,15 +254,9 @@ class GE2EEncoder(LayerReadout):
         self, waveform: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every "layer" at every partial frame (4 x B x T x 256) and the valid-step mask (B x T)."""
-        encoded = []
         with torch.no_grad():
-            for wav, length in zip(waveform, lengths.tolist(), strict=True):
-                states, embedding = self.model.encode(wav[:length])
-                encoded.append(torch.cat([states, embedding.expand(1, *states.shape[1:])]))
-        steps = max(e.shape[1] for e in encoded)
-        padded = torch.stack([nn.functional.pad(e, (0, 0, 0, steps - e.shape[1])) for e in encoded], dim=1)
-        valid = torch.tensor([e.shape[1] for e in encoded], device=waveform.device)
-        return padded, torch.arange(steps, device=waveform.device)[None, :] < valid[:, None]
+            states, valid, embedding = self.model(waveform, lengths)
+        return torch.cat([states, embedding[None, :, None, :].expand(1, *states.shape[1:])]), valid
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.readout(*self.hidden_states(waveform, lengths))
