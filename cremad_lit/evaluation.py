@@ -56,6 +56,25 @@ def score_on_shared_classes(predictions: list[dict], classes, present) -> tuple[
     return restricted, shared
 
 
+def write_members(run_dir: Path, members: list[dict], present: set | None, speakers: dict) -> list[float]:
+    """An ensemble's members, each alone, into members/<i>/ (metrics.json, predictions.csv), scored as the ensemble is
+    (on the classes a corpus shares with the model when `present` is given); their accuracies on the shared clips."""
+    shared_clips = set.intersection(*({p["clip_id"] for p in m["predictions"]} for m in members))
+    accuracies = []
+    for i, member in enumerate(members):
+        predictions = [p for p in member["predictions"] if p["clip_id"] in shared_clips]
+        classes = list(member["classes"])
+        if present is not None:
+            predictions, classes = score_on_shared_classes(predictions, classes, present)
+        results = results_from_predictions(predictions, classes)
+        folder = run_dir / "members" / str(i)
+        folder.mkdir(parents=True, exist_ok=True)
+        extra = {"task": "eval", "member": i, "checkpoint": member["path"]}
+        write_results(folder, results, predictions, extra=extra, speakers=speakers, classes=tuple(classes))
+        accuracies.append(results["accuracy"])
+    return accuracies
+
+
 def open_lockbox(cfg: DictConfig, tested: list[dict], run_dir: Path) -> dict:
     """`subset=lockbox`: record this opening in the corpus's ledger (lockbox.py); what metrics.json says of it."""
     lockbox = tested[0]["datamodule"].lockbox
@@ -106,11 +125,15 @@ def evaluate(cfg: DictConfig) -> dict:
             }
         }
         log.info("scored on the %d classes the model and the corpus share: %s", len(classes), classes)
-    loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
-    log_config(loggers, cfg, checkpoint_config=tested["config"])
     speakers = {}
     for member in members:
         speakers.update(member["datamodule"].speakers())
+    if "ensemble" in tested:
+        tested["ensemble"]["member_accuracy"] = write_members(
+            run_dir, members, present if mapping else None, speakers
+        )
+    loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
+    log_config(loggers, cfg, checkpoint_config=tested["config"])
     ensemble = {"ensemble": tested["ensemble"]} if "ensemble" in tested else {}
     metrics = write_results(
         run_dir,

@@ -26,6 +26,7 @@ SAMPLES = SHARED / "cremad-samples"
 SAMPLE_FLVS = sorted((SAMPLES / "VideoFlash").glob("*.flv"))
 RAVDESS = SHARED / "ravdess-speech"
 RAVDESS_48K = SHARED / "ravdess-speech-48k"
+ASED = SHARED / "ased"
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +56,13 @@ def ravdess_dir() -> Path:
     if not (RAVDESS / "Actor_01").is_dir():
         pytest.skip(f"RAVDESS speech not found at {RAVDESS} (set CREMAD_LIT_SHARED)")
     return RAVDESS
+
+
+@pytest.fixture(scope="session")
+def ased_dir() -> Path:
+    if not (ASED / "manifest.csv").is_file():
+        pytest.skip(f"ASED (Amharic speech) not found at {ASED} (set CREMAD_LIT_SHARED)")
+    return ASED
 
 
 def ravdess_emotion(wav: Path) -> str:

