@@ -16,11 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS
 from cremad_lit.data.features import Preprocessing, decode_clip
-from cremad_lit.data.media import MediaError
+from cremad_lit.data.media import MEDIA_FILES, MediaError, is_audio_file
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
-from cremad_lit.prediction import MEDIA_EXTENSIONS
 from cremad_lit.predictors import Network, Predictor
 
 EXAMPLES_SHOWN = 8
@@ -69,7 +67,7 @@ class Judge:
             {"name": m.name, "weight": float(weight), **rows[0]}
             for (m, weight), rows in zip(self.members, per_member, strict=True)
         ]
-        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        is_audio = is_audio_file(path)
         video, audio = ("", str(path)) if is_audio else (str(path), "")
         modalities = [m for m in self.modalities if m == "audio" or not is_audio]
         try:
@@ -86,7 +84,7 @@ def examples_in(folder: str | Path | None, limit: int = EXAMPLES_SHOWN) -> list[
     """Up to `limit` media files of a folder, spread over its sorted listing (CREMA-D's names sort by actor)."""
     if not folder or not Path(str(folder)).is_dir():
         return []
-    files = sorted(p for p in Path(str(folder)).rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS)
+    files = sorted(p for p in Path(str(folder)).rglob("*") if p.suffix.lower() in MEDIA_FILES)
     step = max(1, len(files) // limit)
     return files[::step][:limit]
 
@@ -142,7 +140,7 @@ def build_page(judge: Judge, examples: list[Path], description: str = ""):
             with gr.Column(scale=1):
                 clip = gr.File(
                     label="A clip: video with a face and speech, or audio",
-                    file_types=list(MEDIA_EXTENSIONS),
+                    file_types=list(MEDIA_FILES),
                     type="filepath",
                     elem_id="clip",
                 )

@@ -20,21 +20,17 @@ from omegaconf import DictConfig
 
 from cremad_lit.classical import FACE_FEATURES
 from cremad_lit.classical import probabilities as classical_probabilities
-from cremad_lit.data.adapters.cremad import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from cremad_lit.data.dataset import model_inputs, speaker_stats
 from cremad_lit.data.features import (
     Preprocessing,
     decode_clip,
 )
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
-from cremad_lit.data.media import MediaError
+from cremad_lit.data.media import MediaError, MissingModality, is_audio_file
 from cremad_lit.face_expressions import file_expressions
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 
 log = logging.getLogger(__name__)
-
-
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS  # a WAV suits an audio-only model
 
 
 SPEAKER_GROUPS = ("folder", "file", "all")
@@ -59,7 +55,7 @@ def predict_files(
     module = module.to(device).eval()
     results, batches = [], []
     for path in files:
-        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        is_audio = is_audio_file(path)
         video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
         try:
             sample = decode_clip(video_path, audio_path, prep, train_cfg.data.decoder, modalities)
@@ -104,7 +100,7 @@ def predict_files_classical(
     prep = info["data"]["preprocessing"]
     results, features = [], {}
     for path in files:
-        is_audio = path.suffix.lower() in AUDIO_EXTENSIONS
+        is_audio = is_audio_file(path)
         video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
         results.append({"file": str(path)})
         if info["functionals"] is None:  # the majority class reads nothing
@@ -113,7 +109,9 @@ def predict_files_classical(
         try:
             if info["functionals"] == FACE_FEATURES:  # fer_zero_shot reads the faces of a video
                 if not video_path:
-                    raise MediaError(str(path), "no video: the zero-shot face model reads faces")
+                    raise MissingModality(
+                        str(path), "a sound file has no faces, and the zero-shot face model reads faces only"
+                    )
                 settings = Preprocessing(**prep)
                 features[len(results) - 1] = file_expressions(
                     video_path, settings, info["data"].get("decoder", "decord")

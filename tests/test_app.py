@@ -68,6 +68,12 @@ def test_the_page_says_why_a_clip_cannot_be_read(tmp_path):
     label, status, faces, figure, rows = page_outputs(judge, str(broken))
     assert label is None and "broken.mp4" in status and len(status) > len("**broken.mp4**: ")
     assert page_outputs(judge, None)[1] == "Drop a clip or record one first."
+    # a real WAV and a text file named .wav, dropped on an audio-visual model: the user's input, said on the page
+    for sound in (next((SAMPLES / "AudioWAV").glob("*.wav")), tmp_path / "notes.wav"):
+        if not sound.exists():
+            sound.write_text("not a recording")
+        label, status, *_ = page_outputs(judge, str(sound))
+        assert label is None and f"**{sound.name}**" in status and "has no faces" in status
 
 
 def test_the_page_is_built_with_examples():

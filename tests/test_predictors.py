@@ -95,3 +95,32 @@ def test_a_network_and_a_checkpoint_path_predict_alike(tiny_checkpoint):
     assert (
         other["probabilities"] != row["probabilities"]
     )  # the trained weights were loaded, not a fresh net's
+
+
+def test_a_sound_file_given_to_an_audio_visual_model_is_the_users_input(samples_dir, ased_dir, tmp_path):
+    """A real CREMA-D WAV and a text file named .wav, given to a model that reads faces: each is that file's error,
+    naming what is missing and the way out, and the environment is never blamed (no canary is decoded). A real FLAC
+    (ASED) is read by an audio-only model as its WAV copy is."""
+    from cremad_lit.data import canary
+    from cremad_lit.data.media import read_wav
+    from cremad_lit.data.synthetic import write_wav
+    from cremad_lit.prediction import predict_files
+    from tests.conftest import TINY
+
+    wav = sorted((samples_dir / "AudioWAV").glob("*.wav"))[0]
+    text = tmp_path / "notes.wav"
+    text.write_text("not a recording")
+    canary.forget()
+    module, cfg = tiny_module(TINY)
+    rows = predict_files(module, cfg, [wav, text, SAMPLE_FLVS[0]])
+    for row in rows[:2]:
+        assert "probabilities" not in row
+        assert "has no faces" in row["error"] and "data.modalities=[audio]" in row["error"]
+    assert "probabilities" in rows[2] and not canary._GOOD
+
+    flac = sorted((ased_dir / "01Neutral").glob("*.flac"))[0]
+    copy = tmp_path / "copy.wav"
+    write_wav(copy, read_wav(str(flac)), 16000)
+    audio, audio_cfg = tiny_module([*TINY, "data.modalities=[audio]"])
+    from_flac, from_wav = predict_files(audio, audio_cfg, [flac, copy], speaker="file")
+    assert from_flac["probabilities"] == pytest.approx(from_wav["probabilities"], abs=1e-5)

@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from cremad_lit.data.media import MEDIA_FILES
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
 from cremad_lit.io import write_json
 from cremad_lit.plots import plot_counts
-from cremad_lit.prediction import MEDIA_EXTENSIONS
 from cremad_lit.predictors import load_predictor
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,13 @@ def expand_inputs(inputs) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, map(str, items)):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS)
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in MEDIA_FILES)
         elif item.is_file():
             files.append(item)
         else:
             raise FileNotFoundError(f"input {item} does not exist")
     if not files:
-        raise FileNotFoundError(f"no media files ({', '.join(MEDIA_EXTENSIONS)}) in {items}")
+        raise FileNotFoundError(f"no media files ({', '.join(MEDIA_FILES)}) in {items}")
     return files
 
 

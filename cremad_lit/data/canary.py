@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from cremad_lit.data.media import MediaError
+from cremad_lit.data.media import MediaError, MissingModality
 from cremad_lit.environment import REINSTALL, BrokenEnvironment, describe
 from cremad_lit.errors import Stop
 
@@ -154,7 +154,7 @@ def guarded(
     that fails too, BrokenEnvironment."""
     try:
         return decode(video_path, audio_path)
-    except Stop:
+    except (Stop, MissingModality):  # nothing was decoded: no canary can speak to it
         raise
     except MediaError as error:
         check(canary_decode or decode, video_path, audio_path, purpose, error)

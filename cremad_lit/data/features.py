@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from cremad_lit.data import canary
 from cremad_lit.data.faces import FACE_CROPS, FaceCrop, crop_faces
-from cremad_lit.data.media import MediaError, probe_video, read_audio, read_frames
+from cremad_lit.data.media import MediaError, MissingModality, probe_video, read_audio, read_frames
 
 AUDIO_FITS = ("resize", "pad_crop")
 # What a cache entry holds, in the key: 2 added the 16 kHz waveform (int16 PCM) beside the Mel image (0.6).
@@ -115,7 +115,11 @@ def extract_clip(
     if modalities is None:
         modalities = ("audio", "video") if video_path else ("audio",)
     if "video" in modalities and not video_path:
-        raise MediaError(audio_path, "no video file for this clip, but video was asked for")
+        raise MissingModality(
+            audio_path,
+            "a sound file has no faces, and this model reads faces and voice: give it the clip's video (with its "
+            "sound), or use a model trained on audio alone (data.modalities=[audio], e.g. experiment=speech)",
+        )
     sample, info, reasons = {}, {"absent": {}}, {}
     if "video" in modalities:
         try:

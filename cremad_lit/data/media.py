@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import wave
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,22 @@ class MediaError(RuntimeError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class MissingModality(MediaError):
+    """The clip's files lack a modality the model reads (a sound file given to a model that reads faces): the user's
+    input, known before anything is decoded, so no canary is asked and the environment is never blamed."""
+
+
+# What a user may hand predict, the page or a manifest: sound alone (WAV by the wave module, the rest through PyAV's
+# FFmpeg) or a video (frames by decord or PyAV, its sound track by either). A corpus adapter scans its own.
+AUDIO_FILES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
+VIDEO_FILES = (".flv", ".mp4", ".avi", ".mkv", ".webm", ".mov")
+MEDIA_FILES = VIDEO_FILES + AUDIO_FILES
+
+
+def is_audio_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in AUDIO_FILES
 
 
 @dataclass(frozen=True)
