@@ -33,6 +33,7 @@ class Verdict:
     faces: list[np.ndarray] = field(default_factory=list)  # H x W x 3 uint8, as the video branch read them
     mel: np.ndarray | None = None  # n_mels x width, dB
     error: str = ""
+    warning: str = ""  # predicted, with a caveat the user should see (a file that decodes only in part)
 
 
 class Judge:
@@ -59,7 +60,7 @@ class Judge:
     def __call__(self, path: str | Path) -> Verdict:
         path = Path(path)
         fused, per_member = self.predictor.predict_each([path], self.device, speaker="file")
-        verdict = Verdict(str(path), error=fused[0].get("error", ""))
+        verdict = Verdict(str(path), error=fused[0].get("error", ""), warning=fused[0].get("warning", ""))
         if verdict.error:
             return verdict
         verdict.prediction, verdict.probabilities = fused[0]["prediction"], fused[0]["probabilities"]
@@ -123,6 +124,8 @@ def page_outputs(judge: Judge, clip: str | None, recording: str | None = None) -
     if not verdict.probabilities:
         return None, f"**{Path(source).name}**: {verdict.error}", [], None, []
     status = f"**{Path(source).name}**: {verdict.prediction}"
+    if verdict.warning:
+        status += f" ({verdict.warning})"
     if verdict.error:
         status += f" ({verdict.error})"
     figure = mel_picture(verdict.mel) if verdict.mel is not None else None

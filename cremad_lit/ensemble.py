@@ -254,11 +254,13 @@ def average_files(members: list[list[dict]], weights) -> list[dict]:
             e: float(sum(w * r["probabilities"][e] for w, r in zip(weights, rows, strict=True)))
             for e in classes
         }
+        warnings = [r["warning"] for r in rows if "warning" in r]
         fused.append(
             {
                 "file": rows[0]["file"],
                 "prediction": max(probabilities, key=probabilities.get),
                 "probabilities": probabilities,
+                **({"warning": warnings[0]} if warnings else {}),
             }
         )
     return fused

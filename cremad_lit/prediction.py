@@ -21,10 +21,7 @@ from omegaconf import DictConfig
 from cremad_lit.classical import FACE_FEATURES
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.dataset import model_inputs, speaker_stats
-from cremad_lit.data.features import (
-    Preprocessing,
-    decode_clip,
-)
+from cremad_lit.data.features import Preprocessing, clip_info, decode_clip
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
 from cremad_lit.data.media import MediaError, MissingModality, is_audio_file
 from cremad_lit.face_expressions import file_expressions
@@ -76,7 +73,8 @@ def predict_files(
             batch["waveform_lengths"] = torch.tensor([batch["waveform"].shape[1]])
         if "functionals" in sample:
             batch["functionals"] = torch.from_numpy(np.array(sample["functionals"]))[None]
-        results.append({"file": str(path)})
+        partial = clip_info(sample).get("partial")
+        results.append({"file": str(path), **({"warning": partial} if partial else {})})
         batches.append((results[-1], batch))
     speaker_norm = train_cfg.data.get("speaker_norm", "none")
     if speaker_norm != "none" and "audio" in modalities:

@@ -124,3 +124,26 @@ def test_a_sound_file_given_to_an_audio_visual_model_is_the_users_input(samples_
     audio, audio_cfg = tiny_module([*TINY, "data.modalities=[audio]"])
     from_flac, from_wav = predict_files(audio, audio_cfg, [flac, copy], speaker="file")
     assert from_flac["probabilities"] == pytest.approx(from_wav["probabilities"], abs=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_a_file_cut_short_is_judged_and_flagged_as_partial(samples_dir, ased_dir, tmp_path, decoder):
+    """A real FLV cut to a third of its bytes (its header still declares 2.2 s) and a real FLAC cut in half: each is
+    predicted from what decodes, with a warning naming how much that is; the whole files carry none."""
+    from cremad_lit.app import Judge, page_outputs
+    from cremad_lit.prediction import predict_files
+    from tests.conftest import TINY
+
+    whole_flv, whole_flac = SAMPLE_FLVS[0], sorted((ased_dir / "01Neutral").glob("*.flac"))[0]
+    cut_flv, cut_flac = tmp_path / "cut.flv", tmp_path / "cut.flac"
+    cut_flv.write_bytes(whole_flv.read_bytes()[: whole_flv.stat().st_size // 3])
+    cut_flac.write_bytes(whole_flac.read_bytes()[: whole_flac.stat().st_size // 2])
+    module, cfg = tiny_module([*TINY, f"data.decoder={decoder}"])
+    whole, cut = predict_files(module, cfg, [whole_flv, cut_flv], speaker="file")
+    assert "warning" not in whole and "probabilities" in cut
+    assert cut["warning"].startswith("partial:") and "of the 2.2" in cut["warning"]
+    audio, audio_cfg = tiny_module([*TINY, "data.modalities=[audio]", f"data.decoder={decoder}"])
+    whole, cut = predict_files(audio, audio_cfg, [whole_flac, cut_flac], speaker="file")
+    assert "warning" not in whole and "probabilities" in cut and "its sound lasts" in cut["warning"]
+    status = page_outputs(Judge(Network("net.ckpt", module, cfg)), str(cut_flv))[1]
+    assert "partial:" in status

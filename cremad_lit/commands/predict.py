@@ -64,6 +64,7 @@ def main(cfg: DictConfig) -> None:
             "file": r["file"],
             "prediction": r.get("prediction", ""),
             "error": r.get("error", ""),
+            "warning": r.get("warning", ""),
             **r.get("probabilities", {}),
         }
         for r in results
@@ -77,7 +78,8 @@ def main(cfg: DictConfig) -> None:
                 pd.Series(result["probabilities"]), out / f"{name}.png", f"{name}: {result['prediction']}"
             )
     with pd.option_context("display.width", 200, "display.precision", 3):
-        print(table.drop(columns=["error"] if not table["error"].any() else []).to_string(index=False))
+        quiet = [column for column in ("error", "warning") if not table[column].any()]
+        print(table.drop(columns=quiet).to_string(index=False))
     print(f"run dir: {out.resolve()} (predictions.json, predictions.csv, one chart per clip)")
 
 

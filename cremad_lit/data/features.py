@@ -26,7 +26,14 @@ import torch.nn.functional as F
 
 from cremad_lit.data import canary
 from cremad_lit.data.faces import FACE_CROPS, FaceCrop, crop_faces
-from cremad_lit.data.media import MediaError, MissingModality, probe_video, read_audio, read_frames
+from cremad_lit.data.media import (
+    MediaError,
+    MissingModality,
+    partial_reason,
+    probe_video,
+    read_audio,
+    read_frames,
+)
 
 AUDIO_FITS = ("resize", "pad_crop")
 # What a cache entry holds, in the key: 2 added the 16 kHz waveform (int16 PCM) beside the Mel image (0.6).
@@ -120,10 +127,15 @@ def extract_clip(
             "a sound file has no faces, and this model reads faces and voice: give it the clip's video (with its "
             "sound), or use a model trained on audio alone (data.modalities=[audio], e.g. experiment=speech)",
         )
-    sample, info, reasons = {}, {"absent": {}}, {}
+    sample, info, reasons, partial = {}, {"absent": {}}, {}, []
     if "video" in modalities:
         try:
-            _check_duration(video_path, probe_video(video_path, decoder).duration, prep)
+            probed = probe_video(video_path, decoder)
+            _check_duration(video_path, probed.duration, prep)
+            if (
+                decoder == "decord"
+            ):  # decord counts the frames it can read; PyAV's header count says nothing here
+                partial.append(partial_reason(video_path, probed.duration, "its frames cover"))
             frames, face = prepare_frames(read_frames(video_path, prep.frames, decoder), prep)
             sample["frames"], info["faces"] = frames, face.to_dict()
         except TooLong:
@@ -136,6 +148,13 @@ def extract_clip(
         try:
             audio = read_audio(video_path, audio_path, prep.audio_source, prep.sample_rate, decoder)
             _check_duration(audio_path or video_path, len(audio) / prep.sample_rate, prep)
+            source = (
+                audio_path if audio_path and (prep.audio_source != "video" or not video_path) else video_path
+            )
+            if not source.lower().endswith(
+                ".wav"
+            ):  # a WAV's header is checked as it is read (media.read_wav)
+                partial.append(partial_reason(source, len(audio) / prep.sample_rate, "its sound lasts"))
             sample["mel"] = log_mel(audio, prep).astype(np.float16)
             sample["waveform"] = pcm16(audio)  # for speech encoders (32 kB per second)
         except TooLong:
@@ -148,6 +167,8 @@ def extract_clip(
         first = next(iter(reasons.values()))
         raise MediaError(first.path, "; ".join(f"{m}: {e.reason}" for m, e in reasons.items()))
     info["absent"] = {modality: error.reason for modality, error in reasons.items()}
+    if any(partial):
+        info["partial"] = "; ".join(reason for reason in partial if reason)
     sample["info"] = np.array(json.dumps(info))
     return sample
 

@@ -102,6 +102,31 @@ def probe_video(path: str, decoder: str = "decord") -> VideoInfo:
         raise MediaError(path, f"cannot open as video ({error})") from error
 
 
+PARTIAL_SHARE = (
+    0.9  # decoded less than this share of what a file's header declares: cut short (a download, a copy)
+)
+PARTIAL_SLACK_S = 0.1  # containers round their declared duration; a few frames' difference is not a cut
+
+
+def declared_seconds(path: str) -> float | None:
+    """How long the container's header says the file is (FLV metadata, MP4 moov, FLAC STREAMINFO), or None."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            return float(container.duration) / 1e6 if container.duration else None
+    except (av.FFmpegError, OSError):
+        return None
+
+
+def partial_reason(path: str, decoded_s: float, what: str) -> str | None:
+    """Why a decode looks partial (the file holds less than its header declares), or None."""
+    declared = declared_seconds(path)
+    if declared is None or decoded_s >= PARTIAL_SHARE * declared - PARTIAL_SLACK_S:
+        return None
+    return f"partial: {what} {decoded_s:.2f} s of the {declared:.2f} s the file declares (cut short?)"
+
+
 def read_frames(path: str, num_frames: int, decoder: str = "decord") -> np.ndarray:
     """`num_frames` RGB frames at equal intervals over the whole clip, as (T, H, W, 3) uint8."""
     _check_file(path)
@@ -183,8 +208,13 @@ def _read_audio_pyav(path: str, sample_rate: int) -> np.ndarray:
                 raise MediaError(path, "no audio track")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             chunks = []
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            try:
+                for frame in container.decode(container.streams.audio[0]):
+                    chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            except av.FFmpegError:
+                if not chunks:
+                    raise
+                # A cut-short or damaged end: what decoded is kept, and extract_clip flags the clip as partial.
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
     except av.FFmpegError as error:
         raise MediaError(path, f"audio decoding failed ({error})") from error
