@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cremad_lit.data.media import MEDIA_FILES
 from cremad_lit.io import write_text
 
 SPLITS = ("train", "val", "test")
@@ -215,16 +216,13 @@ def load_split(path: str | os.PathLike, clips: pd.DataFrame) -> pd.DataFrame:
     return split
 
 
-MEDIA_SUFFIXES = (".flv", ".mp4", ".avi", ".mkv", ".mov", ".wav", ".mp3")
-
-
 def _clip_names(path: Path) -> list[str]:
     """The clip names of one list file (a CSV or text file: the first field of each line, a bare name or a path)."""
     names = []
     for line in Path(path).read_text().splitlines():
         field = line.replace(";", ",").replace("\t", ",").split(",")[0].strip().strip('"')
         name = Path(field.replace("\\", "/")).name
-        if name.lower().endswith(MEDIA_SUFFIXES):
+        if name.lower().endswith(MEDIA_FILES):
             name = name.rsplit(".", 1)[0]
         if name:
             names.append(name)
