@@ -23,7 +23,7 @@ from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.dataset import model_inputs, speaker_stats
 from cremad_lit.data.features import Preprocessing, clip_info, decode_clip
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
-from cremad_lit.data.media import MediaError, MissingModality, is_audio_file
+from cremad_lit.data.media import MediaError, MissingModality, media_paths
 from cremad_lit.face_expressions import file_expressions
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 
@@ -52,9 +52,8 @@ def predict_files(
     module = module.to(device).eval()
     results, batches = [], []
     for path in files:
-        is_audio = is_audio_file(path)
-        video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
         try:
+            video_path, audio_path = media_paths(path)
             sample = decode_clip(video_path, audio_path, prep, train_cfg.data.decoder, modalities)
             if with_functionals:
                 kind = train_cfg.data.get("functionals", "egemaps")
@@ -98,13 +97,12 @@ def predict_files_classical(
     prep = info["data"]["preprocessing"]
     results, features = [], {}
     for path in files:
-        is_audio = is_audio_file(path)
-        video_path, audio_path = ("", str(path)) if is_audio else (str(path), "")
         results.append({"file": str(path)})
         if info["functionals"] is None:  # the majority class reads nothing
             features[len(results) - 1] = np.zeros(1, dtype=np.float32)
             continue
         try:
+            video_path, audio_path = media_paths(path)
             if info["functionals"] == FACE_FEATURES:  # fer_zero_shot reads the faces of a video
                 if not video_path:
                     raise MissingModality(

@@ -142,3 +142,7 @@ def test_predict_reads_every_format(audio_files, video_files):
     both, both_cfg = tiny_module(TINY)
     rows = predict_files(both, both_cfg, [*video_files.values(), audio_files[".flac"]], speaker="file")
     assert all("probabilities" in r for r in rows[:-1]) and "has no faces" in rows[-1]["error"]
+    unknown = audio_files[".wav"].with_suffix(".txt")
+    unknown.write_bytes(audio_files[".wav"].read_bytes())
+    [row] = predict_files(audio_only, audio_cfg, [unknown], speaker="file")
+    assert row["error"].startswith("unknown format .txt: sound as .wav, .flac")

@@ -45,6 +45,18 @@ def is_audio_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in AUDIO_FILES
 
 
+def media_paths(path: str | os.PathLike) -> tuple[str, str]:
+    """(video_path, audio_path) of a file a user hands in, by its kind; MediaError for a format not read here."""
+    suffix = Path(path).suffix.lower()
+    if suffix in AUDIO_FILES or suffix in VIDEO_FILES:
+        return ("", str(path)) if suffix in AUDIO_FILES else (str(path), "")
+    raise MediaError(
+        path,
+        f"unknown format {suffix or '(no extension)'}: sound as {', '.join(AUDIO_FILES)}; video as "
+        f"{', '.join(VIDEO_FILES)}",
+    )
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     num_frames: int
