@@ -4,7 +4,8 @@
     python -m cremad_lit app ckpt_path=logs/train/runs/<run> examples=../shared/cremad-samples/VideoFlash
 
 `Judge` is the Python API (a clip in, a `Verdict` out: probabilities, each member's, the face crops and the Mel image
-the model read); `build_page` lays it out with Gradio. The page is served on this machine only, needs no account and
+the model read); `IsolatedJudge` runs it in worker processes with a timeout (what the served page uses: a file that
+crashes or hangs a decoder is that upload's error); `build_page` lays it out with Gradio, `serve` queues and limits it. The page is served on this machine only, needs no account and
 fetches nothing (no share link, no analytics, system fonts).
 """
 
@@ -79,6 +80,85 @@ class Judge:
         verdict.faces = list(sample["frames"]) if "frames" in sample else []
         verdict.mel = sample.get("mel")
         return verdict
+
+
+# The page's worker processes: each loads the models once (spawn: forking a process that runs torch threads can
+# deadlock) and judges one upload at a time, so a file that crashes or hangs a decoder costs that upload only.
+_WORKER_JUDGE: Judge | None = None
+
+
+def _load_worker_judge(ckpt_path, weights, device: str) -> None:
+    global _WORKER_JUDGE
+    from cremad_lit.predictors import load_predictor
+
+    _WORKER_JUDGE = Judge(load_predictor(ckpt_path, weights, device), device)
+
+
+def _judge_in_worker(path: str) -> Verdict:
+    from cremad_lit.data.cache import _injected_fault
+
+    _injected_fault(path)  # test-only crash or hang (data/cache.py's FAULTS_VARIABLE)
+    return _WORKER_JUDGE(path)
+
+
+def _describe_in_worker() -> dict:
+    judge = _WORKER_JUDGE
+    networks = [m for m, _ in judge.members if isinstance(m, Network)]
+    return {
+        "classes": judge.classes,
+        "modalities": judge.modalities,
+        "members": [(m.name, float(weight)) for m, weight in judge.members],
+        "root": networks[0].train_cfg.data.get("root") if networks else None,
+    }
+
+
+class IsolatedJudge:
+    """`Judge` with each judgement in one of `workers` processes that loaded the models once, stopped after
+    `timeout_s`: a decoder crash or hang becomes that upload's error, and the server goes on answering. A crashed
+    worker is replaced (it loads the models again)."""
+
+    def __init__(
+        self, ckpt_path, weights=None, device: str = "cpu", workers: int = 2, timeout_s: float = 60.0
+    ):
+        import multiprocessing
+
+        import pebble
+
+        self.timeout_s = timeout_s
+        self.pool = pebble.ProcessPool(
+            max_workers=workers,
+            context=multiprocessing.get_context("spawn"),
+            initializer=_load_worker_judge,
+            initargs=(ckpt_path if isinstance(ckpt_path, str) else list(ckpt_path), weights, device),
+        )
+        self.description = self.pool.schedule(
+            _describe_in_worker
+        ).result()  # a model that cannot load stops here
+        self.classes, self.modalities = self.description["classes"], self.description["modalities"]
+
+    def __call__(self, path: str | Path) -> Verdict:
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        import pebble
+
+        from cremad_lit.data.cache import _signal_name
+
+        future = self.pool.schedule(_judge_in_worker, args=(str(path),), timeout=self.timeout_s)
+        try:
+            return future.result()
+        except FutureTimeout:
+            reason = f"judging took longer than {self.timeout_s:g} s, so it was stopped (a file that hangs the decoder?)"
+        except pebble.ProcessExpired as error:
+            reason = f"the decoder crashed on this file ({_signal_name(error.exitcode)}); the page goes on"
+        except (
+            Exception
+        ) as error:  # what the worker raised (a broken environment included): this upload's answer
+            reason = f"{type(error).__name__}: {error}"
+        return Verdict(str(path), error=reason)
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.pool.join()
 
 
 def examples_in(folder: str | Path | None, limit: int = EXAMPLES_SHOWN) -> list[Path]:
@@ -169,13 +249,41 @@ def build_page(judge: Judge, examples: list[Path], description: str = ""):
             lambda *given: page_outputs(judge, *given),
             inputs=[clip, recording],
             outputs=[label, status, faces, mel, members],
+            api_name="judge",  # what a client (gradio_client, a script) calls
         )
     return page
 
 
-def serve(page, host: str, port: int, examples: list[Path], block: bool = True):
-    """Serve the page on host:port (this machine only by default); returns the local URL when not blocking."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(
+    page,
+    host: str,
+    port: int,
+    examples: list[Path],
+    block: bool = True,
+    concurrency: int = 2,
+    queue_size: int = 16,
+    max_upload: str = "100mb",
+    auth: tuple[str, str] | None = None,
+):
+    """Serve the page on host:port (this machine only by default); returns the local URL when not blocking. At most
+    `concurrency` judgements run at once and `queue_size` wait (Gradio's queue: past it a request is refused with
+    "queue is full"); uploads over `max_upload` are refused before they are stored."""
     import gradio as gr
+
+    if host not in LOCAL_HOSTS:
+        print(
+            f"warning: host={host}: the page is reachable from the network"
+            + (
+                " with the given login (auth)"
+                if auth
+                else " and has no login: anyone who reaches it can use it (auth=[user,password])"
+            ),
+            flush=True,
+        )
+    page.queue(default_concurrency_limit=concurrency, max_size=queue_size)
 
     system_fonts = ["ui-sans-serif", "system-ui", "sans-serif"]  # the default theme fetches Google's fonts
     _, url, _ = page.launch(
@@ -187,5 +295,7 @@ def serve(page, host: str, port: int, examples: list[Path], block: bool = True):
         allowed_paths=sorted({str(p.parent.resolve()) for p in examples}),  # the example clips may be served
         prevent_thread_lock=not block,
         footer_links=[],
+        max_file_size=max_upload,
+        auth=tuple(auth) if auth else None,
     )
     return url

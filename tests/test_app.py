@@ -150,3 +150,77 @@ def test_the_page_runs_an_exported_model_as_it_runs_the_checkpoint(tmp_path):
     assert by_onnx.prediction == by_torch.prediction
     assert by_onnx.probabilities == pytest.approx(by_torch.probabilities, abs=1e-4)
     assert len(by_onnx.faces) == len(by_torch.faces) and by_onnx.mel.shape == by_torch.mel.shape
+
+
+@pytest.mark.slow
+def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """The page as served (IsolatedJudge in worker processes, Gradio's queue and upload limit), driven by 6 concurrent
+    gradio_client clients: real clips get predict's verdict, a damaged file and a text file named .flv their reasons,
+    an oversized upload is refused, and a file that crashes the decoder (the test fault hook) is that upload's error,
+    while the server answers every request and the next judgement still works."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    from cremad_lit.app import IsolatedJudge, serve
+    from cremad_lit.data.cache import FAULTS_VARIABLE
+
+    crash = tmp_path / "crash.flv"
+    crash.write_bytes(SAMPLE_FLVS[2].read_bytes())
+    damaged, text, big = tmp_path / "damaged.flv", tmp_path / "notes.flv", tmp_path / "big.flv"
+    damaged.write_bytes(SAMPLE_FLVS[0].read_bytes()[:3000] + bytes(5000))
+    text.write_text("not a video")
+    big.write_bytes(SAMPLE_FLVS[0].read_bytes() * 40)  # ~6 MB, over the 2 MB limit set below
+    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash.name}")  # the workers are spawned with it
+    judge = IsolatedJudge(str(tiny_checkpoint), workers=2, timeout_s=60)
+    port = free_port()
+    page = build_page(judge, [], "load test")
+    try:
+        url = serve(page, "127.0.0.1", port, [], block=False, concurrency=2, queue_size=32, max_upload="2mb")
+        expected = {
+            str(c): r["prediction"]
+            for c, r in zip(
+                SAMPLE_FLVS[:4],
+                load_predictor(str(tiny_checkpoint)).predict(SAMPLE_FLVS[:4], speaker="file"),
+                strict=True,
+            )
+        }
+        uploads = [*SAMPLE_FLVS[:4], damaged, text, crash, *SAMPLE_FLVS[:4]]
+
+        def client_run(i: int) -> list[tuple[str, str]]:
+            client = Client(url, verbose=False)
+            answers = []
+            for upload in uploads[i % 3 :: 3]:
+                status = client.predict(handle_file(str(upload)), None, api_name="/judge")[1]
+                answers.append((str(upload), status))
+            try:
+                client.predict(handle_file(str(big)), None, api_name="/judge")
+                answers.append((str(big), "accepted"))
+            except Exception as error:  # refused by the server before it was stored
+                answers.append((str(big), f"refused: {error}"))
+            return answers
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = [a for run in pool.map(client_run, range(6)) for a in run]
+        assert (
+            len(answers) == 22 + 6
+        )  # 11 uploads spread over 6 clients (4, 4, 3 each way round), one big each
+        for upload, status in answers:
+            name = upload.rsplit("/", 1)[-1]
+            if upload in expected:
+                assert status == f"**{name}**: {expected[upload]}", status
+            elif upload == str(big):
+                assert status.startswith("refused") and "size" in status.lower(), status
+            elif upload == str(crash):
+                assert "crashed" in status and "SIGSEGV" in status, status
+            else:
+                assert status.startswith(f"**{name}**: ") and len(status) > len(name) + 8, status
+        last = Client(url, verbose=False).predict(handle_file(str(SAMPLE_FLVS[0])), None, api_name="/judge")[
+            1
+        ]
+        assert last == f"**{SAMPLE_FLVS[0].name}**: {expected[str(SAMPLE_FLVS[0])]}"
+    finally:
+        page.close()
+        judge.close()
