@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-ge2e bench-encoders clean
+.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-ge2e bench-page bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -130,6 +130,9 @@ bench-cross-corpus: $(INSTALLED) ## Another corpus and language: the lockbox ope
 
 bench-ge2e: $(INSTALLED) ## The GE2E speaker encoder on this CPU: ms per clip (decode, features, branch), cache bytes per clip
 	$(PYTHON) benchmarks/bench_ge2e.py
+
+bench-page: $(INSTALLED) ## The demo page under load: 10 concurrent clients, 50 judgements with bad uploads mixed in; latency, answers, peak memory
+	$(PYTHON) benchmarks/bench_page.py
 
 bench-speech: $(INSTALLED) ## Real speech (RAVDESS, 6 actor folds): baselines, paper branches, experiment=speech; both protocols
 	$(PYTHON) benchmarks/bench_speech.py
