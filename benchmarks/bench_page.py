@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
-    from cremad_lit.data.cache import FAULTS_VARIABLE
+    from cremad_lit.data.isolation import FAULTS_VARIABLE
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

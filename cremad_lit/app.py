@@ -95,9 +95,9 @@ def _load_worker_judge(ckpt_path, weights, device: str) -> None:
 
 
 def _judge_in_worker(path: str) -> Verdict:
-    from cremad_lit.data.cache import _injected_fault
+    from cremad_lit.data.isolation import injected_fault
 
-    _injected_fault(path)  # test-only crash or hang (data/cache.py's FAULTS_VARIABLE)
+    injected_fault(path)  # test-only crash or hang (data/isolation.py's FAULTS_VARIABLE)
     return _WORKER_JUDGE(path)
 
 
@@ -141,7 +141,7 @@ class IsolatedJudge:
 
         import pebble
 
-        from cremad_lit.data.cache import _signal_name
+        from cremad_lit.data.isolation import signal_name
 
         future = self.pool.schedule(_judge_in_worker, args=(str(path),), timeout=self.timeout_s)
         try:
@@ -149,7 +149,7 @@ class IsolatedJudge:
         except FutureTimeout:
             reason = f"judging took longer than {self.timeout_s:g} s, so it was stopped (a file that hangs the decoder?)"
         except pebble.ProcessExpired as error:
-            reason = f"the decoder crashed on this file ({_signal_name(error.exitcode)}); the page goes on"
+            reason = f"the decoder crashed on this file ({signal_name(error.exitcode)}); the page goes on"
         except (
             Exception
         ) as error:  # what the worker raised (a broken environment included): this upload's answer

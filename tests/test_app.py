@@ -165,7 +165,7 @@ def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
     from gradio_client import Client, handle_file
 
     from cremad_lit.app import IsolatedJudge, serve
-    from cremad_lit.data.cache import FAULTS_VARIABLE
+    from cremad_lit.data.isolation import FAULTS_VARIABLE
 
     crash = tmp_path / "crash.flv"
     crash.write_bytes(SAMPLE_FLVS[2].read_bytes())

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cremad_lit.data.cache import FAULTS_VARIABLE, ClipCache
+from cremad_lit.data.cache import ClipCache
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.features import Preprocessing
+from cremad_lit.data.isolation import FAULTS_VARIABLE
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.environment import BrokenEnvironment
 from cremad_lit.io import DiskFull, NotWritable
@@ -168,6 +169,28 @@ def test_a_decoder_that_crashes_on_the_canary_too_is_the_environment(four_clips,
     with pytest.raises(BrokenEnvironment, match=r"decoder crashed \(SIGSEGV\).*canary.*fails too"):
         cache.build(four_clips, workers=2, decode_timeout_s=30)
     assert json.loads(cache.skipped_file.read_text()) == []
+
+
+def test_functionals_that_crash_or_hang_on_a_file_cost_that_clip_only(four_clips, tmp_path, monkeypatch):
+    """openSMILE's functionals in the same isolated workers as prepare: a crash or hang is that clip's skip, the others
+    are computed and cached; a crash on the canary too is the environment."""
+    from cremad_lit.data.functionals import functionals_features
+
+    crash, hang = (Path(four_clips.iloc[i]["video_path"]).name for i in (1, 2))
+    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash},hang:{hang}")
+    prep = Preprocessing(frames=2, image_size=32)
+    features, skipped = functionals_features(four_clips, tmp_path / "egemaps", prep, workers=2, timeout=8)
+    reasons = {Path(s["reason"].split(":")[0]).name: s["reason"].split(": ", 1)[1] for s in skipped}
+    assert reasons == {
+        crash: "decoder crashed (SIGSEGV)",
+        hang: "decoding took longer than data.decode_timeout_s=8 s (stopped)",
+    }
+    assert sorted(features) == sorted(four_clips["clip_id"][[0, 3]]) and all(
+        len(v) == 88 for v in features.values()
+    )
+    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash},crash:canary.flv")
+    with pytest.raises(BrokenEnvironment, match=r"decoder crashed \(SIGSEGV\).*canary.*fails too"):
+        functionals_features(four_clips, tmp_path / "egemaps", prep, workers=2, timeout=30)
 
 
 class _FillsUp:

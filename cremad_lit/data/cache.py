@@ -22,17 +22,13 @@ entry damaged on disk is found when it is loaded (`DamagedEntry`) and decoded ag
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import queue
-import signal
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +43,14 @@ except ImportError:  # Windows: no lock; parallel jobs may then decode the same 
 from cremad_lit.data import canary
 from cremad_lit.data.faces import summarise
 from cremad_lit.data.features import Preprocessing, clip_info, decode_clip, extract_clip
+from cremad_lit.data.isolation import canary_in_worker, injected_fault, run_isolated
 from cremad_lit.data.media import MediaError
-from cremad_lit.environment import BrokenEnvironment
 from cremad_lit.errors import Stop
 from cremad_lit.io import explain_write_error, write_atomic, write_json
 
 DEFAULT_DECODE_TIMEOUT_S = (
     300.0  # a ~3 s clip decodes in well under a second: only a hung decoder takes this long
 )
-# Test-only: "crash:<file name>,hang:<file name>" makes a prepare worker die or hang on those files (tests/).
-FAULTS_VARIABLE = "CREMAD_LIT_TEST_FAULTS"
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +220,21 @@ class ClipCache:
         started = time.perf_counter()
         infos = {}
         paths_of = {clip_id: (video, audio) for clip_id, video, audio in jobs}
-        results = _run(jobs, self, decoder, workers, decode_timeout_s)
+        results = run_isolated(
+            functools.partial(_prepare_one, cache=self, decoder=decoder),
+            jobs,
+            workers,
+            decode_timeout_s,
+            failed=lambda job, reason: (job[0], job[1] or job[2], reason, None),
+            check_environment=lambda pool, job, reason: canary_in_worker(
+                pool,
+                _decode_canary,
+                (self.prep, decoder, job[1], job[2]),
+                job[1] or job[2],
+                decode_timeout_s,
+                reason,
+            ),
+        )
         try:
             for clip_id, path, reason, info in tqdm(
                 results, total=len(jobs), desc=f"prepare {self.dir.name}", unit="clip", disable=not jobs
@@ -313,21 +321,10 @@ def _read_json(path: Path, empty):
         return empty
 
 
-def _injected_fault(path: str) -> None:
-    """Test-only: the fault FAULTS_VARIABLE names for this file, a decoder crash (SIGSEGV) or hang."""
-    for fault in filter(None, os.environ.get(FAULTS_VARIABLE, "").split(",")):
-        kind, _, name = fault.partition(":")
-        if name and Path(path).name == name:
-            if kind == "crash":
-                os.kill(os.getpid(), signal.SIGSEGV)
-            elif kind == "hang":
-                time.sleep(3600)
-
-
 def _prepare_one(job, cache: ClipCache, decoder: str):
     """(clip_id, path, skip reason or None, stored info or None). Raises only what stops the build."""
     clip_id, video_path, audio_path = job
-    _injected_fault(video_path or audio_path)
+    injected_fault(video_path or audio_path)
     try:
         sample = decode_clip(video_path, audio_path, cache.prep, decoder)
     except MediaError as error:
@@ -340,106 +337,11 @@ def _prepare_one(job, cache: ClipCache, decoder: str):
     return clip_id, video_path or audio_path, None, clip_info(sample)
 
 
-def _init_worker(started=None) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    if started is not None:  # the worker has read its share of the pool's state: the pool may now close
-        started.put(os.getpid())
-
-
-def _wait_for_starts(started, count: int, limit_s: float = 60.0) -> None:
-    """Wait until `count` workers have started (or `limit_s` passed). Closing a pool unlinks the semaphores a spawned
-    worker still reads while it starts: one that started late would print a traceback of its own."""
-    deadline = time.monotonic() + limit_s
-    for _ in range(count):
-        try:
-            started.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            return
-
-
-def _signal_name(exitcode) -> str:
-    with contextlib.suppress(ValueError, TypeError):
-        return signal.Signals(-exitcode).name
-    return f"exit code {exitcode}"
-
-
-def _run(jobs, cache: ClipCache, decoder: str, workers: int, timeout: float | None):
-    """Each job's result, in completion order. Worker processes isolate crashes and hangs; in the main process
-    (`workers` 0) or on threads (inside a joblib worker, where processes cannot start) nothing can."""
-    if workers <= 0:
-        yield from (_prepare_one(job, cache, decoder) for job in jobs)
-        return
-    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver"):
-        # Inside a joblib (loky) worker of a parallel sweep, spawned children cannot start: decode on threads,
-        # which the decoders, OpenCV and torch mostly run outside the GIL.
-        with ThreadPoolExecutor(max_workers=workers) as threads:
-            futures = [threads.submit(_prepare_one, job, cache, decoder) for job in jobs]
-            try:
-                yield from (future.result() for future in as_completed(futures))
-            finally:
-                for future in futures:
-                    future.cancel()
-        return
-    import pebble
-
-    # spawn: forking a process that already runs torch/OpenMP threads can deadlock.
-    context = multiprocessing.get_context("spawn")
-    workers = min(workers, len(jobs))
-    started, launched = context.Queue(), workers  # every worker says when it is up; a dead one is replaced
-    pool = pebble.ProcessPool(
-        max_workers=workers, context=context, initializer=_init_worker, initargs=(started,)
-    )
-    try:
-        futures = {
-            pool.schedule(_prepare_one, args=(job, cache, decoder), timeout=timeout): job for job in jobs
-        }
-        checked, finished = False, False
-        for future in as_completed(futures):
-            clip_id, video_path, audio_path = futures[future]
-            try:
-                yield future.result()
-                continue
-            except FutureTimeout:
-                reason = f"decoding took longer than data.decode_timeout_s={timeout:g} s (stopped)"
-            except pebble.ProcessExpired as error:
-                reason = f"decoder crashed ({_signal_name(error.exitcode)})"
-            launched += 1
-            if not checked:  # a decoder that dies on every file is the environment's: the canary decides
-                checked = True
-                _canary_in_worker(pool, cache.prep, decoder, video_path, audio_path, timeout, reason)
-            yield clip_id, video_path or audio_path, reason, None
-        finished = True
-    finally:  # a build that stops early must not decode the rest first; a finished one lets workers exit quietly
-        _wait_for_starts(started, launched, 60.0 if finished else 10.0)
-        if finished:
-            pool.close()
-        else:
-            pool.stop()
-        pool.join()
-
-
-def _canary_in_worker(pool, prep, decoder, video_path, audio_path, timeout, reason) -> None:
-    """Decode the canary of this clip's kinds in a fresh worker: a crash or hang there too means the environment."""
-    import pebble
-
-    future = pool.schedule(_decode_canary, args=(prep, decoder, video_path, audio_path), timeout=timeout)
-    try:
-        future.result()
-    except (FutureTimeout, pebble.ProcessExpired) as error:
-        raise BrokenEnvironment(
-            f"the environment is broken, so the run stopped: {video_path or audio_path} failed ({reason}), and a "
-            f"known-good canary clip decoded the same way fails too ({type(error).__name__}: {error}). "
-            "python -m cremad_lit doctor shows the whole environment."
-        ) from error
-
-
 def _decode_canary(prep, decoder, video_path, audio_path) -> None:
     modalities = ("audio", "video") if video_path else ("audio",)
 
     def decode(video, audio):
-        _injected_fault(video or audio)
+        injected_fault(video or audio)
         return extract_clip(video, audio, prep, decoder, modalities)
 
     canary.check(decode, video_path, audio_path, "crash check")

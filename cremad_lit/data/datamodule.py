@@ -419,7 +419,9 @@ class EmotionDataModule(L.LightningDataModule):
     def functional_features(self, clips: pd.DataFrame) -> tuple[dict, list[dict]]:
         """clip_id -> the functionals of `clips` (cached beside the clip cache), and the clips that failed."""
         at = feature_dir(self.cache_dir, self.cache_source, self.prep.sample_rate, self.functionals)
-        return functionals_features(clips, at, self.prep, self.prepare_workers, self.functionals)
+        return functionals_features(
+            clips, at, self.prep, self.prepare_workers, self.functionals, self.decode_timeout_s
+        )
 
     def speakers(self) -> dict:
         """clip_id -> speaker (actor) of every clip set up."""

@@ -15,8 +15,6 @@ spectral, MFCC and voicing statistics), 25 KB a clip.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cremad_lit.data import canary
+from cremad_lit.data.isolation import canary_in_worker, injected_fault, run_isolated
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.io import write_atomic
 
@@ -79,12 +78,23 @@ def audio_functionals(
 
 def _functionals_one(job) -> tuple[str, np.ndarray | None, str | None]:
     clip_id, video_path, audio_path, source, sample_rate, entry, kind = job
+    injected_fault(video_path or audio_path)
     try:
         features = audio_functionals(video_path, audio_path, source, sample_rate, kind)
     except MediaError as error:
         return clip_id, None, f"{error.path}: {error.reason}"
     write_atomic(Path(entry), lambda handle: np.save(handle, features))
     return clip_id, features, None
+
+
+def _functionals_canary(video_path: str, audio_path: str, source: str, sample_rate: int, kind: str) -> None:
+    """The canary of a clip's kinds through the same functionals, in a fresh worker (after a crash or hang)."""
+
+    def compute(video, audio):
+        injected_fault(video or audio)
+        return functionals_of_audio(read_audio(video, audio, source, sample_rate), sample_rate, kind)
+
+    canary.check(compute, video_path, audio_path, f"crash check functionals {kind}")
 
 
 def load_cached_vector(entry: Path) -> np.ndarray | None:
@@ -99,7 +109,7 @@ def load_cached_vector(entry: Path) -> np.ndarray | None:
 
 
 def functionals_features(
-    clips, cache_dir: Path, prep, workers: int = 0, kind: str = "egemaps"
+    clips, cache_dir: Path, prep, workers: int = 0, kind: str = "egemaps", timeout: float | None = 300.0
 ) -> tuple[dict, list[dict]]:
     """clip_id -> the clip's functionals, computed once per clip and cached; clips that fail are returned with why."""
     if kind not in FEATURE_SETS:
@@ -124,18 +134,20 @@ def functionals_features(
                 )
             )
     if jobs:
-        progress = {"total": len(jobs), "desc": FEATURE_SETS[kind][0], "unit": "clip"}
-        # Inside a joblib (loky) worker of a parallel sweep, child processes cannot start: compute them in turn.
-        if workers > 0 and multiprocessing.get_start_method(allow_none=True) in (
-            None,
-            "fork",
-            "spawn",
-            "forkserver",
-        ):
-            with ProcessPoolExecutor(workers) as pool:
-                results = list(tqdm(pool.map(_functionals_one, jobs, chunksize=8), **progress))
-        else:
-            results = [_functionals_one(job) for job in tqdm(jobs, **progress)]
+        # Each clip in a worker process (data/isolation.py): a crash or hang inside openSMILE or a decoder costs that
+        # clip only. Inside a joblib worker of a parallel sweep, in turn.
+        results = run_isolated(
+            _functionals_one,
+            jobs,
+            workers,
+            timeout,
+            failed=lambda job, reason: (job[0], None, f"{job[1] or job[2]}: {reason}"),
+            check_environment=lambda pool, job, reason: canary_in_worker(
+                pool, _functionals_canary, job[1:5] + (job[6],), job[1] or job[2], timeout, reason
+            ),
+            threads=False,  # one openSMILE extractor per process: not shared between threads
+        )
+        results = tqdm(results, total=len(jobs), desc=FEATURE_SETS[kind][0], unit="clip")
         for clip_id, values, reason in results:
             if values is None:
                 log.warning("skipped %s", reason)

@@ -1,0 +1,143 @@
+"""Work on untrusted files in worker processes, so that a decoder that crashes its process (a segfault on a hostile
+file) or hangs costs that file only: `prepare`'s clip cache, the openSMILE/GE2E functionals and the page use it.
+
+    from cremad_lit.data.isolation import run_isolated
+    for result in run_isolated(one, jobs, workers=4, timeout=300, failed=skip, check_environment=canary):
+        ...
+
+Workers are pebble processes started by spawn (forking a process that already runs torch/OpenMP threads can
+deadlock), one torch thread each. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
+of its result, and a new worker takes its place; the first such failure calls `check_environment(pool, job, reason)`
+(the canary decoded the same way in a fresh worker: data/canary.py), which raises BrokenEnvironment when it fails too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+# Test-only: "crash:<file name>,hang:<file name>" makes a worker die or hang on those files (tests/, bench_page.py).
+FAULTS_VARIABLE = "CREMAD_LIT_TEST_FAULTS"
+
+
+def injected_fault(path: str) -> None:
+    """Test-only: the fault FAULTS_VARIABLE names for this file, a decoder crash (SIGSEGV) or hang."""
+    for fault in filter(None, os.environ.get(FAULTS_VARIABLE, "").split(",")):
+        kind, _, name = fault.partition(":")
+        if name and Path(path).name == name:
+            if kind == "crash":
+                os.kill(os.getpid(), signal.SIGSEGV)
+            elif kind == "hang":
+                time.sleep(3600)
+
+
+def signal_name(exitcode) -> str:
+    with contextlib.suppress(ValueError, TypeError):
+        return signal.Signals(-exitcode).name
+    return f"exit code {exitcode}"
+
+
+def _init_worker(started=None) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    if started is not None:  # the worker has read its share of the pool's state: the pool may now close
+        started.put(os.getpid())
+
+
+def _wait_for_starts(started, count: int, limit_s: float = 60.0) -> None:
+    """Wait until `count` workers have started (or `limit_s` passed). Closing a pool unlinks the semaphores a spawned
+    worker still reads while it starts: one that started late would print a traceback of its own."""
+    deadline = time.monotonic() + limit_s
+    for _ in range(count):
+        try:
+            started.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return
+
+
+def run_isolated(
+    one: Callable,
+    jobs: list,
+    workers: int,
+    timeout: float | None,
+    failed: Callable[[object, str], object],
+    check_environment: Callable[[object, object, str], None],
+    threads: bool = True,
+) -> Iterator:
+    """`one(job)` for each job, in completion order, each in a worker process (see the module docstring). In this
+    process (`workers` 0) or on threads (inside a joblib worker of a parallel sweep, where processes cannot start;
+    `threads=False`: in turn, for work that is not thread-safe) nothing is isolated."""
+    in_joblib = multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver")
+    if workers <= 0 or (in_joblib and not threads):
+        yield from (one(job) for job in jobs)
+        return
+    if in_joblib:
+        # Inside a joblib (loky) worker, spawned children cannot start: threads, which the decoders, OpenCV and
+        # torch mostly run outside the GIL.
+        with ThreadPoolExecutor(max_workers=workers) as threads:
+            futures = [threads.submit(one, job) for job in jobs]
+            try:
+                yield from (future.result() for future in as_completed(futures))
+            finally:
+                for future in futures:
+                    future.cancel()
+        return
+    import pebble
+
+    context = multiprocessing.get_context("spawn")
+    workers = min(workers, len(jobs))
+    started, launched = context.Queue(), workers  # every worker says when it is up; a dead one is replaced
+    pool = pebble.ProcessPool(
+        max_workers=workers, context=context, initializer=_init_worker, initargs=(started,)
+    )
+    try:
+        futures = {pool.schedule(one, args=(job,), timeout=timeout): job for job in jobs}
+        checked, finished = False, False
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                yield future.result()
+                continue
+            except FutureTimeout:
+                reason = f"decoding took longer than data.decode_timeout_s={timeout:g} s (stopped)"
+            except pebble.ProcessExpired as error:
+                reason = f"decoder crashed ({signal_name(error.exitcode)})"
+            launched += 1
+            if not checked:  # a decoder that dies on every file is the environment's: the canary decides
+                checked = True
+                check_environment(pool, job, reason)
+            yield failed(job, reason)
+        finished = True
+    finally:  # a run that stops early must not work through the rest first; a finished one lets workers exit quietly
+        _wait_for_starts(started, launched, 60.0 if finished else 10.0)
+        if finished:
+            pool.close()
+        else:
+            pool.stop()
+        pool.join()
+
+
+def canary_in_worker(pool, decode_canary: Callable, args: tuple, path: str, timeout, reason: str) -> None:
+    """`decode_canary(*args)` in a fresh worker: a crash or hang there too means the environment is broken."""
+    import pebble
+
+    from cremad_lit.environment import BrokenEnvironment
+
+    future = pool.schedule(decode_canary, args=args, timeout=timeout)
+    try:
+        future.result()
+    except (FutureTimeout, pebble.ProcessExpired) as error:
+        raise BrokenEnvironment(
+            f"the environment is broken, so the run stopped: {path} failed ({reason}), and a known-good canary clip "
+            f"decoded the same way fails too ({type(error).__name__}: {error}). "
+            "python -m cremad_lit doctor shows the whole environment."
+        ) from error
