@@ -193,6 +193,32 @@ def test_functionals_that_crash_or_hang_on_a_file_cost_that_clip_only(four_clips
         functionals_features(four_clips, tmp_path / "egemaps", prep, workers=2, timeout=30)
 
 
+def test_the_canary_folder_of_a_killed_worker_is_removed_by_the_next_one():
+    """A process killed with SIGKILL (a crashed or timed-out worker) never runs its atexit: its canary folder stays
+    until the next process that writes canaries removes it; a live process's folder is left alone."""
+    import signal
+    import subprocess
+    import sys
+
+    from cremad_lit.data import canary
+
+    code = (
+        "from cremad_lit.data import canary; print(canary.canary_files('flv', 'wav')[0], flush=True); input()"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    folder = Path(worker.stdout.readline().strip()).parent
+    assert folder.is_dir() and folder.name.startswith(f"{canary.FOLDER_PREFIX}{worker.pid}-")
+    canary.remove_left_behind()
+    assert folder.is_dir()  # its writer is alive
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert folder.is_dir()  # killed: no atexit ran
+    canary.remove_left_behind()
+    assert not folder.exists()
+
+
 class _FillsUp:
     """A file whose writes fail with ENOSPC once `budget` files have been written in full."""
 

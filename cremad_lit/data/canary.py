@@ -17,6 +17,7 @@ A good verdict is kept per process and `purpose`, so a corpus with many bad file
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import shutil
 import tempfile
@@ -85,10 +86,28 @@ def _write_mp3(path: Path, samples: np.ndarray, rate: int) -> None:
         container.mux(stream.encode(None))
 
 
+FOLDER_PREFIX = "cremad-lit-canary-"  # then the writer's pid: a folder whose process is gone is litter
+
+
+def remove_left_behind() -> None:
+    """Canary folders of processes that are gone (a worker killed for a crash or a timeout never ran its atexit)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        pid = folder.name[len(FOLDER_PREFIX) :].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue
+
+
 def canary_files(video_kind: str, audio_kind: str) -> tuple[str, str]:
     """Paths of this process's canary files of these kinds (written on first use)."""
     if not _FOLDER:
-        folder = Path(tempfile.mkdtemp(prefix="cremad-lit-canary-"))
+        remove_left_behind()
+        folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
         atexit.register(shutil.rmtree, folder, True)
         _FOLDER.append(folder)
     paths = []
