@@ -17,7 +17,7 @@ encoder; float32 unless `feature_cache_dtype=float16`):
   (steps x layers x hidden; ~50 steps per second, so ~2 MB per 3 s clip for a base model in float16).
 - `frames`, a frozen video backbone: its embedding of every sampled frame (frames x features). Only without frame
   augmentation or mixup (the cache holds the frames as prepared); with either, the backbone runs on every batch.
-Layout: `<clip cache dir>/encoder-<fingerprint>/<clip_id>.npy`, `encoder.json` (what the fingerprint covers) and
+Layout: `<clip cache dir>/encoder-<fingerprint>/<clip_id>.npz` (one array, its CRC-32 checked on every read), `encoder.json` (what the fingerprint covers) and
 `skipped.json`. The fingerprint hashes the encoder's weights, its preprocessing and the storage kind, and the folder
 sits under the clip cache's preprocessing key, so other weights or other settings never read these. Every file is
 written atomically (a temporary file renamed into place): parallel jobs fill the same folder safely, an interrupted
@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,20 @@ def preprocessing(encoder) -> dict:
     return stored["preprocessor_config"] if stored else {**encoder.input_spec()}
 
 
+def entry_of(folder: Path, clip_id: str) -> Path:
+    """A clip's entry: an .npz whose one member carries a CRC-32, so a byte changed on disk is found when read."""
+    return Path(folder) / f"{clip_id}.npz"
+
+
+def read_entry(entry: Path) -> np.ndarray:
+    """A stored entry's features; ValueError when it does not read back whole (cut short, or its checksum fails)."""
+    try:
+        with np.load(entry) as stored:
+            return stored["features"]
+    except (zipfile.BadZipFile, KeyError, EOFError, ValueError) as error:
+        raise ValueError(f"{type(error).__name__}: {error}") from error
+
+
 class EncoderFeatureCache:
     def __init__(self, clip_cache_dir: str | Path, encoder, storage: str = "means"):
         if storage not in STORED:
@@ -123,7 +138,7 @@ class EncoderFeatureCache:
         self.dir = Path(clip_cache_dir) / f"encoder-{self.fingerprint}"
 
     def entry(self, clip_id: str) -> Path:
-        return self.dir / f"{clip_id}.npy"
+        return entry_of(self.dir, clip_id)
 
     def fill(self, dataset, batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
         """Compute and store every clip of `dataset` (a ClipDataset) not stored yet."""
@@ -156,7 +171,9 @@ class EncoderFeatureCache:
             if inputs:
                 for row, features in zip(batch_rows, self.compute(encoder, inputs, device), strict=True):
                     stored = features.astype(self.dtype)
-                    write_atomic(self.entry(row.clip_id), lambda handle, a=stored: np.save(handle, a))
+                    write_atomic(
+                        self.entry(row.clip_id), lambda handle, a=stored: np.savez(handle, features=a)
+                    )
                     done += 1
             progress.update(len(rows[start : start + batch_size]))
         progress.close()

@@ -282,10 +282,12 @@ def test_faces_av_trains_from_the_frozen_face_models_cache_and_rebuilds(actor05_
         f"hydra.run.dir={run_dir}",
     )
     assert "LEAKY" in result.stdout + result.stderr
+    from cremad_lit.encoder_cache import read_entry
+
     report = json.loads((run_dir / "prepare_report.json").read_text())
     assert report["faces"]["detector"] == "mtcnn" and report["faces"]["rate"] > 0.9
-    stored = list((tmp_path / "cache").rglob("encoder-*/*.npy"))
-    assert len(stored) == 44 and np.load(stored[0]).shape == (
+    stored = list((tmp_path / "cache").rglob("encoder-*/*.npz"))
+    assert len(stored) == 44 and read_entry(stored[0]).shape == (
         8,
         128,
     )  # 8 frames x the 128 expression features

@@ -89,7 +89,7 @@ def test_training_from_the_feature_cache_gives_the_embeddings_of_running_the_enc
     """Per-layer means (mean pooling) and every stored time step (attentive pooling), filled in batches of mixed
     lengths, batched by the training collate: the readout of the stored arrays equals the encoder run on each clip."""
     from cremad_lit.data.dataset import collate_skipping_bad
-    from cremad_lit.encoder_cache import EncoderFeatureCache, audio_storage
+    from cremad_lit.encoder_cache import EncoderFeatureCache, audio_storage, read_entry
 
     encoder = SpeechEncoder(
         pretrained_dir=str(tiny_encoders["wav2vec2"]), pooling=pooling, feature_cache_dtype=dtype
@@ -114,7 +114,7 @@ def test_training_from_the_feature_cache_gives_the_embeddings_of_running_the_enc
     assert (
         cache.fill(clips, batch_size=2)["computed"] == 0
     )  # a second fill (or a resumed one) computes nothing new
-    stored = [np.load(cache.entry(f"clip{i}")) for i in range(5)]
+    stored = [read_entry(cache.entry(f"clip{i}")) for i in range(5)]
     assert all(a.dtype == np.dtype(dtype) for a in stored)
     if storage == "steps":  # only each clip's valid steps: 50 per second
         assert [a.shape[0] for a in stored] == [74, 27, 52, 93, 12] and stored[0].shape[1:] == (3, 32)
@@ -130,6 +130,24 @@ def test_training_from_the_feature_cache_gives_the_embeddings_of_running_the_enc
     assert torch.allclose(cached, direct, atol=tolerance, rtol=tolerance)
     # Other storage or weights never share the folder.
     assert EncoderFeatureCache(tmp_path, encoder, "means" if storage == "steps" else "steps").dir != cache.dir
+    # A byte changed inside a stored array is found by its checksum on load: the entry is removed, recomputed by the
+    # next fill, and reads back as it was.
+    entry = cache.entry("clip0")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="CRC"):
+        read_entry(entry)
+    from cremad_lit.data.dataset import ClipDataset
+    from cremad_lit.data.media import MediaError
+
+    reader = ClipDataset.__new__(ClipDataset)
+    reader.cached_features = {"audio": cache.dir}
+    row = clips.clips.iloc[0]
+    with pytest.raises(MediaError, match="damaged"):
+        reader.cached_feature(row, "audio")
+    assert not entry.exists() and cache.fill(clips, batch_size=2)["computed"] == 1
+    assert np.allclose(read_entry(entry), stored[0], atol=tolerance)  # computed alone, not in a padded batch
 
 
 @pytest.mark.slow
@@ -319,7 +337,9 @@ def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_i
     assert caches["audio"]["storage"] == "steps" and caches["video"]["storage"] == "frames"
     assert caches["audio"]["computed"] == caches["video"]["computed"] == 96
     assert caches["audio"]["dir"] != caches["video"]["dir"]
-    frames = np.load(next(Path(caches["video"]["dir"]).glob("*.npy")))
+    from cremad_lit.encoder_cache import read_entry
+
+    frames = read_entry(next(Path(caches["video"]["dir"]).glob("*.npz")))
     assert frames.shape[0] == 2  # one embedding per sampled frame
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     module, _ = model_from_checkpoint(load_checkpoint(metrics["checkpoint"]))

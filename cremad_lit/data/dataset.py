@@ -29,6 +29,7 @@ from cremad_lit.data.features import (
     waveform_tensor,
 )
 from cremad_lit.data.media import MediaError
+from cremad_lit.encoder_cache import entry_of, read_entry
 
 log = logging.getLogger(__name__)
 STORED_AS = {"audio": "mel", "video": "frames"}  # each modality's array in a cache entry
@@ -155,7 +156,7 @@ class ClipDataset(Dataset):
         return sample
 
     def cached_feature(self, row, modality: str) -> torch.Tensor:
-        entry = self.cached_features[modality] / f"{row.clip_id}.npy"
+        entry = entry_of(self.cached_features[modality], row.clip_id)
         if not entry.is_file():
             path = (
                 (row.audio_path if modality == "audio" else row.video_path)
@@ -166,8 +167,8 @@ class ClipDataset(Dataset):
                 path, f"not in the encoder feature cache {entry.parent} (its {modality} was unreadable)"
             )
         try:
-            return torch.from_numpy(np.load(entry)).float()
-        except (ValueError, OSError, EOFError) as error:
+            return torch.from_numpy(read_entry(entry)).float()
+        except (ValueError, OSError) as error:
             entry.unlink(missing_ok=True)  # cut short or damaged on disk: the next fill computes it again
             raise MediaError(
                 entry, f"encoder feature entry is damaged ({error}); removed, computed again"
