@@ -94,7 +94,7 @@ def common_sentences(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def uar(table: pd.DataFrame) -> float:
-    return float(table.groupby("label").apply(lambda g: (g["label"] == g["pred"]).mean()).mean())
+    return float((table["label"] == table["pred"]).groupby(table["label"]).mean().mean())
 
 
 def cells(table: pd.DataFrame | None, reference: pd.DataFrame | None, is_reference: bool) -> list[str]:

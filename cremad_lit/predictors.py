@@ -299,4 +299,8 @@ def data_settings(
         saved_split = Path(trained_in) / "split.csv" if trained_in is not None else None
         if same_corpus and saved_split and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
+        if not same_corpus and "split" in data_cfg:
+            data_cfg.split.lockbox = (
+                None  # the training corpus's lockbox names its speakers, not another corpus's
+            )
     return same_corpus

@@ -147,3 +147,21 @@ def test_a_file_cut_short_is_judged_and_flagged_as_partial(samples_dir, ased_dir
     assert "warning" not in whole and "probabilities" in cut and "its sound lasts" in cut["warning"]
     status = page_outputs(Judge(Network("net.ckpt", module, cfg)), str(cut_flv))[1]
     assert "partial:" in status
+
+
+def test_another_corpus_is_read_without_the_training_corpus_lockbox(tmp_path):
+    """A model trained with RAVDESS's lockbox [16, 17, 18] and evaluated on a manifest corpus must read that corpus's
+    speakers 16-18 (other people with the same numbers); on its own corpus the lockbox stays shut."""
+    from cremad_lit.predictors import data_settings
+
+    stored = {
+        "dataset": "ravdess",
+        "root": "/data/ravdess",
+        "manifest": None,
+        "split": {"lockbox": [16, 17, 18]},
+    }
+    other = OmegaConf.create({"data": {"dataset": "manifest", "manifest": "/data/ased.csv", "root": None}})
+    same = OmegaConf.create({"data": {"dataset": None, "root": None}})
+    elsewhere, home = OmegaConf.create(stored), OmegaConf.create(stored)
+    assert not data_settings(other, elsewhere, None, tmp_path) and elsewhere.split.lockbox is None
+    assert data_settings(same, home, None, tmp_path) and list(home.split.lockbox) == [16, 17, 18]
