@@ -42,7 +42,7 @@ def free_bytes(folder: Path) -> int | None:
     return None
 
 
-def _human(size: int | None) -> str:
+def human(size: int | None) -> str:
     if size is None:
         return "unknown"
     for unit in ("bytes", "KiB", "MiB", "GiB"):
@@ -60,8 +60,8 @@ def explain_write_error(error: OSError, path: Path, needed: int | None = None) -
         return error
     if error.errno in NO_SPACE:
         return DiskFull(
-            f"no space left in {folder} to write {Path(path).name}: {_human(needed)} needed, "
-            f"{_human(free_bytes(folder))} free ({os.strerror(error.errno)}). Nothing partial was left behind: free "
+            f"no space left in {folder} to write {Path(path).name}: {human(needed)} needed, "
+            f"{human(free_bytes(folder))} free ({os.strerror(error.errno)}). Nothing partial was left behind: free "
             "some space (or point paths.cache_dir / paths.log_dir at a larger disk) and run the same command again; "
             "it continues from the whole files already written."
         )

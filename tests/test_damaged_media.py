@@ -271,6 +271,28 @@ def test_a_full_disk_stops_with_the_folder_and_leaves_only_whole_entries(
     assert all(cache.has(c) for c in clips["clip_id"])
 
 
+def test_prepare_estimates_the_cache_and_stops_before_a_disk_that_cannot_hold_it(
+    synthetic_root, tmp_path, monkeypatch
+):
+    """The first entry written measures a clip; a disk with room for fewer than the rest stops the build at once with
+    the numbers (nothing more decoded, the entry whole); with room, the report carries the estimate."""
+    import cremad_lit.data.cache as cache_module
+
+    clips = build_catalog(synthetic_root).head(6)
+    cache = ClipCache(tmp_path, Preprocessing(frames=2, image_size=32))
+    monkeypatch.setattr(cache_module, "free_bytes", lambda folder: 3000)
+    with pytest.raises(
+        DiskFull, match=r"needs about .* for 6 clips \(.* a clip, measured on the first\) .* free"
+    ):
+        cache.build(clips, workers=0)
+    assert len(list(cache.dir.glob("*.npz"))) == 1
+    monkeypatch.undo()
+    report = cache.build(clips, workers=0)
+    entry_bytes = cache.entry(clips["clip_id"].iloc[1]).stat().st_size
+    assert report["decoded_now"] == 5 and report["size_estimate"]["clips"] == 5
+    assert report["size_estimate"]["bytes_per_clip"] == pytest.approx(entry_bytes, rel=0.5)
+
+
 def test_a_checkpoint_save_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch):
     import torch
 

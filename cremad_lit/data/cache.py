@@ -46,8 +46,9 @@ from cremad_lit.data.features import Preprocessing, clip_info, decode_clip, extr
 from cremad_lit.data.isolation import canary_in_worker, injected_fault, run_isolated
 from cremad_lit.data.media import MediaError
 from cremad_lit.errors import Stop
-from cremad_lit.io import explain_write_error, write_atomic, write_json
+from cremad_lit.io import DiskFull, explain_write_error, free_bytes, human, write_atomic, write_json
 
+ROOM_SHARE = 0.95  # entries differ in size a little (clip lengths): stop early rather than fill the disk to the last byte
 DEFAULT_DECODE_TIMEOUT_S = (
     300.0  # a ~3 s clip decodes in well under a second: only a hung decoder takes this long
 )
@@ -241,6 +242,8 @@ class ClipCache:
             ):
                 skipped.pop(clip_id, None)
                 if info is not None:
+                    if not infos:  # the first stored entry: does the rest fit on the disk?
+                        self._check_room(clip_id, len(jobs))
                     infos[clip_id] = info
                 if reason is not None:
                     files = file_fingerprint(*paths_of[clip_id])
@@ -256,6 +259,27 @@ class ClipCache:
         self._record(skipped, infos)
         return self._report(clips, jobs, skipped, started)
 
+    def _check_room(self, first: str, clips: int) -> None:
+        """Estimate what `clips` entries take from the first one stored (this corpus, these settings); DiskFull with
+        the numbers, before the rest is decoded, when the cache's disk cannot hold them."""
+        per_clip = self.entry(first).stat().st_size
+        needed, free = per_clip * (clips - 1), free_bytes(self.dir)
+        self.estimate = {"clips": clips, "bytes_per_clip": per_clip, "bytes": per_clip * clips, "free": free}
+        log.info(
+            "cache %s: about %s for %d clips (%s each)",
+            self.dir,
+            human(per_clip * clips),
+            clips,
+            human(per_clip),
+        )
+        if free is not None and needed > ROOM_SHARE * free:
+            raise DiskFull(
+                f"the prepared cache needs about {human(per_clip * clips)} for {clips} clips ({human(per_clip)} a "
+                f"clip, measured on the first) and {self.dir} has {human(free)} free: point paths.cache_dir at a "
+                "larger disk, shrink what is stored (data.preprocessing.frames, image_size), or data.cache=off to "
+                "decode on the fly. What was written is whole and kept."
+            )
+
     def _record(self, skipped: dict, infos: dict) -> None:
         write_json(self.skipped_file, sorted(skipped.values(), key=lambda r: r["clip_id"]))
         self._update_index(infos)
@@ -269,6 +293,7 @@ class ClipCache:
             "settings": self.prep.to_dict(),
             "clips": len(clips),
             "decoded_now": len(jobs),
+            "size_estimate": getattr(self, "estimate", None),  # from the first entry written now (None: nothing new)
             "seconds": round(time.perf_counter() - started, 2),
             "skipped": [skipped[c] for c in clips["clip_id"] if c in skipped],
             "absent": [
