@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-ge2e bench-page bench-encoders clean
+.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-ge2e bench-page bench-cache-size bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -133,6 +133,9 @@ bench-ge2e: $(INSTALLED) ## The GE2E speaker encoder on this CPU: ms per clip (d
 
 bench-page: $(INSTALLED) ## The demo page under load: 10 concurrent clients, 50 judgements with bad uploads mixed in; latency, answers, peak memory
 	$(PYTHON) benchmarks/bench_page.py
+
+bench-cache-size: $(INSTALLED) ## The prepared cache of the full CREMA-D: bytes per clip at 224 and 112 px, the total, the read cost
+	$(PYTHON) benchmarks/bench_cache_size.py
 
 bench-speech: $(INSTALLED) ## Real speech (RAVDESS, 6 actor folds): baselines, paper branches, experiment=speech; both protocols
 	$(PYTHON) benchmarks/bench_speech.py

@@ -255,7 +255,7 @@ def test_fer_zero_shot_on_a_real_face_then_beside_a_voice_model(actor05_av, tmp_
         f"hydra.run.dir={out}",
     )
     rows = {Path(r["file"]).name: r for r in json.loads((out / "predictions.json").read_text())}
-    assert "no video" in rows[wav.name]["error"]
+    assert "has no faces" in rows[wav.name]["error"]
     clip = happy.name.split("_")[0][3:]  # the take's clip_id: the name without its modality field
     stored = face.loc[clip, probability_columns].to_numpy(dtype=float)
     given = np.array([rows[happy.name]["probabilities"][c[2:]] for c in probability_columns])

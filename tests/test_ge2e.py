@@ -6,6 +6,8 @@ RAVDESS speech; and the weights' own claim: takes of one speaker lie closer than
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -230,6 +232,21 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
         member = pd.read_csv(tmp_path / "ased" / "members" / str(i) / "predictions.csv")
         assert "p_DIS" not in member and len(member) == len(ased)
         assert (member["label"] == member["pred"]).mean() == pytest.approx(accuracy)
+    # predict on the FLAC files, one folder per speaker (its speaker statistics), gives evaluate's probabilities
+    for row in ased.itertuples():
+        (tmp_path / "by-speaker" / row.speaker).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "by-speaker" / row.speaker / f"{row.clip_id}.flac").symlink_to(row.audio_path)
+    files = sorted((tmp_path / "by-speaker").rglob("*.flac"))
+    predicted = {Path(r["file"]).stem: r["probabilities"] for r in load_predictor(run_dir).predict(files)}
+    shared = ["ANG", "FEA", "HAP", "NEU", "SAD"]
+    evaluated = pd.read_csv(tmp_path / "ased" / "predictions.csv", dtype={"clip_id": str}).set_index(
+        "clip_id"
+    )
+    for clip_id, probabilities in predicted.items():
+        kept = np.array([probabilities[c] for c in shared])
+        np.testing.assert_allclose(
+            kept / kept.sum(), evaluated.loc[clip_id, [f"p_{c}" for c in shared]], atol=1e-4
+        )
 
     network_checkpoint = run_dir / stored["members"][0]
 

@@ -93,7 +93,7 @@ def test_eight_class_training_evaluate_and_predict(eight_class_run, ravdess_dir)
         f"hydra.run.dir={tmp / 'predict'}",
     )
     table = pd.read_csv(tmp / "predict" / "predictions.csv")
-    assert list(table.columns[3:]) == EIGHT and set(table["prediction"]) <= set(EIGHT)
+    assert list(table.columns[4:]) == EIGHT and set(table["prediction"]) <= set(EIGHT)
     assert table[EIGHT].sum(axis=1).round(4).eq(1).all() and "CAL" in result.stdout
 
 
