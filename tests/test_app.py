@@ -156,7 +156,7 @@ def test_the_page_runs_an_exported_model_as_it_runs_the_checkpoint(tmp_path):
 def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
     tiny_checkpoint, tmp_path, monkeypatch
 ):
-    """The page as served (IsolatedJudge in worker processes, Gradio's queue and upload limit), driven by 6 concurrent
+    """The page as served (IsolatedJudge in worker processes, Gradio's queue and upload limit), driven by 4 concurrent
     gradio_client clients: real clips get predict's verdict, a damaged file and a text file named .flv their reasons,
     an oversized upload is refused, and a file that crashes the decoder (the test fault hook) is that upload's error,
     while the server answers every request and the next judgement still works."""
@@ -174,7 +174,9 @@ def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
     text.write_text("not a video")
     big.write_bytes(SAMPLE_FLVS[0].read_bytes() * 40)  # ~6 MB, over the 2 MB limit set below
     monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash.name}")  # the workers are spawned with it
-    judge = IsolatedJudge(str(tiny_checkpoint), workers=2, timeout_s=60)
+    judge = IsolatedJudge(
+        str(tiny_checkpoint), workers=1, timeout_s=60
+    )  # one worker: a crash must be replaced
     port = free_port()
     page = build_page(judge, [], "load test")
     try:
@@ -187,12 +189,12 @@ def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
                 strict=True,
             )
         }
-        uploads = [*SAMPLE_FLVS[:4], damaged, text, crash, *SAMPLE_FLVS[:4]]
+        uploads = [*SAMPLE_FLVS[:2], damaged, text, crash, *SAMPLE_FLVS[2:4]]
 
         def client_run(i: int) -> list[tuple[str, str]]:
             client = Client(url, verbose=False)
             answers = []
-            for upload in uploads[i % 3 :: 3]:
+            for upload in uploads[i::4]:
                 status = client.predict(handle_file(str(upload)), None, api_name="/judge")[1]
                 answers.append((str(upload), status))
             try:
@@ -202,11 +204,9 @@ def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
                 answers.append((str(big), f"refused: {error}"))
             return answers
 
-        with ThreadPoolExecutor(6) as pool:
-            answers = [a for run in pool.map(client_run, range(6)) for a in run]
-        assert (
-            len(answers) == 22 + 6
-        )  # 11 uploads spread over 6 clients (4, 4, 3 each way round), one big each
+        with ThreadPoolExecutor(4) as pool:
+            answers = [a for run in pool.map(client_run, range(4)) for a in run]
+        assert len(answers) == 7 + 4  # 7 uploads spread over 4 concurrent clients, and one big upload each
         for upload, status in answers:
             name = upload.rsplit("/", 1)[-1]
             if upload in expected:

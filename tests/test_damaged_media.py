@@ -179,11 +179,11 @@ def test_functionals_that_crash_or_hang_on_a_file_cost_that_clip_only(four_clips
     crash, hang = (Path(four_clips.iloc[i]["video_path"]).name for i in (1, 2))
     monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash},hang:{hang}")
     prep = Preprocessing(frames=2, image_size=32)
-    features, skipped = functionals_features(four_clips, tmp_path / "egemaps", prep, workers=2, timeout=8)
+    features, skipped = functionals_features(four_clips, tmp_path / "egemaps", prep, workers=2, timeout=5)
     reasons = {Path(s["reason"].split(":")[0]).name: s["reason"].split(": ", 1)[1] for s in skipped}
     assert reasons == {
         crash: "decoder crashed (SIGSEGV)",
-        hang: "decoding took longer than data.decode_timeout_s=8 s (stopped)",
+        hang: "decoding took longer than data.decode_timeout_s=5 s (stopped)",
     }
     assert sorted(features) == sorted(four_clips["clip_id"][[0, 3]]) and all(
         len(v) == 88 for v in features.values()

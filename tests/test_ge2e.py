@@ -165,8 +165,8 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
 ):
     """experiment=speech_ge2e on six real RAVDESS actors with two classical partners (eGeMAPS and GE2E logistic
     regressions): the frozen encoder fills its feature cache once per clip, each partner gets its own members/ folder,
-    evaluate.py on the run folder gives the run's numbers and each member's alone, and on another corpus and language
-    (ASED's FLAC, five of the six emotions) scores them all on the shared classes; the checkpoint rebuilds with the wheel's weights file
+    evaluate.py on the run folder, on another corpus and language (ASED's FLAC, five of the six emotions), scores
+    the ensemble and each member alone on the shared classes, and predict on the files agrees; the checkpoint rebuilds with the wheel's weights file
     gone (the network's branch; the classical member stores only its regression) and exports to ONNX there; the exported
     file predicts real takes as the checkpoint does; the page reads a clip through all three members."""
     import json
@@ -204,13 +204,6 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
         assert member["member"] == method and member["n_test"] == 88
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n_test"] == 88 and len(metrics["ensemble"]["member_accuracy"]) == 3
-
-    run_cli("evaluate.py", f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
-    for i, accuracy in enumerate(evaluated["ensemble"]["member_accuracy"]):
-        member = pd.read_csv(tmp_path / "eval" / "members" / str(i) / "predictions.csv")
-        assert len(member) == 88 and (member["label"] == member["pred"]).mean() == pytest.approx(accuracy)
 
     ased = pd.read_csv(ased_dir / "manifest.csv", dtype=str)
     ased = ased[ased["speaker"].isin(["02"])].assign(
