@@ -56,9 +56,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     files = clips(args.clips)
     model = load_ge2e()
-    utterance_features(
-        model, torch.zeros(16000)
-    )  # warm-up: first-call allocations are not the encoder's cost
+    # Warm-up: first-call allocations are not the encoder's cost.
+    utterance_features(model, torch.zeros(16000))
     waves: list[np.ndarray] = []
     decode_s = timed(lambda: waves.extend(read_wav(str(f)) for f in files))
     audio_s = sum(len(w) for w in waves) / 16000

@@ -5,8 +5,9 @@
 
 `Judge` is the Python API (a clip in, a `Verdict` out: probabilities, each member's, the face crops and the Mel image
 the model read); `IsolatedJudge` runs it in worker processes with a timeout (what the served page uses: a file that
-crashes or hangs a decoder is that upload's error); `build_page` lays it out with Gradio, `serve` queues and limits it. The page is served on this machine only, needs no account and
-fetches nothing (no share link, no analytics, system fonts).
+crashes or hangs a decoder is that upload's error); `build_page` lays it out with Gradio, `serve` queues and limits it.
+The page is served on this machine only, needs no account and fetches nothing (no share link, no analytics, system
+fonts).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cremad_lit.data.features import Preprocessing, decode_clip
-from cremad_lit.data.media import MEDIA_FILES, MediaError, is_audio_file
+from cremad_lit.data.media import MEDIA_FILES, MediaError, media_paths
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 from cremad_lit.predictors import Network, Predictor
 
@@ -69,9 +70,8 @@ class Judge:
             {"name": m.name, "weight": float(weight), **rows[0]}
             for (m, weight), rows in zip(self.members, per_member, strict=True)
         ]
-        is_audio = is_audio_file(path)
-        video, audio = ("", str(path)) if is_audio else (str(path), "")
-        modalities = [m for m in self.modalities if m == "audio" or not is_audio]
+        video, audio = media_paths(path)  # predicted, so its format is one read here
+        modalities = [m for m in self.modalities if m == "audio" or video]
         try:
             sample = decode_clip(video, audio, self.prep, self.decoder, modalities)
         except MediaError as error:  # predicted, yet not drawable: say so rather than fail the page
@@ -131,9 +131,8 @@ class IsolatedJudge:
             initializer=_load_worker_judge,
             initargs=(ckpt_path if isinstance(ckpt_path, str) else list(ckpt_path), weights, device),
         )
-        self.description = self.pool.schedule(
-            _describe_in_worker
-        ).result()  # a model that cannot load stops here
+        # A model that cannot load stops here, before the page is served.
+        self.description = self.pool.schedule(_describe_in_worker).result()
         self.classes, self.modalities = self.description["classes"], self.description["modalities"]
 
     def __call__(self, path: str | Path) -> Verdict:

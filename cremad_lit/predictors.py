@@ -300,7 +300,6 @@ def data_settings(
         if same_corpus and saved_split and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
         if not same_corpus and "split" in data_cfg:
-            data_cfg.split.lockbox = (
-                None  # the training corpus's lockbox names its speakers, not another corpus's
-            )
+            # The training corpus's lockbox names its own speakers, not another corpus's people with those numbers.
+            data_cfg.split.lockbox = None
     return same_corpus

@@ -80,6 +80,7 @@ class ClipCache:
     def __init__(self, cache_dir: str | os.PathLike, prep: Preprocessing, source: str | None = None):
         self.prep = prep
         self.dir = Path(cache_dir) / (source or "") / prep.key()
+        self.estimate: dict | None = None  # the cache's size, measured on the first entry a build writes
 
     def entry(self, clip_id: str) -> Path:
         return self.dir / f"{clip_id}.npz"
@@ -293,7 +294,7 @@ class ClipCache:
             "settings": self.prep.to_dict(),
             "clips": len(clips),
             "decoded_now": len(jobs),
-            "size_estimate": getattr(self, "estimate", None),  # from the first entry written now (None: nothing new)
+            "size_estimate": self.estimate,  # from the first entry written by this build (None: nothing new)
             "seconds": round(time.perf_counter() - started, 2),
             "skipped": [skipped[c] for c in clips["clip_id"] if c in skipped],
             "absent": [

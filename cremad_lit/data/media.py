@@ -41,10 +41,6 @@ VIDEO_FILES = (".flv", ".mp4", ".avi", ".mkv", ".webm", ".mov")
 MEDIA_FILES = VIDEO_FILES + AUDIO_FILES
 
 
-def is_audio_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in AUDIO_FILES
-
-
 def media_paths(path: str | os.PathLike) -> tuple[str, str]:
     """(video_path, audio_path) of a file a user hands in, by its kind; MediaError for a format not read here."""
     suffix = Path(path).suffix.lower()
@@ -114,9 +110,8 @@ def probe_video(path: str, decoder: str = "decord") -> VideoInfo:
         raise MediaError(path, f"cannot open as video ({error})") from error
 
 
-PARTIAL_SHARE = (
-    0.9  # decoded less than this share of what a file's header declares: cut short (a download, a copy)
-)
+# Decoded less than this share of what a file's header declares: cut short (a download, a copy).
+PARTIAL_SHARE = 0.9
 PARTIAL_SLACK_S = 0.1  # containers round their declared duration; a few frames' difference is not a cut
 
 
