@@ -155,6 +155,36 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def six_actors(ravdess_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """RAVDESS actors 01-06 (a root of symlinked folders) and one cache beside it, shared by every test that trains on
+    them, across pytest-xdist's workers too: their clips are decoded and their functionals computed once per suite,
+    as two jobs of a parallel sweep share a cache (its builds take a lock, its entries are written atomically)."""
+    from filelock import FileLock
+
+    from tests.test_corpora import link_actors
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's base is a folder of the run's
+        shared = shared.parent
+    root = shared / "six-actors" / "ravdess"
+    with FileLock(str(shared / "six-actors.lock")):
+        if not root.is_dir():
+            link_actors(ravdess_dir, root, range(1, 7))
+    return root, shared / "six-actors" / "cache"
+
+
+def on_six_actors(six_actors: tuple[Path, Path], tmp: Path) -> list[str]:
+    """`common` for the shared six actors: their root and cache, this test's logs."""
+    root, cache = six_actors
+    return [
+        f"data.root={root}",
+        f"paths.cache_dir={cache}",
+        f"paths.log_dir={tmp / 'logs'}",
+        "data.generate=null",
+    ]
+
+
 def common(root: Path, tmp: Path) -> list[str]:
     """Data, cache and logs of a test run, all under `tmp`."""
     return [

@@ -22,6 +22,7 @@ from tests.conftest import (
     RAVDESS_48K,
     TINY,
     common,
+    on_six_actors,
     one_speaker_folder,
     run_cli,
     six_emotion_wavs,
@@ -200,96 +201,6 @@ def test_bad_manifest_rows_are_reported_and_the_good_ones_go_on(bad_manifest, tm
 
 
 @pytest.mark.slow
-def test_short_audio_only_training_then_cross_corpus_evaluation(ravdess_dir, tmp_path):
-    """Train experiment=speech briefly on 6 RAVDESS actors (the data=ravdess adapter, real files), then evaluate the
-    checkpoint on 2 other actors through a manifest: the six classes, the checkpoint's preprocessing."""
-    train_root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
-    run_cli(
-        "train.py",
-        "experiment=speech",
-        "data=ravdess",
-        *common(train_root, tmp_path),
-        "model/backbone@model.audio_backbone=test_efficientnet",
-        "data.preprocessing.hop_length=1024",
-        "trainer.max_epochs=2",
-        "logger=none",
-        f"hydra.run.dir={tmp_path / 'train'}",
-    )
-    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    assert metrics["dataset"] == "ravdess" and metrics["n_test"] == 44 * len(metrics["test_actors"])
-    history = pd.read_csv(tmp_path / "train" / "history.csv")
-    assert list(history["epoch"]) == [0, 1] and (history["speed/clips_per_s"] > 0).all()
-
-    others = sorted((ravdess_dir / "Actor_17").glob("*.wav")) + sorted(
-        (ravdess_dir / "Actor_18").glob("*.wav")
-    )
-    manifest = write_manifest(tmp_path / "other" / "clips.csv", others)
-    run_cli(
-        "evaluate.py",
-        f"ckpt_path={metrics['checkpoint']}",
-        "data=manifest",
-        f"data.manifest={manifest}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        "subset=all",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-    )
-    cross = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert cross["cross_corpus"] and cross["dataset"] == "manifest" and cross["n_test"] == 88
-    assert cross["actors"] == ["spk17", "spk18"]
-    predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv", dtype={"clip_id": str})
-    assert len(predictions) == 88 and set(predictions["label"]) == {"ANG", "DIS", "FEA", "HAP", "NEU", "SAD"}
-    assert (predictions["label"] == predictions["pred"]).mean() == pytest.approx(cross["accuracy"])
-    assert (tmp_path / "eval" / "confusion.png").is_file()
-    # experiment=speech normalises each speaker by their own clips: predict, grouping files by folder (one actor's
-    # each), gives exactly evaluate's probabilities for the same clips.
-    folders = []
-    for actor in (
-        "Actor_17",
-        "Actor_18",
-    ):  # the clips evaluate saw: a speaker's statistics are over their files
-        folder = tmp_path / "predict_in" / actor
-        folder.mkdir(parents=True)
-        for wav in sorted((ravdess_dir / actor).glob("*.wav")):  # every take: the speech the statistics read
-            (folder / wav.name).symlink_to(wav)
-        folders.append(folder)
-    run_cli(
-        "-m",
-        "cremad_lit",
-        "predict",
-        f"ckpt_path={metrics['checkpoint']}",
-        f"inputs=[{folders[0]},{folders[1]}]",
-        f"hydra.run.dir={tmp_path / 'predict_folders'}",
-    )
-    emotions = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
-    by_folder = pd.read_csv(tmp_path / "predict_folders" / "predictions.csv")
-    by_folder.index = by_folder["file"].map(lambda f: Path(f).stem)
-    evaluated = predictions.set_index("clip_id")[[f"p_{e}" for e in emotions]]
-    assert np.allclose(by_folder.loc[evaluated.index, emotions].to_numpy(), evaluated.to_numpy(), atol=1e-4)
-    # An audio-only checkpoint predicts straight from WAV files, here the native 48 kHz stereo original.
-    native = RAVDESS_48K / "Actor_01" / "03-01-05-02-01-01-01.wav"
-    run_cli(
-        "-m",
-        "cremad_lit",
-        "predict",
-        f"ckpt_path={metrics['checkpoint']}",
-        f"inputs=[{native}]",
-        f"hydra.run.dir={tmp_path / 'predict'}",
-    )
-    predicted = pd.read_csv(tmp_path / "predict" / "predictions.csv")
-    assert len(predicted) == 1 and predicted.loc[0, "prediction"] in (
-        "ANG",
-        "DIS",
-        "FEA",
-        "HAP",
-        "NEU",
-        "SAD",
-    )
-    assert predicted[["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]].sum(axis=1).iloc[0] == pytest.approx(
-        1.0, abs=1e-4
-    )
-
-
-@pytest.mark.slow
 def test_baselines_on_trains_split_and_the_leaky_clip_flag(ravdess_dir, tmp_path):
     """eGeMAPS + logistic regression beats the majority class on the same actor fold; split.by=clip says so loudly."""
     root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 9))
@@ -427,11 +338,16 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess_dir, tmp_path):
+def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess_dir, six_actors, tmp_path):
     """openSMILE's 6,373 ComParE 2016 functionals: the speaker-normalised baseline on an actor fold, cached per clip;
     the deep models' functionals branch trained on them; predict computes the same features from a file."""
-    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
-    base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "split.fold=0", "logger=none"]
+    base = [
+        "data=ravdess",
+        *on_six_actors(six_actors, tmp_path),
+        "split.folds=3",
+        "split.fold=0",
+        "logger=none",
+    ]
     run_cli(
         "-m",
         "cremad_lit",
@@ -443,7 +359,7 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
     )
     metrics = json.loads((tmp_path / "compare" / "metrics.json").read_text())
     assert metrics["method"] == "compare_logreg" and metrics["n_test"] == 88 and metrics["accuracy"] > 0.3
-    [features_dir] = (tmp_path / "cache").glob("*/compare-ComParE_2016-16000")
+    [features_dir] = six_actors[1].glob("*/compare-ComParE_2016-16000")
     stored = list(features_dir.glob("*.npy"))
     # The 264 six-class clips and the 96 calm and surprised ones, whose speech the speaker statistics also read.
     assert len(stored) == 360 and np.load(stored[0]).shape == (6373,)
@@ -481,11 +397,16 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
 
 
 @pytest.mark.slow
-def test_report_intervals_over_speakers_and_the_paired_comparison(ravdess_dir, tmp_path):
+def test_report_intervals_over_speakers_and_the_paired_comparison(ravdess_dir, six_actors, tmp_path):
     """Two baselines on the same 3 actor folds: every row gets a 95% interval over the 6 test speakers, and the
     weaker is paired with the stronger (fold by fold, and pooled with its interval)."""
-    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
-    base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "split.fold=0,1,2", "logger=none"]
+    base = [
+        "data=ravdess",
+        *on_six_actors(six_actors, tmp_path),
+        "split.folds=3",
+        "split.fold=0,1,2",
+        "logger=none",
+    ]
     for method in ("egemaps_logreg", "majority"):
         run_cli(
             "-m",
@@ -534,16 +455,14 @@ def test_speaker_bootstrap_by_hand():
 
 
 @pytest.mark.slow
-def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_dir, tmp_path):
+def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_dir, six_actors, tmp_path):
     """Two seeds of experiment=speech on the same actor split (a multirun), evaluated as one ensemble: the mean of
-    their probabilities clip by clip, members listed; predict averages them too. final=all_speakers trains the model
-    to ship on every speaker, nothing held out."""
-    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
+    their probabilities clip by clip, members listed; predict averages them too."""
     quick = [
         "experiment=speech",
         "ensemble_with=null",  # the networks alone: seeds are the members here
         "data=ravdess",
-        *common(root, tmp_path),
+        *on_six_actors(six_actors, tmp_path),
         "data.preprocessing.hop_length=1024",
         "trainer.max_epochs=2",
         "logger=none",
@@ -594,28 +513,6 @@ def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_d
         probabilities[2].to_numpy(), ((probabilities[0] + probabilities[1]) / 2).to_numpy(), atol=1e-5
     )
 
-    final = tmp_path / "final"
-    run_cli("train.py", *quick, "final=all_speakers", f"hydra.run.dir={final}")
-    split = pd.read_csv(final / "split.csv")
-    assert (split["split"] == "train").all() and len(split) == 6  # every speaker trains, nobody is held out
-    assert not (final / "metrics.json").exists()  # nothing to test on
-    history = pd.read_csv(final / "history.csv")
-    assert list(history["epoch"]) == [0, 1] and "val/loss" not in history
-    [shipped] = (
-        (final / "checkpoints").glob("*.ckpt")
-        if not (final / "checkpoints" / "last.ckpt").exists()
-        else [final / "checkpoints" / "last.ckpt"]
-    )
-    run_cli(
-        "-m",
-        "cremad_lit",
-        "predict",
-        f"ckpt_path={shipped}",
-        f"inputs=[{folder}]",
-        f"hydra.run.dir={tmp_path / 'p'}",
-    )
-    assert len(pd.read_csv(tmp_path / "p" / "predictions.csv")) == 6
-
 
 def test_the_folder_holds_eight_emotions_and_the_label_map_exclusions_are_one_line(ravdess_dir, caplog):
     """../shared/ravdess-speech holds all eight RAVDESS emotions; the default six-class map leaves out calm and
@@ -638,12 +535,11 @@ def test_the_folder_holds_eight_emotions_and_the_label_map_exclusions_are_one_li
 
 
 @pytest.mark.slow
-def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
+def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, six_actors, tmp_path):
     """A baseline run dir works like a checkpoint: evaluate.py reproduces its own test probabilities from the saved
     model, averages them with a deep model's with weights chosen on the shared validation actors, and predict
     gives evaluate's probabilities for the same speaker's clips."""
-    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
-    base = ["data=ravdess", *common(root, tmp_path), "split.folds=3", "logger=none"]
+    base = ["data=ravdess", *on_six_actors(six_actors, tmp_path), "split.folds=3", "logger=none"]
     for fold in (0, 1):
         run_cli(
             "-m",
@@ -724,7 +620,7 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
     )
 
     # The ensemble to ship: the classical model fitted on every speaker, beside a deep model, in predict.
-    everyone = ["data=ravdess", *common(root, tmp_path), "logger=none"]
+    everyone = ["data=ravdess", *on_six_actors(six_actors, tmp_path), "logger=none"]
     final = run_cli(
         "-m",
         "cremad_lit",
@@ -739,6 +635,10 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
     assert not (tmp_path / "final" / "metrics.json").exists()
     no_c = run_cli("-m", "cremad_lit", "baseline", *everyone, "final=all_speakers", check=False)
     assert no_c.returncode != 0 and "C_grid=[0.01]" in no_c.stderr
+    few = tmp_path / "few"  # 12 takes: the weighted mean below holds whatever the folder's statistics
+    few.mkdir()
+    for wav in sorted(folder.iterdir())[::5]:
+        (few / wav.name).symlink_to(wav.resolve())
     rows = {}
     for name, ckpt in (("d", deep["checkpoint"]), ("c", tmp_path / "final"), ("dc", None)):
         ckpt = ckpt or f"[{deep['checkpoint']},{tmp_path / 'final'}]"
@@ -747,25 +647,38 @@ def test_a_classical_baseline_is_an_ensemble_member(ravdess_dir, tmp_path):
             "cremad_lit",
             "predict",
             f"ckpt_path={ckpt}",
-            f"inputs=[{folder}]",
+            f"inputs=[{few}]",
             "ensemble_weights=[0.3,0.7]" if name == "dc" else "ensemble_weights=null",
             f"hydra.run.dir={tmp_path / name}",
         )
         rows[name] = pd.read_csv(tmp_path / name / "predictions.csv").set_index("file")[list(EMOTIONS)]
+    assert len(rows["dc"]) == 12
     assert np.allclose(rows["dc"].to_numpy(), (0.3 * rows["d"] + 0.7 * rows["c"]).to_numpy(), atol=1e-5)
 
 
 @pytest.mark.slow
-def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regression(ravdess_dir, tmp_path):
-    """experiment=speech's run is an ensemble: the network and a speaker-normalised ComParE + LR model fitted on the
-    same training speakers (exactly the baseline command's model with C=0.01), probabilities averaged; the run folder
-    is that ensemble for evaluate.py, predict and the report; final=all_speakers ships the same pair."""
-    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
-    base = ["data=ravdess", *common(root, tmp_path), "logger=none"]
-    quick = ["experiment=speech", *base, "data.preprocessing.hop_length=1024", "trainer.max_epochs=1"]
+def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regression(
+    ravdess_dir, six_actors, tmp_path
+):
+    """experiment=speech on 6 RAVDESS actors (the data=ravdess adapter, real files) is an ensemble: the network and a
+    speaker-normalised ComParE + LR model fitted on the same training speakers (exactly the baseline command's model
+    with C=0.01), probabilities averaged. The run folder is that ensemble for evaluate.py (in the corpus and on
+    another one through a manifest), predict and the report; final=all_speakers ships the same pair, nobody held out.
+    One training serves every check: the suite's budget."""
+    base = ["data=ravdess", *on_six_actors(six_actors, tmp_path), "logger=none"]
+    quick = [
+        "experiment=speech",
+        *base,
+        "model/backbone@model.audio_backbone=test_efficientnet",
+        "data.preprocessing.hop_length=1024",
+        "trainer.max_epochs=2",
+    ]
     run = tmp_path / "speech"
     run_cli("train.py", *quick, f"hydra.run.dir={run}")
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dataset"] == "ravdess" and metrics["n_test"] == 44 * len(metrics["test_actors"]) == 88
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == [0, 1] and (history["speed/clips_per_s"] > 0).all()
     assert metrics["ensemble"]["weights"] == [0.5, 0.5]
     assert metrics["ensemble"]["method"] == "compare_logreg"
     # The key names what was measured: the run folder, the ensemble; the network's own file is named as a member.
@@ -775,13 +688,17 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
     columns = [f"p_{e}" for e in EMOTIONS]
 
     def probabilities(folder: Path) -> pd.DataFrame:
-        return pd.read_csv(folder / "predictions.csv").set_index("clip_id")[columns].sort_index()
+        return (
+            pd.read_csv(folder / "predictions.csv", dtype={"clip_id": str})
+            .set_index("clip_id")[columns]
+            .sort_index()
+        )
 
     network, partner = (
         probabilities(run / "members" / "network"),
         probabilities(run / "members" / "classical"),
     )
-    assert len(network) == len(partner) == metrics["n_test"] == 88
+    assert len(network) == len(partner) == metrics["n_test"]
     assert np.allclose(probabilities(run).to_numpy(), (0.5 * network + 0.5 * partner).to_numpy(), atol=1e-6)
     member_metrics = [
         json.loads((run / "members" / m / "metrics.json").read_text()) for m in ("network", "classical")
@@ -806,9 +723,32 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
     assert evaluated["ensemble"]["weights"] == [0.5, 0.5] and evaluated["n_test"] == 88
     assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
     assert np.allclose(probabilities(tmp_path / "eval").to_numpy(), probabilities(run).to_numpy(), atol=1e-5)
-    # ... and predict gives the same probabilities for one test speaker's files.
-    actor = metrics["test_actors"][0]
-    folder = one_speaker_folder(ravdess_dir, actor, tmp_path / "one-speaker", every_take=True)
+    # The report counts the run once (the ensemble), not its members.
+    run_cli("-m", "cremad_lit", "report", str(run))
+    assert len(pd.read_csv(run / "runs.csv")) == 1
+
+    # ... evaluates another actor through a manifest (the six classes, the checkpoint's preprocessing) ...
+    other = sorted((ravdess_dir / "Actor_17").glob("*.wav"))
+    manifest = write_manifest(tmp_path / "other" / "clips.csv", other)
+    run_cli(
+        "evaluate.py",
+        f"ckpt_path={run}",
+        "data=manifest",
+        f"data.manifest={manifest}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "subset=all",
+        f"hydra.run.dir={tmp_path / 'cross'}",
+    )
+    cross = json.loads((tmp_path / "cross" / "metrics.json").read_text())
+    assert cross["cross_corpus"] and cross["dataset"] == "manifest" and cross["n_test"] == 44
+    assert cross["actors"] == ["spk17"]
+    crossed = pd.read_csv(tmp_path / "cross" / "predictions.csv", dtype={"clip_id": str})
+    assert set(crossed["label"]) == {"ANG", "DIS", "FEA", "HAP", "NEU", "SAD"}
+    assert (crossed["label"] == crossed["pred"]).mean() == pytest.approx(cross["accuracy"])
+    assert (tmp_path / "cross" / "confusion.png").is_file()
+    # ... and predict, reading a folder as one speaker (its statistics over every take in it), gives evaluate's
+    # probabilities for the same clips.
+    folder = one_speaker_folder(ravdess_dir, 17, tmp_path / "one-speaker", every_take=True)
     run_cli(
         "-m",
         "cremad_lit",
@@ -818,24 +758,38 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
         f"hydra.run.dir={tmp_path / 'p'}",
     )
     predicted = pd.read_csv(tmp_path / "p" / "predictions.csv")
-    predicted.index = [Path(f).stem.split("-", 1)[1] for f in predicted["file"]]
-    tested = probabilities(run)  # the 44 six-class clips of the folder's 60 takes
-    tested = tested[tested.index.isin(predicted.index)]
-    assert (
-        len(predicted) == 60
-        and len(tested) == 44
-        and np.allclose(predicted.loc[tested.index, list(EMOTIONS)].to_numpy(), tested.to_numpy(), atol=1e-4)
+    predicted.index = predicted["file"].map(lambda f: Path(f).stem)
+    tested = probabilities(tmp_path / "cross")  # the 44 six-class clips of the folder's 60 takes
+    assert len(predicted) == 60 and len(tested) == 44
+    assert np.allclose(predicted.loc[tested.index, list(EMOTIONS)].to_numpy(), tested.to_numpy(), atol=1e-4)
+    # An audio-only checkpoint predicts straight from a WAV file, here the native 48 kHz stereo original.
+    native = RAVDESS_48K / "Actor_01" / "03-01-05-02-01-01-01.wav"
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "predict",
+        f"ckpt_path={run}",
+        f"inputs=[{native}]",
+        f"hydra.run.dir={tmp_path / 'n'}",
     )
-    # The report counts the run once (the ensemble), not its members.
-    run_cli("-m", "cremad_lit", "report", str(run))
-    assert len(pd.read_csv(run / "runs.csv")) == 1
+    alone = pd.read_csv(tmp_path / "n" / "predictions.csv")
+    assert len(alone) == 1 and alone.loc[0, "prediction"] in EMOTIONS
+    assert alone[list(EMOTIONS)].sum(axis=1).iloc[0] == pytest.approx(1.0, abs=1e-4)
 
     # The model to ship: the same pair fitted on every speaker (C is fixed, so no validation speakers are needed).
     final = tmp_path / "final"
     run_cli("train.py", *quick, "final=all_speakers", f"hydra.run.dir={final}")
+    split = pd.read_csv(final / "split.csv")
+    assert (split["split"] == "train").all() and len(split) == 6  # every speaker trains, nobody is held out
+    assert not (final / "metrics.json").exists()  # nothing to test on
+    assert "val/loss" not in pd.read_csv(final / "history.csv")
     stored = json.loads((final / "ensemble.json").read_text())
     assert stored["members"] == ["checkpoints/last.ckpt", "members/classical"]
     assert json.loads((final / "members" / "classical" / "classical_model.json").read_text())["C"] == 0.01
+    few = tmp_path / "few"  # 12 takes: the identity below holds whatever the folder's statistics
+    few.mkdir()
+    for wav in sorted(folder.iterdir())[::5]:
+        (few / wav.name).symlink_to(wav.resolve())
     rows = {}
     for name, ckpt in (
         ("net", final / stored["members"][0]),
@@ -847,12 +801,13 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
             "cremad_lit",
             "predict",
             f"ckpt_path={ckpt}",
-            f"inputs=[{folder}]",
+            f"inputs=[{few}]",
             f"hydra.run.dir={tmp_path / ('final-' + name)}",
         )
         rows[name] = pd.read_csv(tmp_path / f"final-{name}" / "predictions.csv").set_index("file")[
             list(EMOTIONS)
         ]
+    assert len(rows["pair"]) == 12
     assert np.allclose(rows["pair"].to_numpy(), (0.5 * rows["net"] + 0.5 * rows["lr"]).to_numpy(), atol=1e-5)
 
     video_only = run_cli("train.py", *quick, "data.modalities=[video]", check=False)
