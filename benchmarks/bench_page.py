@@ -79,13 +79,19 @@ def main() -> None:
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
-    from cremad_lit.data.isolation import FAULTS_VARIABLE
+    from cremad_lit.data.isolation import DEBUG_PLUGINS
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     work = uploads(args.requests)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", FAULTS_VARIABLE: "crash:crash.wav", "OMP_NUM_THREADS": "1"}
+    env = {  # the test plugin's decoder crash on crash.wav (tests/faults.py), in the page's workers only
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        DEBUG_PLUGINS: "tests.faults",
+        "CREMAD_LIT_TEST_FAULTS": "crash:crash",
+        "OMP_NUM_THREADS": "1",
+    }
     command = [
         sys.executable,
         "-m",

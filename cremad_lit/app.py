@@ -89,15 +89,14 @@ _WORKER_JUDGE: Judge | None = None
 
 def _load_worker_judge(ckpt_path, weights, device: str) -> None:
     global _WORKER_JUDGE
+    from cremad_lit.data.isolation import load_debug_plugins
     from cremad_lit.predictors import load_predictor
 
+    load_debug_plugins()
     _WORKER_JUDGE = Judge(load_predictor(ckpt_path, weights, device), device)
 
 
 def _judge_in_worker(path: str) -> Verdict:
-    from cremad_lit.data.isolation import injected_fault
-
-    injected_fault(path)  # test-only crash or hang (data/isolation.py's FAULTS_VARIABLE)
     return _WORKER_JUDGE(path)
 
 

@@ -47,6 +47,9 @@ def stops_cleanly(main):
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from cremad_lit.data.isolation import load_debug_plugins
+
+        load_debug_plugins()  # a debug setting, empty in use (data/isolation.py)
         try:
             return main(*args, **kwargs)
         except Exception as error:

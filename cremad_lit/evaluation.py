@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from cremad_lit.data.labels import shared_classes
-from cremad_lit.lockbox import record_opening
+from cremad_lit.lockbox import complete_opening, record_opening
 from cremad_lit.loggers import (
     build_loggers,
     finish_loggers,
@@ -125,6 +125,12 @@ def evaluate(cfg: DictConfig) -> dict:
             }
         }
         log.info("scored on the %d classes the model and the corpus share: %s", len(classes), classes)
+    partial = datamodule.partial_clips()  # judged, and flagged: predictions.csv's warning column
+    if partial:
+        log.warning("%d clip(s) decoded only in part (cut short?): flagged in predictions.csv", len(partial))
+        predictions = [
+            {**p, "warning": partial[p["clip_id"]]} if p["clip_id"] in partial else p for p in predictions
+        ]
     speakers = {}
     for member in members:
         speakers.update(member["datamodule"].speakers())
@@ -154,12 +160,15 @@ def evaluate(cfg: DictConfig) -> dict:
             **ensemble,
             **mapping,
             **lockbox,
+            **({"partial_clips": len(partial)} if partial else {}),
             **run_info(),
         },
         data_root=datamodule.root,
         speakers=speakers,
         classes=tuple(classes),
     )
+    if lockbox:  # metrics.json is written: the opening completed (lockbox.py)
+        complete_opening(lockbox["lockbox"]["ledger"], str(run_dir.resolve()), metrics["accuracy"])
     log_predictions_table(loggers, predictions, datamodule, key=f"{cfg.subset}/predictions", classes=classes)
     finish_loggers(loggers)
     weights = f", weights {[round(w, 3) for w in ensemble['ensemble']['weights']]}" if ensemble else ""

@@ -14,7 +14,7 @@ import pandas as pd
 
 from cremad_lit.data.crowd_votes import compare_with_model, find_summary_table, human_baseline
 from cremad_lit.data.labels import EMOTIONS
-from cremad_lit.io import write_json
+from cremad_lit.io import write_json, write_text
 from cremad_lit.plots import plot_confusion, plot_grouped_bars
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,11 @@ def write_results(
     data_root: str | None = None,
     speakers: dict | None = None,
 ) -> dict:
-    """Write metrics.json, confusion.png, predictions.csv (and the human baseline when the root has the votes).
+    """Write predictions.csv, confusion.png (and the human baseline when the root has the votes), then metrics.json.
 
-    `speakers` (clip_id -> speaker) adds a speaker column, which the report's intervals over speakers resample."""
+    `speakers` (clip_id -> speaker) adds a speaker column, which the report's intervals over speakers resample.
+    metrics.json comes last, each file whole (written atomically): a run folder with metrics.json holds every result,
+    so a run killed while writing them is read as unfinished (select, report, the benchmarks) and run again."""
     run_dir = Path(run_dir)
     metrics = {**results, **(extra or {})}
     votes = find_summary_table(data_root) if data_root else None
@@ -60,8 +62,6 @@ def write_results(
         comparison.to_csv(run_dir / "human_vs_model.csv")
         title = f"Model recall vs crowd accuracy on the same {baseline['n_clips']} clips"
         plot_grouped_bars(comparison, run_dir / "human_vs_model.png", title, "share recognised")
-    write_json(run_dir / "metrics.json", metrics)
-    confusion_png = plot_confusion(results["confusion_matrix"], list(classes), run_dir / "confusion.png")
     table = pd.DataFrame(predictions)
     if len(table):
         table["label"] = table["label"].map(lambda i: classes[i])
@@ -70,7 +70,9 @@ def write_results(
         table = pd.concat([table, probabilities], axis=1)
         if speakers:
             table.insert(1, "speaker", table["clip_id"].map(speakers))
-        table.to_csv(run_dir / "predictions.csv", index=False)
+        write_text(run_dir / "predictions.csv", table.to_csv(index=False))
+    confusion_png = plot_confusion(results["confusion_matrix"], list(classes), run_dir / "confusion.png")
+    write_json(run_dir / "metrics.json", metrics)
     for logger in loggers:
         _log_to_wandb(logger, metrics, predictions, confusion_png, classes)
     return metrics

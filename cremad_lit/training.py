@@ -259,6 +259,10 @@ def train(cfg: DictConfig) -> float | None:
             pair = Pair.fit(cfg.ensemble_with, datamodule, cfg.data, run_dir, tested)
     if cfg.get("test_after_fit", True):
         test_and_write(cfg, trainer, module, datamodule, tested, monitored, pair, info)
+    # The clips a decoder crashed on while decoding on the fly (skipped, the epochs went on) are kept with the run.
+    if trainer.is_global_zero and datamodule.decoder_crashes():
+        info["decoder_crashes"] = datamodule.decoder_crashes()
+        write_json(run_dir / "run_info.json", info)
     if trainer.is_global_zero:
         if cfg.get("logger") and cfg.logger.get("wandb", {}).get("log_model"):
             log_model_artifacts(loggers, tested or None, run_dir)

@@ -155,6 +155,28 @@ TINY = [
 ]
 
 
+def inject_faults(monkeypatch, faults: str) -> None:
+    """Worker processes started from now on crash or hang on the named files ("crash:<stem>,hang:<stem>"): the test
+    plugin tests/faults.py, loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS (data/isolation.py)."""
+    from cremad_lit.data.isolation import DEBUG_PLUGINS
+
+    monkeypatch.setenv(DEBUG_PLUGINS, "tests.faults")
+    monkeypatch.setenv("CREMAD_LIT_TEST_FAULTS", faults)
+
+
+def kill_at(monkeypatch, spec: str | None) -> None:
+    """Commands started from now on SIGKILL themselves at the write `spec` names ("<file>:<n>:<before|while|after>
+    [:tree]", tests/kill_points.py); None: no kill."""
+    from cremad_lit.data.isolation import DEBUG_PLUGINS
+
+    if spec is None:
+        monkeypatch.delenv(DEBUG_PLUGINS, raising=False)
+        monkeypatch.delenv("CREMAD_LIT_TEST_KILL", raising=False)
+    else:
+        monkeypatch.setenv(DEBUG_PLUGINS, "tests.kill_points")
+        monkeypatch.setenv("CREMAD_LIT_TEST_KILL", spec)
+
+
 @pytest.fixture(scope="session")
 def six_actors(ravdess_dir, tmp_path_factory) -> tuple[Path, Path]:
     """RAVDESS actors 01-06 (a root of symlinked folders) and one cache beside it, shared by every test that trains on

@@ -16,7 +16,7 @@ import pytest
 from cremad_lit.app import Judge, build_page, examples_in, page_outputs
 from cremad_lit.ensemble import Ensemble
 from cremad_lit.predictors import Network, load_predictor
-from tests.conftest import REPO, SAMPLE_FLVS, SAMPLES, tiny_module
+from tests.conftest import REPO, SAMPLE_FLVS, SAMPLES, inject_faults, tiny_module
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags a sandboxed, offline machine needs (no background connections to Google's services).
@@ -165,7 +165,6 @@ def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
     from gradio_client import Client, handle_file
 
     from cremad_lit.app import IsolatedJudge, serve
-    from cremad_lit.data.isolation import FAULTS_VARIABLE
 
     crash = tmp_path / "crash.flv"
     crash.write_bytes(SAMPLE_FLVS[2].read_bytes())
@@ -173,7 +172,7 @@ def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
     damaged.write_bytes(SAMPLE_FLVS[0].read_bytes()[:3000] + bytes(5000))
     text.write_text("not a video")
     big.write_bytes(SAMPLE_FLVS[0].read_bytes() * 40)  # ~6 MB, over the 2 MB limit set below
-    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash.name}")  # the workers are spawned with it
+    inject_faults(monkeypatch, f"crash:{crash.stem}")  # the workers are spawned with it
     judge = IsolatedJudge(
         str(tiny_checkpoint), workers=1, timeout_s=60
     )  # one worker: a crash must be replaced

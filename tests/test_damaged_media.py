@@ -22,11 +22,10 @@ import pytest
 from cremad_lit.data.cache import ClipCache
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.features import Preprocessing
-from cremad_lit.data.isolation import FAULTS_VARIABLE
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.environment import BrokenEnvironment
 from cremad_lit.io import DiskFull, NotWritable
-from tests.conftest import REPO, SHARED, run_cli
+from tests.conftest import REPO, SHARED, inject_faults, run_cli
 
 DAMAGE = ("flip", "truncate", "zero", "repeat", "shuffle", "header")
 
@@ -149,11 +148,11 @@ def four_clips(synthetic_root):
 
 
 def test_a_decoder_that_crashes_or_hangs_on_a_file_costs_that_clip_only(four_clips, tmp_path, monkeypatch):
-    crash, hang = (Path(four_clips.iloc[i]["video_path"]).name for i in (1, 2))
-    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash},hang:{hang}")
+    crash, hang = (Path(four_clips.iloc[i]["video_path"]).stem for i in (1, 2))
+    inject_faults(monkeypatch, f"crash:{crash},hang:{hang}")
     cache = ClipCache(tmp_path, Preprocessing(frames=2, image_size=32))
     report = cache.build(four_clips, workers=2, decode_timeout_s=8)
-    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    reasons = {Path(s["path"]).stem: s["reason"] for s in report["skipped"]}
     assert reasons == {
         crash: "decoder crashed (SIGSEGV)",
         hang: "decoding took longer than data.decode_timeout_s=8 s (stopped)",
@@ -163,12 +162,55 @@ def test_a_decoder_that_crashes_or_hangs_on_a_file_costs_that_clip_only(four_cli
 
 
 def test_a_decoder_that_crashes_on_the_canary_too_is_the_environment(four_clips, tmp_path, monkeypatch):
-    crash = Path(four_clips.iloc[0]["video_path"]).name
-    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash},crash:canary.flv")
+    crash = Path(four_clips.iloc[0]["video_path"]).stem
+    inject_faults(monkeypatch, f"crash:{crash},crash:canary")
     cache = ClipCache(tmp_path, Preprocessing(frames=2, image_size=32))
     with pytest.raises(BrokenEnvironment, match=r"decoder crashed \(SIGSEGV\).*canary.*fails too"):
         cache.build(four_clips, workers=2, decode_timeout_s=30)
     assert json.loads(cache.skipped_file.read_text()) == []
+
+
+def test_a_dataloader_worker_that_crashes_on_a_clip_costs_that_clip_only(
+    synthetic_root, tmp_path, monkeypatch
+):
+    """data.cache=off decodes in the DataLoader's workers: a decoder crash (SIGSEGV) there is that clip's skip with its
+    reason, every other clip of the epoch is batched once, and the next epoch leaves the clip out without a crash; a
+    crash on the canary too is the environment."""
+    from tests.test_datamodule import make
+
+    datamodule = make(synthetic_root, tmp_path, cache="off", num_workers=2, batch_size=4)
+    clips = datamodule.datasets["train"].clips
+    victim = clips.iloc[5]
+    inject_faults(monkeypatch, f"crash:{Path(victim.video_path).stem}")
+    loader = datamodule.train_dataloader()
+    for _epoch in range(2):
+        seen = [c for batch in loader for c in batch["clip_id"]]
+        assert sorted(seen) == sorted(set(clips["clip_id"]) - {victim.clip_id})
+    [crash] = loader.crashes
+    assert crash["clip_id"] == victim.clip_id and crash["path"] == victim.video_path
+    assert crash["reason"].startswith("decoder crashed in a DataLoader worker (")
+    assert datamodule.decoder_crashes() == loader.crashes
+
+    inject_faults(monkeypatch, f"crash:{Path(victim.video_path).stem},crash:canary")
+    with pytest.raises(BrokenEnvironment, match=r"decoder crashed in a DataLoader worker.*canary.*fails too"):
+        list(datamodule.train_dataloader())
+
+
+@pytest.mark.slow
+def test_train_py_goes_on_past_a_decoder_crash_and_records_the_skip(synthetic_root, tmp_path, monkeypatch):
+    """The same through train.py, as a user runs it with data.cache=off: the run ends, run_info.json names the clip."""
+    from tests.conftest import train_args
+
+    clip = sorted((synthetic_root / "VideoFlash").glob("*.flv"))[7].stem
+    inject_faults(monkeypatch, f"crash:{clip}")
+    run = tmp_path / "run"
+    on_the_fly = ["data.cache=off", "data.num_workers=2", "trainer.max_epochs=1", "logger=none"]
+    run_cli(
+        *train_args(synthetic_root, tmp_path, *on_the_fly, f"hydra.run.dir={run}"), fresh=True
+    )  # forks workers
+    [crash] = json.loads((run / "run_info.json").read_text())["decoder_crashes"]
+    assert crash["clip_id"] == clip and crash["reason"].startswith("decoder crashed in a DataLoader worker")
+    assert json.loads((run / "metrics.json").read_text())["n_test"] > 0
 
 
 def test_functionals_that_crash_or_hang_on_a_file_cost_that_clip_only(four_clips, tmp_path, monkeypatch):
@@ -176,11 +218,11 @@ def test_functionals_that_crash_or_hang_on_a_file_cost_that_clip_only(four_clips
     are computed and cached; a crash on the canary too is the environment."""
     from cremad_lit.data.functionals import functionals_features
 
-    crash, hang = (Path(four_clips.iloc[i]["video_path"]).name for i in (1, 2))
-    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash},hang:{hang}")
+    crash, hang = (Path(four_clips.iloc[i]["video_path"]).stem for i in (1, 2))
+    inject_faults(monkeypatch, f"crash:{crash},hang:{hang}")
     prep = Preprocessing(frames=2, image_size=32)
     features, skipped = functionals_features(four_clips, tmp_path / "egemaps", prep, workers=2, timeout=5)
-    reasons = {Path(s["reason"].split(":")[0]).name: s["reason"].split(": ", 1)[1] for s in skipped}
+    reasons = {Path(s["reason"].split(":")[0]).stem: s["reason"].split(": ", 1)[1] for s in skipped}
     assert reasons == {
         crash: "decoder crashed (SIGSEGV)",
         hang: "decoding took longer than data.decode_timeout_s=5 s (stopped)",
@@ -188,7 +230,7 @@ def test_functionals_that_crash_or_hang_on_a_file_cost_that_clip_only(four_clips
     assert sorted(features) == sorted(four_clips["clip_id"][[0, 3]]) and all(
         len(v) == 88 for v in features.values()
     )
-    monkeypatch.setenv(FAULTS_VARIABLE, f"crash:{crash},crash:canary.flv")
+    inject_faults(monkeypatch, f"crash:{crash},crash:canary")
     with pytest.raises(BrokenEnvironment, match=r"decoder crashed \(SIGSEGV\).*canary.*fails too"):
         functionals_features(four_clips, tmp_path / "egemaps", prep, workers=2, timeout=30)
 

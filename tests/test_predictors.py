@@ -165,3 +165,57 @@ def test_another_corpus_is_read_without_the_training_corpus_lockbox(tmp_path):
     elsewhere, home = OmegaConf.create(stored), OmegaConf.create(stored)
     assert not data_settings(other, elsewhere, None, tmp_path) and elsewhere.split.lockbox is None
     assert data_settings(same, home, None, tmp_path) and list(home.split.lockbox) == [16, 17, 18]
+
+
+def test_evaluate_leaves_out_sound_files_for_a_model_that_reads_faces_and_flags_a_file_cut_short(
+    tiny_checkpoint, tmp_path
+):
+    """evaluate.py with a manifest, against an audio-visual model: rows with only a real CREMA-D WAV (or a text file
+    named .wav) are left out with their reason, never decoded; a real flv cut to a third is judged and flagged in
+    predictions.csv; a manifest of sound files alone is one line naming it and the way out, not the environment."""
+    import json
+
+    import pandas as pd
+
+    from tests.conftest import SAMPLES, run_cli
+
+    cut = tmp_path / "1001_DFA_SAD_XX.flv"
+    data = SAMPLE_FLVS[5].read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    text = tmp_path / "notes.wav"
+    text.write_text("not a recording")
+    wav = SAMPLES / "AudioWAV" / "1002_DFA_ANG_XX.wav"
+    rows = [
+        {"video_path": str(f), "speaker": "1001", "emotion": f.stem.split("_")[2]} for f in SAMPLE_FLVS[:4]
+    ]
+    rows += [
+        {"video_path": str(cut), "speaker": "1001", "emotion": "SAD"},
+        {"audio_path": str(wav), "speaker": "1002", "emotion": "ANG"},
+        {"audio_path": str(text), "speaker": "1002", "emotion": "HAP"},
+    ]
+    manifest = tmp_path / "clips.csv"
+    pd.DataFrame(rows).fillna("").to_csv(manifest, index=False)
+    run = tmp_path / "eval"
+    common = [
+        f"ckpt_path={tiny_checkpoint}",
+        "data=manifest",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "subset=all",
+    ]
+    run_cli("evaluate.py", *common, f"data.manifest={manifest}", f"hydra.run.dir={run}")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_test"] == 5 and metrics["partial_clips"] == 1
+    predictions = pd.read_csv(run / "predictions.csv").set_index("clip_id")
+    assert predictions["warning"].notna().sum() == 1
+    assert "cut short" in predictions.loc[cut.stem, "warning"]
+    log = (run / "evaluate.log").read_text() if (run / "evaluate.log").is_file() else ""
+    assert "environment is broken" not in log
+
+    sounds = tmp_path / "sounds.csv"
+    pd.DataFrame(rows[-2:]).to_csv(sounds, index=False)
+    alone = run_cli(
+        "evaluate.py", *common, f"data.manifest={sounds}", f"hydra.run.dir={tmp_path / 'x'}", check=False
+    )
+    assert alone.returncode != 0 and "environment is broken" not in alone.stderr
+    [line] = [x for x in alone.stderr.splitlines() if x.startswith("error:")]
+    assert str(sounds) in line and "no video" in line and "data.modalities=[audio]" in line

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from cremad_lit.data.labels import EMOTIONS
+from cremad_lit.io import write_text
 from cremad_lit.plots import plot_grouped_bars
 from cremad_lit.uncertainty import LEVEL, RESAMPLES, accuracy_interval, paired_difference
 
@@ -370,13 +371,14 @@ def write_report(
     summary = add_intervals(runs, summarise_runs(runs))
     humans = human_rows(runs)
     table = pd.concat([summary, humans]) if len(humans) else summary
-    runs.to_csv(root / "runs.csv", index=False)
-    table.to_csv(root / "report.csv")
+    # Each file whole or not at all (a report killed while writing leaves the last one): atomic writes.
+    write_text(root / "runs.csv", runs.to_csv(index=False))
+    write_text(root / "report.csv", table.to_csv())
     chosen = choose_reference(runs, summary, reference) if len(summary) > 1 else None
     paired = paired_table(runs, summary, chosen) if chosen else None
     paired_section = ""
     if paired is not None and len(paired):
-        paired.to_csv(root / "paired.csv")
+        write_text(root / "paired.csv", paired.to_csv())
         paired_section = paired_markdown(paired, chosen) + "\n\n"
     leaky = (
         " Some runs use a split with speakers on both sides (split.by=clip, or leaky clip lists): LEAKY, not "
@@ -384,14 +386,15 @@ def write_report(
         if (runs["split_by"] == "clip").any()
         else ""
     )
-    (root / "report.md").write_text(
+    write_text(
+        root / "report.md",
         f"# Results: {root}\n\nTest metrics, mean ± std over seeds/folds (runs per row): WAR (weighted average "
         "recall, i.e. accuracy) first, then UAR (unweighted average recall, the mean of the per-class recalls); the "
         "interval is over test "
         f"speakers (bootstrap, {RESAMPLES_TEXT}).{leaky}\n\n{to_markdown(table)}\n\n"
         f"{reading(runs, summary)}\n\n{paired_section}{balance_markdown(runs)}"
         f"![report](report.png)\n\n## F1 per emotion (mean)\n\n{per_class_markdown(summary)}\n\n"
-        "![per class](report_per_class.png)\n"
+        "![per class](report_per_class.png)\n",
     )
     bars = table[["accuracy_mean"]].rename(columns={"accuracy_mean": "accuracy"})
     errors = table[["accuracy_std"]].rename(columns={"accuracy_std": "accuracy"})

@@ -43,7 +43,7 @@ except ImportError:  # Windows: no lock; parallel jobs may then decode the same 
 from cremad_lit.data import canary
 from cremad_lit.data.faces import summarise
 from cremad_lit.data.features import Preprocessing, clip_info, decode_clip, extract_clip
-from cremad_lit.data.isolation import canary_in_worker, injected_fault, run_isolated
+from cremad_lit.data.isolation import canary_in_worker, run_isolated
 from cremad_lit.data.media import MediaError
 from cremad_lit.errors import Stop
 from cremad_lit.io import DiskFull, explain_write_error, free_bytes, human, write_atomic, write_json
@@ -350,7 +350,6 @@ def _read_json(path: Path, empty):
 def _prepare_one(job, cache: ClipCache, decoder: str):
     """(clip_id, path, skip reason or None, stored info or None). Raises only what stops the build."""
     clip_id, video_path, audio_path = job
-    injected_fault(video_path or audio_path)
     try:
         sample = decode_clip(video_path, audio_path, cache.prep, decoder)
     except MediaError as error:
@@ -367,7 +366,6 @@ def _decode_canary(prep, decoder, video_path, audio_path) -> None:
     modalities = ("audio", "video") if video_path else ("audio",)
 
     def decode(video, audio):
-        injected_fault(video or audio)
         return extract_clip(video, audio, prep, decoder, modalities)
 
     canary.check(decode, video_path, audio_path, "crash check")

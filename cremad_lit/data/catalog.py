@@ -22,6 +22,7 @@ import pandas as pd
 from cremad_lit.data.adapters import ADAPTERS, adapter
 from cremad_lit.data.adapters.common import NOT_A_CLASS, ON_PURPOSE, SAME_TAKE, reject, walk_files
 from cremad_lit.data.labels import EMOTION_ALIASES, Rejected, emotion_code, resolve_classes
+from cremad_lit.errors import Stop
 
 __all__ = [
     "COLUMNS",
@@ -52,6 +53,10 @@ COLUMNS = [
     "race",
     "ethnicity",
 ]
+
+
+class NoVideo(Stop, ValueError):
+    """A model that reads faces given a corpus of sound files alone: the user's input, one line."""
 
 
 def _summarise_on_purpose(rejected: list[dict]) -> None:
@@ -101,9 +106,9 @@ def build_catalog(
     if modalities is not None and "video" in modalities and len(table):
         if not (table["video_path"] != "").any():
             where = manifest or root
-            raise ValueError(
+            raise NoVideo(
                 f"data.modalities={list(modalities)} asks for video, but {where} holds no video files "
-                "(only audio): use data.modalities=[audio]"
+                "(only audio): give the clips' videos, or use a model of data.modalities=[audio]"
             )
         for path in table.loc[table["video_path"] == "", "audio_path"]:
             reject(rejected, path, "no video file for this clip (data.modalities includes video)")

@@ -38,6 +38,7 @@ from cremad_lit.data.faces import load_detector
 from cremad_lit.data.features import Preprocessing, decode_clip
 from cremad_lit.data.functionals import FUNCTIONALS, feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.data.labels import resolve_classes
+from cremad_lit.data.loader import CrashTolerantLoader
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
@@ -153,6 +154,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.clips: pd.DataFrame | None = None
         self.split: pd.DataFrame | None = None
         self.datasets: dict[str, ClipDataset] = {}
+        self.loaders: list[CrashTolerantLoader] = []
         self.protocol: dict = {}  # how the split was made, for metrics.json (set up with the split)
         self.lockbox: list = []  # split.lockbox's speakers (set up with the split)
         self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
@@ -485,13 +487,27 @@ class EmotionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(
+        loader = CrashTolerantLoader(
             self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,
             collate_fn=collate_skipping_bad,
             **self.loader_options,
         )
+        self.loaders.append(loader)
+        return loader
+
+    def partial_clips(self) -> dict[str, str]:
+        """clip_id -> why the clip decoded only in part (a file cut short: less than its header declares)."""
+        if self.cache is None:
+            return {}
+        infos = self.cache.infos(self.clips["clip_id"])
+        return {clip_id: info["partial"] for clip_id, info in infos.items() if info.get("partial")}
+
+    def decoder_crashes(self) -> list[dict]:
+        """The clips a DataLoader worker crashed on (data/loader.py), skipped, each once."""
+        crashes = {c["clip_id"]: c for loader in self.loaders for c in loader.crashes}
+        return list(crashes.values())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -28,6 +28,7 @@ from cremad_lit.data.features import (
     normalise_mel,
     waveform_tensor,
 )
+from cremad_lit.data.loader import note_in_flight
 from cremad_lit.data.media import MediaError
 from cremad_lit.encoder_cache import entry_of, read_entry
 
@@ -89,6 +90,12 @@ class ClipDataset(Dataset):
         self.speaker_ids = np.array(
             [index.get(actor, -1) for actor in self.clips["actor_id"]], dtype=np.int64
         )
+        self.in_flight = None  # set by CrashTolerantLoader (data/loader.py): which clip each worker is on
+
+    @property
+    def decodes_on_the_fly(self) -> bool:
+        """Whether reading a clip runs a decoder (no prepared cache for a modality read from media)."""
+        return self.cache is None and any(m not in self.cached_features for m in self.modalities)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -128,6 +135,13 @@ class ClipDataset(Dataset):
         )
 
     def __getitem__(self, index: int) -> dict:
+        note_in_flight(self.in_flight, index)
+        try:
+            return self._item(index)
+        finally:
+            note_in_flight(self.in_flight, -1)
+
+    def _item(self, index: int) -> dict:
         row = self.clips.iloc[index]
         cached = [m for m in self.modalities if m in self.cached_features]
         try:

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cremad_lit.data import canary
-from cremad_lit.data.isolation import canary_in_worker, injected_fault, run_isolated
+from cremad_lit.data.isolation import canary_in_worker, run_isolated
 from cremad_lit.data.media import MediaError, read_audio
 from cremad_lit.io import write_atomic
 
@@ -78,7 +78,6 @@ def audio_functionals(
 
 def _functionals_one(job) -> tuple[str, np.ndarray | None, str | None]:
     clip_id, video_path, audio_path, source, sample_rate, entry, kind = job
-    injected_fault(video_path or audio_path)
     try:
         features = audio_functionals(video_path, audio_path, source, sample_rate, kind)
     except MediaError as error:
@@ -91,7 +90,6 @@ def _functionals_canary(video_path: str, audio_path: str, source: str, sample_ra
     """The canary of a clip's kinds through the same functionals, in a fresh worker (after a crash or hang)."""
 
     def compute(video, audio):
-        injected_fault(video or audio)
         return functionals_of_audio(read_audio(video, audio, source, sample_rate), sample_rate, kind)
 
     canary.check(compute, video_path, audio_path, f"crash check functionals {kind}")

@@ -9,11 +9,17 @@ Workers are pebble processes started by spawn (forking a process that already ru
 deadlock), one torch thread each. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
 of its result, and a new worker takes its place; the first such failure calls `check_environment(pool, job, reason)`
 (the canary decoded the same way in a fresh worker: data/canary.py), which raises BrokenEnvironment when it fails too.
+
+Debug setting: CREMAD_LIT_DEBUG_PLUGINS="module[,module]" names modules that every command (train.py, evaluate.py,
+python -m cremad_lit ...) and every worker process (these, the DataLoader's and the page's) imports once as it starts.
+The tests load tests/faults.py this way, which makes the decoders crash or hang on named files, and
+tests/kill_points.py, which kills a command at a named write; nothing in the code they test knows about them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import queue
@@ -22,21 +28,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 
-# Test-only: "crash:<file name>,hang:<file name>" makes a worker die or hang on those files (tests/, bench_page.py).
-FAULTS_VARIABLE = "CREMAD_LIT_TEST_FAULTS"
+DEBUG_PLUGINS = "CREMAD_LIT_DEBUG_PLUGINS"
 
 
-def injected_fault(path: str) -> None:
-    """Test-only: the fault FAULTS_VARIABLE names for this file, a decoder crash (SIGSEGV) or hang."""
-    for fault in filter(None, os.environ.get(FAULTS_VARIABLE, "").split(",")):
-        kind, _, name = fault.partition(":")
-        if name and Path(path).name == name:
-            if kind == "crash":
-                os.kill(os.getpid(), signal.SIGSEGV)
-            elif kind == "hang":
-                time.sleep(3600)
+def load_debug_plugins() -> None:
+    """Import the modules the debug setting DEBUG_PLUGINS names (once per worker process, as it starts)."""
+    for name in filter(None, (n.strip() for n in os.environ.get(DEBUG_PLUGINS, "").split(","))):
+        importlib.import_module(name)
 
 
 def signal_name(exitcode) -> str:
@@ -49,6 +48,7 @@ def _init_worker(started=None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    load_debug_plugins()
     if started is not None:  # the worker has read its share of the pool's state: the pool may now close
         started.put(os.getpid())
 

@@ -1,0 +1,159 @@
+"""kill -9 at three moments of long work (during a training, between runs, while writing the summary), then the same
+command again: it ends with the uninterrupted run's results, no run counted twice, no half-written folder read as a
+result; a lockbox opening killed before its numbers were written is not recorded. The kills come from the test plugin
+tests/kill_points.py (a SIGKILL at a named write), loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import TINY, common, kill_at, on_six_actors, run_cli
+
+KILLED = -signal.SIGKILL
+
+
+def killed(result) -> bool:
+    return result.returncode in (KILLED, 128 + signal.SIGKILL, 1)  # itself, or its child's death reported
+
+
+def results(folder: Path) -> pd.DataFrame:
+    """Every finished run under `folder` (its metrics.json): what report reads, compared to the uninterrupted one."""
+    rows = []
+    for path in sorted(folder.glob("**/metrics.json")):
+        if "members" in path.relative_to(folder).parts:
+            continue
+        metrics = json.loads(path.read_text())
+        rows.append({"run": str(path.parent.relative_to(folder)), "accuracy": metrics["accuracy"]})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_a_multirun_killed_three_times_then_run_again_ends_as_an_uninterrupted_one(
+    synthetic_root, tmp_path, monkeypatch
+):
+    def multirun(sweep: Path):
+        return run_cli(
+            "train.py",
+            "-m",
+            *common(synthetic_root, tmp_path),
+            *TINY,
+            "data.modalities=[audio]",
+            "trainer.max_epochs=2",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+            check=False,
+        )
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert multirun(whole).returncode == 0
+    run_cli("-m", "cremad_lit", "report", str(whole))
+
+    kill_at(monkeypatch, "history.csv:3:after")  # the second job, after its first epoch: during a training
+    assert killed(multirun(broken))
+    assert (broken / "1" / "history.csv").is_file() and not (broken / "1" / "metrics.json").exists()
+    run_cli("-m", "cremad_lit", "report", str(broken))  # what has finished so far, and only that
+    assert list(pd.read_csv(broken / "runs.csv")["seed"]) == [0]
+    kill_at(monkeypatch, "metrics.json:1:after")  # between the two jobs
+    assert killed(multirun(broken))
+    kill_at(monkeypatch, None)
+    assert multirun(broken).returncode == 0
+    kill_at(monkeypatch, "report.csv:1:while")  # while writing the summary: the old one stays whole
+    assert killed(run_cli("-m", "cremad_lit", "report", str(broken), check=False))
+    assert list(pd.read_csv(broken / "report.csv")["runs"]) == [1]  # the report before, whole
+    kill_at(monkeypatch, None)
+    run_cli("-m", "cremad_lit", "report", str(broken))
+
+    pd.testing.assert_frame_equal(results(broken), results(whole))
+    again, before = (pd.read_csv(f / "report.csv", index_col=0) for f in (broken, whole))
+    assert list(again["runs"]) == [2]  # each seed once
+    pd.testing.assert_frame_equal(again.filter(like="accuracy"), before.filter(like="accuracy"))
+
+
+@pytest.mark.slow
+def test_select_killed_three_times_then_run_again_chooses_and_scores_as_an_uninterrupted_one(
+    six_actors, tmp_path, monkeypatch
+):
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "outer_folds": 2,
+                "inner_folds": 2,
+                "metric": "accuracy",
+                "overrides": ["data=ravdess", "split.protocol=blocks", "split.fractions=[0.85,0.0,0.15]"],
+                "candidates": {
+                    "majority": {"command": "baseline", "overrides": ["method=majority"]},
+                    "egemaps": {
+                        "command": "baseline",
+                        "overrides": ["method=egemaps_logreg", "C_grid=[0.1]"],
+                    },
+                },
+            }
+        )
+    )
+
+    def select(out: Path):
+        args = ["-m", "cremad_lit", "select", str(study), *on_six_actors(six_actors, tmp_path), "logger=none"]
+        return run_cli(*args, "--out", str(out), check=False)
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert select(whole).returncode == 0
+    kill_at(
+        monkeypatch, "metrics.json:2:while:tree"
+    )  # the study and its multirun, inside the second inner run
+    assert killed(select(broken))
+    kill_at(monkeypatch, "wall_seconds.txt:2:after")  # between two multiruns (the first is finished by now)
+    assert killed(select(broken))
+    kill_at(monkeypatch, "selection.json:1:while")  # while writing the summary
+    assert killed(select(broken))
+    assert not (broken / "selection.json").exists()
+    kill_at(monkeypatch, None)
+    assert select(broken).returncode == 0
+
+    chosen, expected = (json.loads((f / "selection.json").read_text()) for f in (broken, whole))
+    for fold, reference in zip(chosen["folds"], expected["folds"], strict=True):
+        assert fold["chosen"] == reference["chosen"] and fold["test_actors"] == reference["test_actors"]
+        assert fold["inner_scores"] == pytest.approx(reference["inner_scores"])
+        assert fold["accuracy"] == pytest.approx(reference["accuracy"])
+    assert chosen["interval"] == pytest.approx(expected["interval"])
+    # Each outer fold tested once: the finished outer runs are one per fold, as uninterrupted.
+    outer = [
+        json.loads(p.read_text())["protocol"]["fold"] for p in (broken / "outer").glob("*/*/*/metrics.json")
+    ]
+    assert sorted(outer) == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_lockbox_opening_killed_before_its_numbers_is_not_recorded(ravdess_dir, tmp_path, monkeypatch):
+    from tests.test_corpora import link_actors
+
+    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 9))
+    base = ["data=ravdess", *common(root, tmp_path), "logger=none"]
+    run = tmp_path / "baseline"
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "baseline",
+        *base,
+        "method=majority",
+        "split.lockbox=[7,8]",
+        f"hydra.run.dir={run}",
+    )
+    opening = ["evaluate.py", f"ckpt_path={run}", "subset=lockbox", *common(root, tmp_path)[1:3]]
+    kill_at(monkeypatch, "metrics.json:1:while")
+    assert killed(run_cli(*opening, f"hydra.run.dir={tmp_path / 'opened'}", check=False))
+    kill_at(monkeypatch, None)
+    run_cli(*opening, f"hydra.run.dir={tmp_path / 'opened'}")  # the same command again
+    first = json.loads((tmp_path / "opened" / "metrics.json").read_text())
+    assert first["lockbox"]["opened_before"] == 0
+    ledger = json.loads(Path(first["lockbox"]["ledger"]).read_text())
+    [recorded] = ledger["openings"]
+    assert recorded["completed"] and recorded["accuracy"] == pytest.approx(first["accuracy"])
+    run_cli(*opening, f"hydra.run.dir={tmp_path / 'again'}")  # a second look is a second opening
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["lockbox"]["opened_before"] == 1
