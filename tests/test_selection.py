@@ -15,7 +15,7 @@ import yaml
 from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.data.splits import hold_out_outer_test, make_split
-from cremad_lit.lockbox import earlier_occasions, record_opening
+from cremad_lit.lockbox import complete_opening, earlier_occasions, record_opening
 from tests.conftest import common, run_cli
 from tests.test_corpora import link_actors
 
@@ -52,12 +52,18 @@ def test_models_opened_together_are_one_opening(tmp_path):
     openings = [{"occasion": None}, {"occasion": "0.8"}, {"occasion": "0.8"}, {"occasion": None}]
     assert earlier_occasions(openings, "0.8") == 1  # only the unnamed opening came before release 0.8's
     assert earlier_occasions(openings, "0.9") == 3 and earlier_occasions(openings, None) == 3
-    first = record_opening(tmp_path, "corpus", [16, 17], {"run": "a"}, occasion="0.8")
-    second = record_opening(tmp_path, "corpus", [16, 17], {"run": "b"}, occasion="0.8")
-    later = record_opening(tmp_path, "corpus", [16, 17], {"run": "c"}, occasion="0.9")
+    assert earlier_occasions([{"occasion": "0.7", "completed": False}], None) == 0  # never completed: not seen
+
+    def opening(run: str, occasion: str) -> dict:  # as evaluate.py does: pending, then completed with its numbers
+        opened = record_opening(tmp_path, "corpus", [16, 17], {"run": run}, occasion=occasion)
+        complete_opening(opened["ledger"], run, 0.5)
+        return opened
+
+    first, second, later = opening("a", "0.8"), opening("b", "0.8"), opening("c", "0.9")
     assert (first["opened_before"], second["opened_before"], later["opened_before"]) == (0, 0, 1)
     ledger = json.loads(Path(first["ledger"]).read_text())
     assert [o["occasion"] for o in ledger["openings"]] == ["0.8", "0.8", "0.9"]
+    assert all(o["completed"] and o["accuracy"] == 0.5 for o in ledger["openings"])
 
 
 def test_speaker_statistics_read_all_of_a_speakers_speech(ravdess_dir, tmp_path):
