@@ -3,6 +3,7 @@
     make bench-lockbox                                  # cross-validation of every row (resumable)
     python benchmarks/bench_lockbox.py --open 0.8       # once per release, after the choice: the lockbox column
     python benchmarks/bench_lockbox.py --table-only     # rewrite the table from what has finished
+    python benchmarks/bench_lockbox.py --rows majority --open x --logs DIR --doc FILE   # elsewhere (tests)
 
 Cross-validation: each row is one multirun over `split.protocol=blocks split.folds=5 split.fold=0..4
 split.lockbox=[16,17,18]` (test blocks 01-03, 04-06, ..., 13-15; 2 validation actors from the other 12), exactly as a
@@ -27,8 +28,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import machine, section_lines, write_section  # noqa: E402
 
+from cremad_lit.data.isolation import load_debug_plugins  # noqa: E402
+from cremad_lit.io import write_text  # noqa: E402
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,8 +139,7 @@ def run(row: str, stage: str, args: list[str]) -> None:
     print(f"== {row} / {stage}: {' '.join(args[1:])}", flush=True)
     started = time.perf_counter()
     subprocess.run(args, cwd=REPO, check=True, env=env)
-    (sweep(row, stage)).mkdir(parents=True, exist_ok=True)
-    (sweep(row, stage) / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
+    write_text(sweep(row, stage) / "wall_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
 
 
 def fold_dirs(row: str) -> list[Path]:
@@ -177,6 +180,7 @@ def open_lockbox(row: str, release: str) -> None:
         "subset=lockbox",
         f"lockbox_occasion={release}",
         f"data.root={ROOT}",
+        f"paths.log_dir={LOGS.parent}",  # the ledger: <logs>/lockbox/
         "data.num_workers=0",
         f"hydra.run.dir={final / 'lockbox'}",
     ]
@@ -276,13 +280,20 @@ def table() -> str:
 
 
 def main() -> None:
+    global LOGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from {', '.join(ROWS)}")
     parser.add_argument(
         "--open", metavar="RELEASE", help="train on 01-15 and open the lockbox, all rows at once"
     )
     parser.add_argument("--table-only", action="store_true", help="rewrite the table from the finished runs")
+    parser.add_argument(
+        "--logs", default=str(LOGS.parent), help="the logs folder: runs and the lockbox ledger"
+    )
+    parser.add_argument("--doc", default=str(common.DOC), help="the file the table section is written into")
     args = parser.parse_args()
+    LOGS, common.DOC = Path(args.logs).resolve() / "bench-lockbox", Path(args.doc).resolve()
+    load_debug_plugins()  # a debug setting, empty in use (cremad_lit/data/isolation.py)
     if not ROOT.is_dir():
         raise SystemExit(f"RAVDESS speech not found at {ROOT} (set CREMAD_LIT_SHARED)")
     rows = [] if args.table_only else args.rows.split(",")

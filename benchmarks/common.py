@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from cremad_lit.io import write_text
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nMeasured by `make bench` (each section says which target wrote it). Ratios compare numbers from one run.\n"
 
@@ -36,8 +38,5 @@ def write_section(name: str, body: str) -> Path:
         text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DOC.with_name(".benchmarks.md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, DOC)
+    write_text(DOC, text)  # whole or not at all: a benchmark killed while writing leaves the last table
     return DOC

@@ -161,7 +161,7 @@ def test_encoder_branch_and_features_agree(ravdess_dir):
 
 @pytest.mark.slow
 def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_wheel(
-    ravdess_dir, ased_dir, tmp_path, monkeypatch
+    ravdess_dir, ased_dir, six_actors, tmp_path, monkeypatch
 ):
     """experiment=speech_ge2e on six real RAVDESS actors with two classical partners (eGeMAPS and GE2E logistic
     regressions): the frozen encoder fills its feature cache once per clip, each partner gets its own members/ folder,
@@ -178,17 +178,15 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
     from cremad_lit.models import ge2e
     from cremad_lit.prediction import predict_files
     from cremad_lit.predictors import load_checkpoint, load_predictor, model_from_checkpoint
-    from tests.conftest import common, run_cli
-    from tests.test_corpora import link_actors
+    from tests.conftest import on_six_actors, run_cli
     from tests.test_pretrained_encoders import CPU
 
-    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 7))
     run_dir = tmp_path / "train"
     run_cli(
         "train.py",
         "experiment=speech_ge2e",
         "data=ravdess",
-        *common(root, tmp_path),
+        *on_six_actors(six_actors, tmp_path),  # their eGeMAPS functionals shared with other tests
         *CPU,
         "trainer.max_epochs=1",
         "ensemble_with.method=[egemaps_logreg,ge2e_logreg]",

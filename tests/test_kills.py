@@ -1,6 +1,6 @@
 """kill -9 at three moments of long work (during a training, between runs, while writing the summary), then the same
 command again: it ends with the uninterrupted run's results, no run counted twice, no half-written folder read as a
-result; a lockbox opening killed before its numbers were written is not recorded. The kills come from the test plugin
+result (select: tests/test_selection.py); a lockbox opening killed before its numbers were written is not recorded. The kills come from the test plugin
 tests/kill_points.py (a SIGKILL at a named write), loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import TINY, common, kill_at, on_six_actors, run_cli
+from tests.conftest import TINY, common, kill_at, run_cli
 
 KILLED = -signal.SIGKILL
 
@@ -76,60 +75,6 @@ def test_a_multirun_killed_three_times_then_run_again_ends_as_an_uninterrupted_o
 
 
 @pytest.mark.slow
-def test_select_killed_three_times_then_run_again_chooses_and_scores_as_an_uninterrupted_one(
-    six_actors, tmp_path, monkeypatch
-):
-    study = tmp_path / "study.yaml"
-    study.write_text(
-        yaml.safe_dump(
-            {
-                "outer_folds": 2,
-                "inner_folds": 2,
-                "metric": "accuracy",
-                "overrides": ["data=ravdess", "split.protocol=blocks", "split.fractions=[0.85,0.0,0.15]"],
-                "candidates": {
-                    "majority": {"command": "baseline", "overrides": ["method=majority"]},
-                    "egemaps": {
-                        "command": "baseline",
-                        "overrides": ["method=egemaps_logreg", "C_grid=[0.1]"],
-                    },
-                },
-            }
-        )
-    )
-
-    def select(out: Path):
-        args = ["-m", "cremad_lit", "select", str(study), *on_six_actors(six_actors, tmp_path), "logger=none"]
-        return run_cli(*args, "--out", str(out), check=False)
-
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    assert select(whole).returncode == 0
-    kill_at(
-        monkeypatch, "metrics.json:2:while:tree"
-    )  # the study and its multirun, inside the second inner run
-    assert killed(select(broken))
-    kill_at(monkeypatch, "wall_seconds.txt:2:after")  # between two multiruns (the first is finished by now)
-    assert killed(select(broken))
-    kill_at(monkeypatch, "selection.json:1:while")  # while writing the summary
-    assert killed(select(broken))
-    assert not (broken / "selection.json").exists()
-    kill_at(monkeypatch, None)
-    assert select(broken).returncode == 0
-
-    chosen, expected = (json.loads((f / "selection.json").read_text()) for f in (broken, whole))
-    for fold, reference in zip(chosen["folds"], expected["folds"], strict=True):
-        assert fold["chosen"] == reference["chosen"] and fold["test_actors"] == reference["test_actors"]
-        assert fold["inner_scores"] == pytest.approx(reference["inner_scores"])
-        assert fold["accuracy"] == pytest.approx(reference["accuracy"])
-    assert chosen["interval"] == pytest.approx(expected["interval"])
-    # Each outer fold tested once: the finished outer runs are one per fold, as uninterrupted.
-    outer = [
-        json.loads(p.read_text())["protocol"]["fold"] for p in (broken / "outer").glob("*/*/*/metrics.json")
-    ]
-    assert sorted(outer) == [0, 1]
-
-
-@pytest.mark.slow
 def test_a_lockbox_opening_killed_before_its_numbers_is_not_recorded(ravdess_dir, tmp_path, monkeypatch):
     from tests.test_corpora import link_actors
 
@@ -157,3 +102,44 @@ def test_a_lockbox_opening_killed_before_its_numbers_is_not_recorded(ravdess_dir
     assert recorded["completed"] and recorded["accuracy"] == pytest.approx(first["accuracy"])
     run_cli(*opening, f"hydra.run.dir={tmp_path / 'again'}")  # a second look is a second opening
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["lockbox"]["opened_before"] == 1
+
+
+@pytest.mark.slow
+def test_bench_lockbox_killed_three_times_then_run_again_gives_the_uninterrupted_table(tmp_path, monkeypatch):
+    """bench_lockbox.py's majority row (5 folds of RAVDESS 01-15, then the lockbox opened), into a folder of its own:
+    the same table, and one completed opening in the ledger, with or without three kills on the way."""
+
+    def bench(where: Path):
+        args = [
+            "--rows",
+            "majority",
+            "--open",
+            "test",
+            "--logs",
+            str(where),
+            "--doc",
+            str(where / "bench.md"),
+        ]
+        return run_cli("benchmarks/bench_lockbox.py", *args, check=False)
+
+    def row(where: Path) -> list[str]:  # the majority row's cells but its minutes
+        [line] = [x for x in (where / "bench.md").read_text().splitlines() if x.startswith("| majority")]
+        return line.split(" | ")[:-1]
+
+    def openings(where: Path) -> list[dict]:
+        [ledger] = (where / "lockbox").glob("*.json")
+        return json.loads(ledger.read_text())["openings"]
+
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert bench(whole).returncode == 0
+    kill_at(monkeypatch, "metrics.json:3:while:tree")  # the benchmark and its multirun, in the third fold
+    assert killed(bench(broken))
+    kill_at(monkeypatch, "wall_seconds.txt:1:after")  # between the cross-validation and the final model
+    assert killed(bench(broken))
+    kill_at(monkeypatch, "bench.md:1:while")  # while writing the table
+    assert killed(bench(broken))
+    assert not (broken / "bench.md").exists()
+    kill_at(monkeypatch, None)
+    assert bench(broken).returncode == 0
+    assert row(broken) == row(whole)
+    assert [o["completed"] for o in openings(broken)] == [o["completed"] for o in openings(whole)] == [True]
