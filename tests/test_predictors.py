@@ -167,6 +167,7 @@ def test_another_corpus_is_read_without_the_training_corpus_lockbox(tmp_path):
     assert data_settings(same, home, None, tmp_path) and list(home.split.lockbox) == [16, 17, 18]
 
 
+@pytest.mark.slow
 def test_evaluate_leaves_out_sound_files_for_a_model_that_reads_faces_and_flags_a_file_cut_short(
     tiny_checkpoint, tmp_path
 ):
