@@ -32,7 +32,7 @@ import common  # noqa: E402
 from common import machine, section_lines, write_section  # noqa: E402
 
 from cremad_lit.data.isolation import load_debug_plugins  # noqa: E402
-from cremad_lit.io import write_text  # noqa: E402
+from cremad_lit.io import remove_dead_writers_files, write_text  # noqa: E402
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -294,6 +294,9 @@ def main() -> None:
     args = parser.parse_args()
     LOGS, common.DOC = Path(args.logs).resolve() / "bench-lockbox", Path(args.doc).resolve()
     load_debug_plugins()  # a debug setting, empty in use (cremad_lit/data/isolation.py)
+    for folder in (LOGS, common.DOC.parent):  # what a killed run left half written
+        if folder.is_dir():
+            remove_dead_writers_files(folder, recursive=folder == LOGS)
     if not ROOT.is_dir():
         raise SystemExit(f"RAVDESS speech not found at {ROOT} (set CREMAD_LIT_SHARED)")
     rows = [] if args.table_only else args.rows.split(",")

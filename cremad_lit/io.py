@@ -104,3 +104,21 @@ def write_json(path: str | os.PathLike, payload) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def remove_dead_writers_files(folder: str | os.PathLike, recursive: bool = False) -> int:
+    """Remove the temporary files of writers killed mid-write (write_atomic names them `.<name>.<pid>.tmp`): never
+    results, only litter; a live process's file is left alone. Returns how many were removed."""
+    removed = 0
+    for path in Path(folder).glob("**/.*.tmp" if recursive else ".*.tmp"):
+        pid = path.name.rsplit(".", 2)[-2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            removed += 1
+        except PermissionError:  # alive, another user's
+            continue
+    return removed

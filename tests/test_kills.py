@@ -66,7 +66,9 @@ def test_a_multirun_killed_three_times_then_run_again_ends_as_an_uninterrupted_o
     assert killed(run_cli("-m", "cremad_lit", "report", str(broken), check=False))
     assert list(pd.read_csv(broken / "report.csv")["runs"]) == [1]  # the report before, whole
     kill_at(monkeypatch, None)
+    assert list(broken.rglob(".*.tmp"))  # what the kills left half written ...
     run_cli("-m", "cremad_lit", "report", str(broken))
+    assert not list(broken.rglob(".*.tmp"))  # ... is removed by the next report
 
     pd.testing.assert_frame_equal(results(broken), results(whole))
     again, before = (pd.read_csv(f / "report.csv", index_col=0) for f in (broken, whole))
@@ -140,6 +142,8 @@ def test_bench_lockbox_killed_three_times_then_run_again_gives_the_uninterrupted
     assert killed(bench(broken))
     assert not (broken / "bench.md").exists()
     kill_at(monkeypatch, None)
+    assert list(broken.rglob(".*.tmp"))  # what the kills left half written ...
     assert bench(broken).returncode == 0
+    assert not list(broken.rglob(".*.tmp"))  # ... is removed by the next run
     assert row(broken) == row(whole)
     assert [o["completed"] for o in openings(broken)] == [o["completed"] for o in openings(whole)] == [True]

@@ -187,7 +187,9 @@ def test_select_chooses_inside_each_outer_fold_and_report_labels_it(six_actors, 
     assert killed(select(broken, check=False))
     assert not (broken / "selection.json").exists()
     kill_at(monkeypatch, None)
+    assert list(broken.rglob(".*.tmp"))  # what the kills left half written ...
     select(broken)
+    assert not list(broken.rglob(".*.tmp"))  # ... is removed by the next run
     chosen = json.loads((broken / "selection.json").read_text())
     for fold, reference in zip(chosen["folds"], selection["folds"], strict=True):
         assert fold["chosen"] == reference["chosen"] and fold["test_actors"] == reference["test_actors"]

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from cremad_lit.data.labels import EMOTIONS
-from cremad_lit.io import write_text
+from cremad_lit.io import remove_dead_writers_files, write_text
 from cremad_lit.plots import plot_grouped_bars
 from cremad_lit.uncertainty import LEVEL, RESAMPLES, accuracy_interval, paired_difference
 
@@ -367,6 +367,7 @@ def write_report(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
     """report.md/.csv, runs.csv, paired.csv and the plots; returns the table, the paired table and its reference."""
     root = Path(root)
+    remove_dead_writers_files(root, recursive=True)  # what killed runs or reports left half written
     runs = collect_runs(root)
     summary = add_intervals(runs, summarise_runs(runs))
     humans = human_rows(runs)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cremad_lit.io import write_json, write_text
+from cremad_lit.io import remove_dead_writers_files, write_json, write_text
 from cremad_lit.uncertainty import accuracy_interval
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     study = load_study(args.study)
     out = Path(args.out or REPO / "logs" / "select" / study["name"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    remove_dead_writers_files(out, recursive=True)  # what a killed study (or its runs) left half written
     result = select(study, args.overrides, out)
     print(markdown(result, list(study["candidates"])))
     print(f"written: {out / 'selection.json'} and {out / 'selection.md'}")

@@ -46,7 +46,15 @@ from cremad_lit.data.features import Preprocessing, clip_info, decode_clip, extr
 from cremad_lit.data.isolation import canary_in_worker, run_isolated
 from cremad_lit.data.media import MediaError
 from cremad_lit.errors import Stop
-from cremad_lit.io import DiskFull, explain_write_error, free_bytes, human, write_atomic, write_json
+from cremad_lit.io import (
+    DiskFull,
+    explain_write_error,
+    free_bytes,
+    human,
+    remove_dead_writers_files,
+    write_atomic,
+    write_json,
+)
 
 ROOM_SHARE = 0.95  # entries differ in size a little (clip lengths): stop early rather than fill the disk to the last byte
 DEFAULT_DECODE_TIMEOUT_S = (
@@ -193,22 +201,8 @@ class ClipCache:
         with lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            self._remove_dead_writers_files()
+            remove_dead_writers_files(self.dir)
             return self._build(clips, decoder, workers, retry_skipped, decode_timeout_s)
-
-    def _remove_dead_writers_files(self) -> None:
-        """Temporary files of writers that were killed mid-write (io.write_atomic names them `.<name>.<pid>.tmp`):
-        never entries, only litter; a live process's file is left alone."""
-        for path in self.dir.glob(".*.tmp"):
-            pid = path.name.rsplit(".", 2)[-2]
-            if not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                path.unlink(missing_ok=True)
-            except PermissionError:  # alive, another user's
-                continue
 
     def _todo(self, clips: pd.DataFrame, retry_skipped: bool) -> tuple[list[tuple[str, str, str]], dict]:
         """The (clip_id, video, audio) jobs to decode, and the recorded skips that still hold."""
