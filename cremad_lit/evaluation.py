@@ -125,7 +125,8 @@ def evaluate(cfg: DictConfig) -> dict:
             }
         }
         log.info("scored on the %d classes the model and the corpus share: %s", len(classes), classes)
-    partial = datamodule.partial_clips()  # judged, and flagged: predictions.csv's warning column
+    # Clips decoded only in part are judged, and flagged: predictions.csv's warning column.
+    partial = datamodule.cache.partial(datamodule.clips["clip_id"]) if datamodule.cache else {}
     if partial:
         log.warning("%d clip(s) decoded only in part (cut short?): flagged in predictions.csv", len(partial))
         predictions = [

@@ -1,7 +1,8 @@
 """kill -9 at three moments of long work (during a training, between runs, while writing the summary), then the same
 command again: it ends with the uninterrupted run's results, no run counted twice, no half-written folder read as a
-result (select: tests/test_selection.py); a lockbox opening killed before its numbers were written is not recorded. The kills come from the test plugin
-tests/kill_points.py (a SIGKILL at a named write), loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS."""
+result. Here a multirun and bench_lockbox.py; select in tests/test_selection.py; a lockbox opening killed before its
+numbers were written (not recorded) in tests/test_splits.py. The kills come from the test plugin tests/kill_points.py
+(a SIGKILL at a named write), loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS."""
 
 from __future__ import annotations
 
@@ -74,36 +75,6 @@ def test_a_multirun_killed_three_times_then_run_again_ends_as_an_uninterrupted_o
     again, before = (pd.read_csv(f / "report.csv", index_col=0) for f in (broken, whole))
     assert list(again["runs"]) == [2]  # each seed once
     pd.testing.assert_frame_equal(again.filter(like="accuracy"), before.filter(like="accuracy"))
-
-
-@pytest.mark.slow
-def test_a_lockbox_opening_killed_before_its_numbers_is_not_recorded(ravdess_dir, tmp_path, monkeypatch):
-    from tests.test_corpora import link_actors
-
-    root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 9))
-    base = ["data=ravdess", *common(root, tmp_path), "logger=none"]
-    run = tmp_path / "baseline"
-    run_cli(
-        "-m",
-        "cremad_lit",
-        "baseline",
-        *base,
-        "method=majority",
-        "split.lockbox=[7,8]",
-        f"hydra.run.dir={run}",
-    )
-    opening = ["evaluate.py", f"ckpt_path={run}", "subset=lockbox", *common(root, tmp_path)[1:3]]
-    kill_at(monkeypatch, "metrics.json:1:while")
-    assert killed(run_cli(*opening, f"hydra.run.dir={tmp_path / 'opened'}", check=False))
-    kill_at(monkeypatch, None)
-    run_cli(*opening, f"hydra.run.dir={tmp_path / 'opened'}")  # the same command again
-    first = json.loads((tmp_path / "opened" / "metrics.json").read_text())
-    assert first["lockbox"]["opened_before"] == 0
-    ledger = json.loads(Path(first["lockbox"]["ledger"]).read_text())
-    [recorded] = ledger["openings"]
-    assert recorded["completed"] and recorded["accuracy"] == pytest.approx(first["accuracy"])
-    run_cli(*opening, f"hydra.run.dir={tmp_path / 'again'}")  # a second look is a second opening
-    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["lockbox"]["opened_before"] == 1
 
 
 @pytest.mark.slow

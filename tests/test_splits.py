@@ -214,13 +214,16 @@ def test_lockbox_speakers_leave_every_protocol_and_only_split_lockbox_opens_them
 
 
 @pytest.mark.slow
-def test_opening_the_lockbox_is_recorded_and_a_second_opening_is_marked(ravdess_dir, tmp_path):
+def test_opening_the_lockbox_is_recorded_and_a_second_opening_is_marked(ravdess_dir, tmp_path, monkeypatch):
+    """Each opening is in the ledger and the second is marked; an opening killed (kill -9) while writing its numbers is
+    not recorded, and the same command run again records it once."""
     import json
 
     import pandas as pd
 
-    from tests.conftest import common, run_cli
+    from tests.conftest import common, kill_at, run_cli
     from tests.test_corpora import link_actors
+    from tests.test_kills import killed
 
     root = link_actors(ravdess_dir, tmp_path / "ravdess", range(1, 9))
     base = ["data=ravdess", *common(root, tmp_path), "logger=none"]
@@ -236,14 +239,12 @@ def test_opening_the_lockbox_is_recorded_and_a_second_opening_is_marked(ravdess_
     )
     trained = json.loads((run / "metrics.json").read_text())
     assert set(trained["test_actors"]).isdisjoint({7, 8}) and trained["protocol"]["lockbox"] == [7, 8]
-    for name in ("first", "second"):
-        run_cli(
-            "evaluate.py",
-            f"ckpt_path={run}",
-            "subset=lockbox",
-            *common(root, tmp_path)[1:3],
-            f"hydra.run.dir={tmp_path / 'opened' / name}",
-        )
+    opening = ["evaluate.py", f"ckpt_path={run}", "subset=lockbox", *common(root, tmp_path)[1:3]]
+    kill_at(monkeypatch, "metrics.json:1:while")
+    assert killed(run_cli(*opening, f"hydra.run.dir={tmp_path / 'opened' / 'first'}", check=False))
+    kill_at(monkeypatch, None)
+    for name in ("first", "second"):  # the killed opening's command again, then a second look
+        run_cli(*opening, f"hydra.run.dir={tmp_path / 'opened' / name}")
     first, second = (
         json.loads((tmp_path / "opened" / n / "metrics.json").read_text()) for n in ("first", "second")
     )
@@ -253,6 +254,8 @@ def test_opening_the_lockbox_is_recorded_and_a_second_opening_is_marked(ravdess_
     assert ledger["speakers"] == [7, 8] and [o["run"] for o in ledger["openings"]] == [
         str((tmp_path / "opened" / n).resolve()) for n in ("first", "second")
     ]
+    assert [o["completed"] for o in ledger["openings"]] == [True, True]
+    assert ledger["openings"][0]["accuracy"] == pytest.approx(first["accuracy"])
     run_cli("-m", "cremad_lit", "report", str(tmp_path / "opened"))
     table = pd.read_csv(tmp_path / "opened" / "runs.csv")
     assert sorted(table["config"]) == ["all runs", "all runs [lockbox opened 1 time(s) before]"]

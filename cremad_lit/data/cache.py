@@ -138,6 +138,10 @@ class ClipCache:
                     self.entry(clip_id).unlink(missing_ok=True)
         return found
 
+    def partial(self, clip_ids) -> dict[str, str]:
+        """clip_id -> why the cached clip decoded only in part (a file cut short: less than its header declares)."""
+        return {c: info["partial"] for c, info in self.infos(clip_ids).items() if info.get("partial")}
+
     def lacking(self, clips: pd.DataFrame, modalities) -> list[dict]:
         """The cached clips of `clips` without one of `modalities`, each with the modality and the reason."""
         paths = dict(

@@ -497,13 +497,6 @@ class EmotionDataModule(L.LightningDataModule):
         self.loaders.append(loader)
         return loader
 
-    def partial_clips(self) -> dict[str, str]:
-        """clip_id -> why the clip decoded only in part (a file cut short: less than its header declares)."""
-        if self.cache is None:
-            return {}
-        infos = self.cache.infos(self.clips["clip_id"])
-        return {clip_id: info["partial"] for clip_id, info in infos.items() if info.get("partial")}
-
     def decoder_crashes(self) -> list[dict]:
         """The clips a DataLoader worker crashed on (data/loader.py), skipped, each once."""
         crashes = {c["clip_id"]: c for loader in self.loaders for c in loader.crashes}
