@@ -172,10 +172,12 @@ def faces_sheet() -> str:
     from cremad_lit.data.datamodule import EmotionDataModule
 
     with tempfile.TemporaryDirectory() as cache:
-        datamodule = EmotionDataModule(
-            str(SHARED / "cremad-samples"),
-            {"frames": 8, "image_size": 224, "face_crop": "mtcnn"},
-            cache_dir=cache,
+        datamodule = EmotionDataModule.from_config(
+            dict(
+                root=str(SHARED / "cremad-samples"),
+                preprocessing={"frames": 8, "image_size": 224, "face_crop": "mtcnn"},
+                cache_dir=cache,
+            )
         )
         datamodule.cache.build(datamodule.catalog())
         path = draw_faces(datamodule, Path(__file__).resolve().parent.parent / "docs" / "faces.png")

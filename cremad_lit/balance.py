@@ -11,8 +11,9 @@ evaluations of the trained head, no extra heads. `imbalance_audio_video` is OGM-
 masked outputs, the summed softmax probability of the true class with audio alone over that with video alone (1:
 balanced; above 1: the voice dominates). Logged as val/... and test/..., in history.csv, curves.png and metrics.json.
 
-Balancing it (`balance=`): each method is a `Balancer`, the training loss it adds and the gradient rule it applies
-after the backward pass (`after_backward`, before the optimizer step). Unimodal heads (aux_heads, mmpareto) and
+Balancing it (`balance=`): each method is a `Balancer`, an objective (objectives.py): the step's loss it forms from the
+per-modality embeddings and the gradient rule it applies after the backward pass (`after_backward`, before the
+optimizer step). Unimodal heads (aux_heads, mmpareto) and
 prototypes (pmr) only serve training: they are not part of the model evaluate.py and predict rebuild. With DDP the
 statistics a rule reads are summed over the ranks first, so every rank applies the same rule.
 """
@@ -25,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODALITIES = ("audio", "video")
+from cremad_lit.data.corpus import MODALITIES
+from cremad_lit.objectives import Objective
 
 
 def modality_slots(net) -> dict[str, list[int]]:
@@ -133,38 +135,38 @@ class ModalityProbe:
 # ---- the methods: conf/balance/<name>.yaml ----
 
 
-class Balancer(nn.Module):
-    """balance=none: plain joint training (the fused head's cross-entropy)."""
+class Balancer(Objective):
+    """The base of the balance methods: objectives (objectives.py) that form the step's loss of an audio-visual model
+    from its per-modality embeddings. balance=none is no objective at all: plain joint training."""
 
-    def setup(self, net, num_classes: int) -> None:
-        self.slots = modality_slots(net)
-        self.encoders = net.encoder_parameters()
+    needs = frozenset({"audio_visual"})
+    accepts_terms = False  # the gradient rules and unimodal losses are defined on the fused loss alone
 
-    def training_loss(self, module, embeddings: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        return module._loss(module.net.fusion(embeddings), labels)
-
-    def after_backward(self, module) -> None:
-        """A gradient rule, between the backward pass and the optimizer step."""
+    def setup(self, module) -> None:
+        self.slots = modality_slots(module.net)
+        self.encoders = module.net.encoder_parameters()
 
     def log(self, module, name: str, value, size: int) -> None:
-        module.log(f"train/balance_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        super().log(module, f"balance_{name}", value, size)
 
 
 class UnimodalHeads(Balancer):
     """One linear classifier per modality on its (concatenated) embeddings: aux_heads, and MMPareto's unimodal losses."""
 
-    def setup(self, net, num_classes: int) -> None:
-        super().setup(net, num_classes)
+    def setup(self, module) -> None:
+        super().setup(module)
         self.heads = nn.ModuleDict(
             {
-                m: nn.Linear(sum(net.embedding_sizes[i] for i in self.slots[m]), num_classes)
+                m: nn.Linear(sum(module.net.embedding_sizes[i] for i in self.slots[m]), len(module.classes))
                 for m in MODALITIES
             }
         )
 
     def unimodal_losses(self, module, embeddings, labels) -> dict[str, torch.Tensor]:
         return {
-            m: module._loss(self.heads[m](torch.cat([embeddings[i] for i in self.slots[m]], dim=1)), labels)
+            m: module.criterion(
+                self.heads[m](torch.cat([embeddings[i] for i in self.slots[m]], dim=1)), labels
+            )
             for m in MODALITIES
         }
 
@@ -176,11 +178,12 @@ class AuxiliaryHeads(UnimodalHeads):
         super().__init__()
         self.weight = weight
 
-    def training_loss(self, module, embeddings, labels):
+    def loss(self, module, batch, embeddings):
+        labels = batch["label"]
         losses = self.unimodal_losses(module, embeddings, labels)
         for m, value in losses.items():
             self.log(module, f"loss_{m}", value, len(labels))
-        return module._loss(module.net.fusion(embeddings), labels) + self.weight * sum(losses.values())
+        return module.criterion(module.net.fusion(embeddings), labels) + self.weight * sum(losses.values())
 
 
 class ModalityDropout(Balancer):
@@ -191,7 +194,8 @@ class ModalityDropout(Balancer):
         super().__init__()
         self.p = p
 
-    def training_loss(self, module, embeddings, labels):
+    def loss(self, module, batch, embeddings):
+        labels = batch["label"]
         batch = len(labels)
         dropped = torch.rand(batch, device=labels.device) < self.p
         which = torch.randint(len(MODALITIES), (batch,), device=labels.device)
@@ -200,7 +204,7 @@ class ModalityDropout(Balancer):
             modality = module.net.embedding_modalities[i]
             off = dropped & (which == MODALITIES.index(modality))
             kept.append(embedding * (~off).to(embedding.dtype)[:, None])
-        return module._loss(module.net.fusion(kept), labels)
+        return module.criterion(module.net.fusion(kept), labels)
 
 
 def ogm_coefficients(score_audio: float, score_video: float, alpha: float) -> dict[str, float]:
@@ -225,7 +229,8 @@ class OGMGE(Balancer):
         self.alpha, self.noise, self.start_epoch, self.end_epoch = alpha, noise, start_epoch, end_epoch
         self.coefficients: dict[str, float] | None = None
 
-    def training_loss(self, module, embeddings, labels):
+    def loss(self, module, batch, embeddings):
+        labels = batch["label"]
         epoch = module.current_epoch
         active = epoch >= self.start_epoch and (self.end_epoch is None or epoch <= self.end_epoch)
         self.coefficients = None
@@ -245,7 +250,7 @@ class OGMGE(Balancer):
             self.coefficients = ogm_coefficients(audio, video, self.alpha)
             for m, value in self.coefficients.items():
                 self.log(module, f"coefficient_{m}", value, len(labels))
-        return module._loss(module.net.fusion(embeddings), labels)
+        return module.criterion(module.net.fusion(embeddings), labels)
 
     def after_backward(self, module) -> None:
         if self.coefficients is None:
@@ -298,8 +303,9 @@ class MMPareto(UnimodalHeads):
         self.gamma = gamma
         self.integrated: dict[str, list[torch.Tensor]] = {}
 
-    def training_loss(self, module, embeddings, labels):
-        fused = module._loss(module.net.fusion(embeddings), labels)
+    def loss(self, module, batch, embeddings):
+        labels = batch["label"]
+        fused = module.criterion(module.net.fusion(embeddings), labels)
         unimodal = self.unimodal_losses(module, embeddings, labels)
         self.integrated = {}
         for modality, parameters in self.encoders.items():
@@ -371,15 +377,17 @@ class PMR(Balancer):
         super().__init__()
         self.alpha, self.momentum = alpha, momentum
 
-    def setup(self, net, num_classes: int) -> None:
-        super().setup(net, num_classes)
+    def setup(self, module) -> None:
+        super().setup(module)
+        classes = len(module.classes)
         for m in MODALITIES:
-            size = sum(net.embedding_sizes[i] for i in self.slots[m])
-            self.register_buffer(f"prototypes_{m}", torch.zeros(num_classes, size))
-            self.register_buffer(f"seen_{m}", torch.zeros(num_classes, dtype=torch.bool))
+            size = sum(module.net.embedding_sizes[i] for i in self.slots[m])
+            self.register_buffer(f"prototypes_{m}", torch.zeros(classes, size))
+            self.register_buffer(f"seen_{m}", torch.zeros(classes, dtype=torch.bool))
 
-    def training_loss(self, module, embeddings, labels):
-        fused = module._loss(module.net.fusion(embeddings), labels)
+    def loss(self, module, batch, embeddings):
+        labels = batch["label"]
+        fused = module.criterion(module.net.fusion(embeddings), labels)
         logits, scores = {}, {}
         for m in MODALITIES:
             features = torch.cat([embeddings[i] for i in self.slots[m]], dim=1).float()

@@ -10,11 +10,14 @@ like a checkpoint: as an ensemble member beside deep models, its probabilities a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from cremad_lit.data.features import Preprocessing
 from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.io import write_atomic, write_json
 
@@ -31,23 +34,43 @@ ARRAYS_FILE = "classical_model.npz"
 INFO_FILE = "classical_model.json"
 
 
-def clip_features(datamodule, kind: str | None, cache_dir, speaker_norm: str, workers: int = 0):
-    """clip_id -> features for every clip of a set-up DataModule (its functionals, cached per clip; one zero for the
-    majority class), standardised per speaker over that speaker's speech when `speaker_norm` asks; and the
-    clips that could not be read, with why."""
-    clips = datamodule.clips
+@dataclasses.dataclass
+class ClipSource:
+    """The clips a classical model reads, without any loader: the assigned clips (with their split), the clips whose
+    speech the speaker statistics read (Corpus.speaker_speech), the classes, and how clips are read (the caches' key
+    for the corpus, the preprocessing, the decoder)."""
+
+    clips: pd.DataFrame
+    speech: pd.DataFrame
+    classes: tuple
+    cache_source: str
+    prep: Preprocessing
+    decoder: str = "decord"
+
+    @classmethod
+    def of(cls, corpus, assigned, prep: Preprocessing, decoder: str = "decord") -> ClipSource:
+        """From a Corpus and its Assignment (corpus.py)."""
+        clips = assigned.clips
+        return cls(clips, corpus.speaker_speech(clips), corpus.classes, corpus.cache_source, prep, decoder)
+
+
+def clip_features(source: ClipSource, kind: str | None, cache_dir, speaker_norm: str, workers: int = 0):
+    """clip_id -> features for every clip of `source` (its functionals, cached per clip; one zero for the majority
+    class), standardised per speaker over that speaker's speech when `speaker_norm` asks; and the clips that could
+    not be read, with why."""
+    clips = source.clips
     if kind is None:
         return {c: np.zeros(1, dtype=np.float32) for c in clips["clip_id"]}, []
     if kind == FACE_FEATURES:  # zero-shot: nothing to normalise per speaker
         from cremad_lit.face_expressions import expression_dir, expression_features
 
-        at = expression_dir(cache_dir, datamodule.cache_source, datamodule.prep)
-        return expression_features(clips, at, datamodule.prep, datamodule.decoder)
-    # The speaker statistics read every clip of the speaker the DataModule's data.speaker_stats names (with
-    # all_speech, also the clips left out for their label); only the clips set up get features back.
-    speech = datamodule.speaker_speech() if speaker_norm != "none" else clips
-    features_at = feature_dir(cache_dir, datamodule.cache_source, datamodule.prep.sample_rate, kind)
-    features, skipped = functionals_features(speech, features_at, datamodule.prep, workers, kind)
+        at = expression_dir(cache_dir, source.cache_source, source.prep)
+        return expression_features(clips, at, source.prep, source.decoder)
+    # The speaker statistics read every clip of the speaker that data.speaker_stats names (with all_speech, also the
+    # clips left out for their label); only the assigned clips get features back.
+    speech = source.speech if speaker_norm != "none" else clips
+    features_at = feature_dir(cache_dir, source.cache_source, source.prep.sample_rate, kind)
+    features, skipped = functionals_features(speech, features_at, source.prep, workers, kind)
     speakers = dict(zip(speech["clip_id"], speech["actor_id"], strict=True))
     normalised = normalise_by_speaker(features, speakers, speaker_norm)
     wanted = set(clips["clip_id"])
@@ -128,18 +151,18 @@ def probabilities(arrays: dict, x: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def fit_on_split(
-    datamodule, method: str, kind: str | None, c_grid, cache_dir, speaker_norm: str, workers: int = 0
+    source: ClipSource, method: str, kind: str | None, c_grid, cache_dir, speaker_norm: str, workers: int = 0
 ):
-    """Features of every clip of a set-up DataModule, then `fit_classical` on its train split (C chosen on its val
-    split): the fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read."""
-    features, skipped = clip_features(datamodule, kind, cache_dir, speaker_norm, workers)
-    classes = datamodule.classes
+    """Features of every clip of `source`, then `fit_classical` on its train split (C chosen on its val split): the
+    fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read."""
+    features, skipped = clip_features(source, kind, cache_dir, speaker_norm, workers)
+    classes = source.classes
     if method == "fer_zero_shot":  # nothing to fit: the mapping of its classes onto the corpus's is the model
         from cremad_lit.face_expressions import class_mapping
 
         return {"labels": np.arange(len(classes)), "mapping": class_mapping(classes)}, {}, features, skipped
-    train = design_matrix(datamodule.clips, features, classes, "train")[:2]
-    val = design_matrix(datamodule.clips, features, classes, "val")[:2]
+    train = design_matrix(source.clips, features, classes, "train")[:2]
+    val = design_matrix(source.clips, features, classes, "val")[:2]
     fitted, chosen = fit_classical(method, train, val, c_grid)
     return fitted, chosen, features, skipped
 

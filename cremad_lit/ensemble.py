@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from cremad_lit.classical import METHODS, fit_on_split, is_classical, save_classical, split_predictions
+from cremad_lit.classical import (
+    METHODS,
+    ClipSource,
+    fit_on_split,
+    is_classical,
+    save_classical,
+    split_predictions,
+)
 from cremad_lit.io import write_json
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import run_info
@@ -304,8 +311,9 @@ def fit_partner(spec: DictConfig, method: str, datamodule, data_cfg: DictConfig,
     needed, so final=all_speakers gets the same partner), speaker-normalised as data.speaker_norm says; save it."""
     speaker_norm = data_cfg.get("speaker_norm", "none")
     kind = METHODS[method]
+    source = ClipSource.of(datamodule.corpus, datamodule.assignment(), datamodule.prep, datamodule.decoder)
     fitted, chosen, features, skipped = fit_on_split(
-        datamodule,
+        source,
         method,
         kind,
         [float(spec.C)],

@@ -170,7 +170,9 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     if lockbox:  # metrics.json is written: the opening completed (lockbox.py)
         complete_opening(lockbox["lockbox"]["ledger"], str(run_dir.resolve()), metrics["accuracy"])
-    log_predictions_table(loggers, predictions, datamodule, key=f"{cfg.subset}/predictions", classes=classes)
+    log_predictions_table(
+        loggers, predictions, datamodule.clip_media, classes, key=f"{cfg.subset}/predictions"
+    )
     finish_loggers(loggers)
     weights = f", weights {[round(w, 3) for w in ensemble['ensemble']['weights']]}" if ensemble else ""
     print(

@@ -190,34 +190,34 @@ def mel_image(mel: np.ndarray) -> np.ndarray:
 
 
 def log_predictions_table(
-    loggers, predictions: list[dict], datamodule, key: str = "test/predictions", classes=None
+    loggers, predictions: list[dict], media, classes, key: str = "test/predictions"
 ) -> None:
     """One row per clip: id, actor, true and predicted emotion, confidence, each class's probability, and its media
-    (a strip of the sampled frames when it has video, the audio, the Mel image). Sort by confidence to find the
-    worst mistakes."""
+    (`media(clip_id)`: dataset.clip_media; a strip of the sampled frames when it has video, the audio, the Mel image).
+    Sort by confidence to find the worst mistakes."""
     runs = wandb_runs(loggers)
     if not runs or not predictions:
         return
     import wandb
 
-    classes = tuple(classes or datamodule.classes)
+    classes = tuple(classes)
     columns = ["clip_id", "actor", "true", "predicted", "correct", "confidence"]
     columns += [f"p_{e}" for e in classes] + ["frames", "audio", "mel"]
     table = wandb.Table(columns=columns)
     for prediction in predictions:
-        media = datamodule.clip_media(prediction["clip_id"])
+        shown = media(prediction["clip_id"])
         probabilities = prediction["probs"]
         table.add_data(
             prediction["clip_id"],
-            str(media.get("actor", "")),
+            str(shown.get("actor", "")),
             classes[prediction["label"]],
             classes[prediction["pred"]],
             prediction["label"] == prediction["pred"],
             float(max(probabilities)),
             *[float(p) for p in probabilities],
-            wandb.Image(frame_strip(media["frames"])) if "frames" in media else None,
-            wandb.Audio(media["audio"], sample_rate=media["sample_rate"]) if "audio" in media else None,
-            wandb.Image(mel_image(media["mel"])) if "mel" in media else None,
+            wandb.Image(frame_strip(shown["frames"])) if "frames" in shown else None,
+            wandb.Audio(shown["audio"], sample_rate=shown["sample_rate"]) if "audio" in shown else None,
+            wandb.Image(mel_image(shown["mel"])) if "mel" in shown else None,
         )
     for run in runs:
         run.log({key: table})

@@ -15,14 +15,13 @@ from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
-from cremad_lit.balance import Balancer, ModalityProbe, is_audio_visual
+from cremad_lit.balance import ModalityProbe, is_audio_visual
 from cremad_lit.checkpointing import rng_state, set_rng_state
 from cremad_lit.metrics import make_metrics, metrics_from_values, results_from_predictions
-from cremad_lit.models.adversary import SpeakerAdversary, dann_strength
+from cremad_lit.objectives import CrossEntropy, Objective, check_objectives
 
 
 class EmotionModule(L.LightningModule):
@@ -32,52 +31,32 @@ class EmotionModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None,
         classes: Sequence[str],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        class_weights: list[float] | None = None,
-        label_smoothing: float = 0.0,
-        mixup_alpha: float = 0.0,
-        speaker_adversary: float = 0.0,
-        training_speakers: int = 0,
-        balance: Balancer | None = None,
+        criterion: CrossEntropy | None = None,
+        objectives: dict[str, Objective] | None = None,
     ):
         super().__init__()
-        # Modules and partials stay out of hparams: checkpoints hold plain data only (safe to load weights_only).
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "balance"])
         self.net, self.optimizer_factory, self.scheduler_factory = net, optimizer, scheduler
-        self.register_buffer(
-            "class_weights",
-            torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None,
-        )
-        self.label_smoothing, self.mixup_alpha = label_smoothing, mixup_alpha
-        # loss.speaker_adversary: the weight of a speaker-adversarial head on the fused embedding (models/adversary.py)
-        self.adversary_weight = speaker_adversary
-        self.speaker_adversary = None
-        if speaker_adversary > 0:
-            if mixup_alpha > 0:
-                raise ValueError(
-                    "loss.speaker_adversary and loss.mixup_alpha cannot be combined (blended speakers)"
-                )
-            if training_speakers < 2:
-                raise ValueError(
-                    f"loss.speaker_adversary needs at least two training speakers to tell apart, not {training_speakers}"
-                )
-            self.speaker_adversary = SpeakerAdversary(sum(net.embedding_sizes), training_speakers)
+        self.classes = tuple(classes)  # the ordered class names: label i is classes[i]
+        self.criterion = criterion or CrossEntropy()
         # Every audio-visual net is probed (each modality's share inside the fused head); balance= may rebalance it.
         self.probe = ModalityProbe(net) if is_audio_visual(net) else None
-        self.balance = (
-            balance if type(balance) is not Balancer else None
-        )  # balance=none: plain joint training
-        if self.balance is not None:
-            if self.probe is None:
-                raise ValueError(
-                    "balance= rebalances an audio-visual model: data.modalities must be [audio,video]"
-                )
-            if mixup_alpha > 0 or speaker_adversary > 0:
-                raise ValueError(
-                    "balance= cannot be combined with loss.mixup_alpha or loss.speaker_adversary"
-                )
-            balance.setup(net, len(classes))
+        self.objectives = nn.ModuleDict(objectives or {})
+        self.step_objective = check_objectives(dict(self.objectives), self.probe is not None)
+        self.terms = [o for o in self.objectives.values() if o.role == "term"]
+        for objective in self.objectives.values():
+            objective.setup(self)
+        # Plain data only (safe to load weights_only): what evaluate rebuilds the criterion from, and what trained it.
+        weights = self.criterion.class_weights
+        self.save_hyperparameters(
+            {
+                "classes": list(self.classes),
+                "class_weights": weights.tolist() if weights is not None else None,
+                "label_smoothing": self.criterion.label_smoothing,
+                "objectives": list(self.objectives),
+                **{k: v for o in self.objectives.values() for k, v in o.hyperparameters().items()},
+            }
+        )
         self._evaluated = 0
-        self.classes = tuple(classes)  # the ordered class names: label i is classes[i]
         self.val_metrics = make_metrics(len(self.classes))
         self.test_metrics = make_metrics(len(self.classes))
         self.test_predictions: list[dict] = []
@@ -87,70 +66,25 @@ class EmotionModule(L.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.net(batch)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing
-        )
-
     def training_step(self, batch: dict | None, batch_idx: int):
         if batch is None:  # every clip of the batch failed to decode (already logged)
             return None
-        adversary = 0.0
-        if self.mixup_alpha > 0:
-            loss = self._mixup_loss(batch)
-        elif self.speaker_adversary is not None:
-            loss, adversary = self._adversarial_loss(batch)
-        else:
-            embeddings = self.net.embed(batch)
-            if self.probe is not None:
-                self.probe.observe(embeddings)
-            if self.balance is not None:
-                loss = self.balance.training_loss(self, embeddings, batch["label"])
-            else:
-                loss = self._loss(self.net.fusion(embeddings), batch["label"])
+        embeddings = None if self.step_objective.blends_clips else self.net.embed(batch)
+        if self.probe is not None and embeddings is not None:
+            self.probe.observe(embeddings)  # before the step: OGM-GE reads this batch's means too
+        loss = self.step_objective.loss(self, batch, embeddings)
         self.log(
             "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["label"])
         )
-        return loss + adversary
-
-    def _adversarial_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The emotion loss, and the speaker head's loss through the gradient reversal (models/adversary.py)."""
-        embeddings = self.net.embed(batch)
-        loss = self._loss(self.net.fusion(embeddings), batch["label"])
-        steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
-        strength = dann_strength(self.global_step / max(float(steps), 1.0), self.adversary_weight)
-        speaker_logits = self.speaker_adversary(torch.cat(embeddings, dim=1), strength)
-        speakers = batch["speaker"]
-        speaker_loss = F.cross_entropy(speaker_logits.float(), speakers, ignore_index=-1)
-        known = speakers >= 0
-        accuracy = (speaker_logits.argmax(dim=1)[known] == speakers[known]).float().mean()
-        size = len(batch["label"])
-        self.log("train/speaker_loss", speaker_loss, on_step=False, on_epoch=True, batch_size=size)
-        # Chance is 1 / (training speakers): near it, the embedding no longer says who is speaking.
-        self.log("train/speaker_acc", accuracy, on_step=False, on_epoch=True, batch_size=size)
-        return loss, speaker_loss
-
-    def _mixup_loss(self, batch: dict) -> torch.Tensor:
-        """Mixup: train on blends of clip pairs (every modality blended alike) against the blended labels."""
-        share = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
-        partner = torch.randperm(len(batch["label"]), device=batch["label"].device)
-        mixed = {
-            key: share * value + (1 - share) * value[partner]
-            for key, value in batch.items()
-            if key in ("frames", "mel")
-        }
-        logits = self({**batch, **mixed})
-        return share * self._loss(logits, batch["label"]) + (1 - share) * self._loss(
-            logits, batch["label"][partner]
-        )
+        return loss + sum(term.loss(self, batch, embeddings) for term in self.terms)
 
     def on_train_epoch_start(self) -> None:
         if self.probe is not None:
             self.probe.start_epoch()
 
     def on_after_backward(self) -> None:
-        if self.balance is not None:
-            self.balance.after_backward(self)
+        for objective in self.objectives.values():
+            objective.after_backward(self)
 
     def _evaluate(self, batch: dict | None, stage: str, metrics: MetricCollection):
         if batch is None:
@@ -162,7 +96,7 @@ class EmotionModule(L.LightningModule):
             self._evaluated += len(batch["label"])
         else:
             logits = self(batch)
-        loss = self._loss(logits, batch["label"])
+        loss = self.criterion(logits, batch["label"])
         self.log(
             f"{stage}/loss",
             loss,
@@ -261,12 +195,8 @@ class EmotionModule(L.LightningModule):
 
     def configure_optimizers(self):
         groups = parameter_groups(self.net)
-        if (
-            self.speaker_adversary is not None
-        ):  # trained with the optimizer's settings, as the network's own head
-            groups[0]["params"] += list(self.speaker_adversary.parameters())
-        if self.balance is not None:  # unimodal heads: trained with the network's own settings
-            groups[0]["params"] += [p for p in self.balance.parameters() if p.requires_grad]
+        # the objectives' heads (unimodal, speaker) train with the network's own settings
+        groups[0]["params"] += [p for p in self.objectives.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer

@@ -1,11 +1,12 @@
 """Shared building blocks of the entry points (train.py, evaluate.py, prepare, predict): config -> objects.
 
-    from cremad_lit.pipeline import build_net, build_datamodule
-    datamodule = build_datamodule(cfg.data)                     # Hydra-instantiated EmotionDataModule
-    net = build_net(cfg.model, datamodule.classes)              # Hydra-instantiated AudioVisualNet, its head sized
-    datamodule.use_frame_spec(cache_frame_spec(net, cfg.model))
+    from cremad_lit.pipeline import build_net, build_datamodule, model_inputs
+    corpus = Corpus.from_config(cfg.data)                       # which clips, classes, speakers
+    net = build_net(cfg.model, corpus.classes)                  # Hydra-instantiated AudioVisualNet, its head sized
+    datamodule = build_datamodule(cfg.data, model_inputs(net, cfg.model), corpus=corpus)
 
-The DataModule never sees the model: only the video backbone's input spec (size, mean, std) crosses over.
+The DataModule never sees the model: what it must know of it (ModelInputs: frame size, mean, std, the audio input,
+frozen encoders) is handed over once, at construction.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cremad_lit
-from cremad_lit.data.adapters.cremad import EXPECTED_LAYOUT
-from cremad_lit.data.catalog import build_catalog
-from cremad_lit.errors import MissingData
+from cremad_lit.data.corpus import Corpus, check_data_root
+from cremad_lit.data.datamodule import EmotionDataModule, ModelInputs
 
 log = logging.getLogger(__name__)
 AUDIO_ONLY_SPEC = {"image_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -80,57 +80,20 @@ def cache_frame_spec(net, model_cfg: DictConfig) -> dict:
     return {**spec, "audio_input": net.audio_input() or "mel"}
 
 
-def check_data_root(data_cfg: DictConfig) -> None:
-    if data_cfg.get("generate"):
-        return
-    if data_cfg.get("dataset", "cremad") == "manifest":
-        if not data_cfg.get("manifest") or not Path(str(data_cfg.manifest)).expanduser().is_file():
-            raise MissingData(
-                f"no manifest at data.manifest={data_cfg.get('manifest')} (a CSV: see conf/data/manifest.yaml)"
-            )
-        return
-    root = Path(str(data_cfg.root))
-    if not root.is_dir():
-        layout = (
-            EXPECTED_LAYOUT if data_cfg.get("dataset", "cremad") == "cremad" else f"a {data_cfg.dataset} root"
-        )
-        raise MissingData(f"no dataset at data.root={root}: {layout}")
+def model_inputs(net, model_cfg: DictConfig, **more) -> ModelInputs:
+    """What the data must know of `net` (datamodule.ModelInputs); `more`: frozen=frozen_encoders(net), frame_mixup,
+    device, for a training run whose frozen encoders may train from a feature cache."""
+    return ModelInputs.of_spec(cache_frame_spec(net, model_cfg), **more)
 
 
-def load_catalog(data_cfg: DictConfig, modalities=None):
-    """The clips table the data config names (any adapter), without building a DataModule."""
+def build_datamodule(
+    data_cfg: DictConfig, inputs: ModelInputs | None = None, corpus: Corpus | None = None, **overrides
+) -> EmotionDataModule:
+    """The DataModule the data config describes (`overrides` replacing its keys), told what the model reads (`inputs`;
+    default: the audio-only spec); `corpus`: the one already built from the same config."""
     check_data_root(data_cfg)
-    manifest = data_cfg.get("manifest")
-    return build_catalog(
-        None if manifest else data_cfg.root,
-        data_cfg.get("dataset", "cremad"),
-        modalities,
-        OmegaConf.to_container(data_cfg.label_map) if data_cfg.get("label_map") else None,
-        manifest,
-        OmegaConf.to_container(data_cfg.options) if data_cfg.get("options") else None,
-        _classes_setting(data_cfg),
-    )
-
-
-def _classes_setting(data_cfg: DictConfig):
-    classes = data_cfg.get("classes", "default")
-    return OmegaConf.to_container(classes) if isinstance(classes, ListConfig) else classes
-
-
-def build_datamodule(data_cfg: DictConfig, frame_spec: dict | None = None, **overrides):
-    """Instantiate the DataModule, with the frame size/mean/std taken from the video backbone (or given later:
-    `datamodule.use_frame_spec`, once the net exists)."""
-    frame_spec = frame_spec or AUDIO_ONLY_SPEC
-    check_data_root(data_cfg)
-    data_cfg = data_cfg.copy()
-    with open_dict(data_cfg):
-        data_cfg.preprocessing.image_size = int(frame_spec["image_size"])
-        data_cfg.frame_mean = list(frame_spec["mean"])
-        data_cfg.frame_std = list(frame_spec["std"])
-        data_cfg.audio_input = frame_spec.get("audio_input", "mel")
-        for key, value in overrides.items():
-            data_cfg[key] = value
-    return instantiate(data_cfg, _convert_="all")
+    inputs = inputs or ModelInputs.of_spec(AUDIO_ONLY_SPEC)
+    return EmotionDataModule.from_config(data_cfg, inputs, corpus=corpus, **overrides)
 
 
 def run_info() -> dict:

@@ -22,13 +22,21 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cremad_lit.classical import FACE_FEATURES, clip_features, design_matrix, is_classical, load_classical
+from cremad_lit.classical import (
+    FACE_FEATURES,
+    ClipSource,
+    clip_features,
+    design_matrix,
+    is_classical,
+    load_classical,
+)
 from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.errors import BadCheckpoint
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.module import EmotionModule
-from cremad_lit.pipeline import build_datamodule, build_net, cache_frame_spec, resolve_precision
+from cremad_lit.objectives import CrossEntropy
+from cremad_lit.pipeline import build_datamodule, build_net, model_inputs, resolve_precision
 
 log = logging.getLogger(__name__)
 # What `data=<corpus>` replaces in a model's stored data settings: which clips, and how to load them.
@@ -97,7 +105,7 @@ class Network(Predictor):
         data_cfg = train_cfg.data
         same_corpus = data_settings(cfg, data_cfg, train_cfg.paths.output_dir, out_dir)
         datamodule = build_datamodule(
-            data_cfg, cache_frame_spec(module.net, train_cfg.model), eval_split=cfg.subset
+            data_cfg, model_inputs(module.net, train_cfg.model), eval_split=cfg.subset
         )
         trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator,
@@ -143,11 +151,10 @@ class Classical(Predictor):
         datamodule = build_datamodule(
             data_cfg, None, cache="off", speaker_norm="none", functionals="none", eval_split=cfg.subset
         )
-        datamodule.prepare_data()
         datamodule.setup("test")
         classes = list(self.classes)
         features, skipped = clip_features(
-            datamodule,
+            ClipSource.of(datamodule.corpus, datamodule.assignment(), datamodule.prep, datamodule.decoder),
             info["functionals"],
             info["cache_dir"],
             info["speaker_norm"],
@@ -247,17 +254,13 @@ def model_from_checkpoint(checkpoint: dict) -> tuple[EmotionModule, DictConfig]:
         build_net(model_cfg, classes),
         optimizer=None,
         classes=classes,
-        class_weights=hparams.get("class_weights"),
-        label_smoothing=hparams.get("label_smoothing", 0.0),
+        criterion=CrossEntropy(hparams.get("class_weights"), hparams.get("label_smoothing", 0.0)),
     )
     try:
-        # The speaker-adversarial head (loss.speaker_adversary) and balance='s heads only served training.
-        weights = {
-            k: v
-            for k, v in checkpoint["state_dict"].items()
-            if not k.startswith(("speaker_adversary.", "balance."))
-        }
-        module.load_state_dict(weights)
+        # The network alone: the objectives' heads (objectives.<name>., before 0.9 speaker_adversary. and balance.)
+        # only served training, and the criterion is rebuilt from the hyperparameters.
+        weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        module.net.load_state_dict(weights)
         if module.probe is not None:  # the training means its masked-modality evaluations use
             module.probe.load(checkpoint["cremad_lit"].get("modality_means"))
     except RuntimeError as error:

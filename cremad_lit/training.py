@@ -17,6 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cremad_lit.checkpointing import AtomicCheckpointIO
+from cremad_lit.data.corpus import Corpus
+from cremad_lit.data.encoder_cache import frozen_encoders
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.ensemble import Pair, check_partner
 from cremad_lit.io import write_json
@@ -29,11 +31,12 @@ from cremad_lit.loggers import (
     log_predictions_table,
 )
 from cremad_lit.module import EmotionModule
+from cremad_lit.objectives import CrossEntropy, Mixup, Objective, SpeakerAdversarial
 from cremad_lit.pipeline import (
     build_datamodule,
     build_net,
-    cache_frame_spec,
     check_data_root,
+    model_inputs,
     resolve_precision,
     run_info,
 )
@@ -131,40 +134,60 @@ def check_run(cfg: DictConfig) -> None:
 
 def build_run(cfg: DictConfig) -> tuple[EmotionModule, object, dict]:
     """The module (net, loss, optimiser), the DataModule and the run's record (run_info.json)."""
-    datamodule = build_datamodule(cfg.data)
-    # data.classes resolved on the corpus, once: the head's size, the data's labels
-    classes = datamodule.classes
+    corpus = Corpus.from_config(cfg.data)
+    classes = corpus.classes  # data.classes resolved on the corpus, once: the head's size, the data's labels
     net = build_net(cfg.model, classes, record=True)
-    datamodule.use_frame_spec(cache_frame_spec(net, cfg.model))
     accelerated = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in (
         "auto",
         "gpu",
         "cuda",
     )
-    datamodule.cache_encoder_features(
-        net, "cuda" if accelerated else "cpu", frame_mixup=cfg.loss.get("mixup_alpha", 0.0) > 0
+    inputs = model_inputs(
+        net,
+        cfg.model,
+        frozen=frozen_encoders(net),
+        frame_mixup=cfg.loss.get("mixup_alpha", 0.0) > 0,
+        device="cuda" if accelerated else "cpu",
     )
-    class_weights = None
-    if cfg.loss.class_weights:
-        class_weights = datamodule.class_weights().tolist()
-        log.info("class weights %s", [round(w, 3) for w in class_weights])
-    adversary = float(cfg.loss.get("speaker_adversary", 0.0))
+    datamodule = build_datamodule(cfg.data, inputs, corpus=corpus)
     module = EmotionModule(
         net,
         optimizer=instantiate(cfg.optim.optimizer),
         classes=classes,
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-        class_weights=class_weights,
-        label_smoothing=cfg.loss.label_smoothing,
-        mixup_alpha=cfg.loss.get("mixup_alpha", 0.0),
-        speaker_adversary=adversary,
-        training_speakers=datamodule.training_speakers() if adversary else 0,
-        balance=instantiate(cfg.balance) if cfg.get("balance") else None,
+        criterion=build_criterion(cfg.loss, datamodule),
+        objectives=build_objectives(cfg, datamodule),
     )
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     # the resolved list, so that evaluate rebuilds the same labels
     module.run_config["data"]["classes"] = list(classes)
     return module, datamodule, run_info()
+
+
+def build_criterion(loss_cfg: DictConfig, datamodule) -> CrossEntropy:
+    class_weights = None
+    if loss_cfg.class_weights:
+        class_weights = datamodule.class_weights().tolist()
+        log.info("class weights %s", [round(w, 3) for w in class_weights])
+    return CrossEntropy(class_weights, loss_cfg.label_smoothing)
+
+
+def build_objectives(cfg: DictConfig, datamodule) -> dict[str, Objective]:
+    """What the step minimises besides the criterion (objectives.py), by name: loss.mixup_alpha,
+    loss.speaker_adversary, the balance= method, and each entry of `objectives` (your own: docs/extending.md)."""
+    objectives = {}
+    if cfg.loss.get("mixup_alpha", 0.0) > 0:
+        objectives["mixup"] = Mixup(cfg.loss.mixup_alpha)
+    if cfg.loss.get("speaker_adversary", 0.0) > 0:
+        objectives["speaker_adversary"] = SpeakerAdversarial(
+            float(cfg.loss.speaker_adversary), datamodule.training_speakers()
+        )
+    if cfg.get("balance"):  # balance=none is no objective
+        objectives["balance"] = instantiate(cfg.balance)
+    for name, config in (cfg.get("objectives") or {}).items():
+        if config is not None:
+            objectives[name] = instantiate(config)
+    return objectives
 
 
 def chosen_checkpoint(trainer: L.Trainer, cfg: DictConfig) -> tuple[str, float | None]:
@@ -218,7 +241,7 @@ def test_and_write(
         classes=module.classes,
     )
     log.info("test %s", scores_line(metrics))
-    log_predictions_table(trainer.loggers, module.test_predictions, datamodule)
+    log_predictions_table(trainer.loggers, module.test_predictions, datamodule.clip_media, module.classes)
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -27,7 +27,7 @@ from cremad_lit.balance import (
     pareto_rescale,
 )
 from cremad_lit.module import EmotionModule
-from cremad_lit.pipeline import build_datamodule, cache_frame_spec
+from cremad_lit.pipeline import build_datamodule, model_inputs
 from cremad_lit.predictors import load_checkpoint, model_from_checkpoint
 from tests.conftest import TINY, common, run_cli
 
@@ -108,8 +108,8 @@ def test_ogm_ge_coefficients_and_gradient_rule_by_hand():
     assert ogm_coefficients(1.0, 4.0, 0.5) == {"audio": 1.0, "video": pytest.approx(1 - math.tanh(0.5 * 3))}
     net = TwoBranchNet()
     rule = OGMGE(alpha=0.8, noise=False)
-    rule.setup(net, 3)
-    module = type("Module", (), {"global_step": 7})()
+    module = type("Module", (), {"global_step": 7, "net": net, "classes": ("a", "b", "c")})()
+    rule.setup(module)
     for p in net.parameters():
         p.grad = torch.ones_like(p)
     rule.coefficients = {"audio": 0.25, "video": 1.0}
@@ -120,7 +120,7 @@ def test_ogm_ge_coefficients_and_gradient_rule_by_hand():
         net.fusion_layer.weight.grad, torch.ones_like(net.fusion_layer.weight)
     )  # the head: untouched
     noisy = OGMGE(alpha=0.8, noise=True)
-    noisy.setup(net, 3)
+    noisy.setup(module)
     grads = []
     for _ in range(2):
         net.audio.weight.grad = torch.linspace(-1, 1, 8).view(2, 4)
@@ -150,10 +150,12 @@ def test_mmpareto_sets_each_encoders_gradient_from_its_two_losses():
     gradients (computed here separately by autograd); the heads keep the plain sum."""
     torch.manual_seed(0)
     net, batch = TwoBranchNet(), batch_of()
-    module = EmotionModule(net, optimizer=None, classes=("a", "b", "c"), balance=MMPareto(gamma=1.5))
-    rule = module.balance
+    module = EmotionModule(
+        net, optimizer=None, classes=("a", "b", "c"), objectives={"balance": MMPareto(gamma=1.5)}
+    )
+    rule = module.objectives["balance"]
     embeddings = net.embed(batch)
-    fused = module._loss(net.fusion(embeddings), batch["label"])
+    fused = module.criterion(net.fusion(embeddings), batch["label"])
     unimodal = rule.unimodal_losses(module, embeddings, batch["label"])
     expected = {}
     for modality, parameters in net.encoder_parameters().items():
@@ -164,7 +166,7 @@ def test_mmpareto_sets_each_encoders_gradient_from_its_two_losses():
         combined, _ = pareto_integrate(flat(fused), flat(unimodal[modality]))
         expected[modality] = combined
     module.log = lambda *args, **kwargs: None
-    loss = rule.training_loss(module, net.embed(batch), batch["label"])
+    loss = rule.loss(module, batch, net.embed(batch))
     loss.backward()
     plain = {m: [p.grad.clone() for p in ps] for m, ps in net.encoder_parameters().items()}
     head_grad = net.fusion_layer.weight.grad.clone()
@@ -181,31 +183,36 @@ def test_mmpareto_sets_each_encoders_gradient_from_its_two_losses():
 def test_aux_heads_pmr_and_modality_dropout_losses_by_hand():
     torch.manual_seed(0)
     net, batch = TwoBranchNet(), batch_of()
-    module = EmotionModule(net, optimizer=None, classes=("a", "b", "c"), balance=AuxiliaryHeads(weight=0.5))
+    module = EmotionModule(
+        net, optimizer=None, classes=("a", "b", "c"), objectives={"balance": AuxiliaryHeads(weight=0.5)}
+    )
     module.log = lambda *args, **kwargs: None
     embeddings = net.embed(batch)
-    fused = module._loss(net.fusion(embeddings), batch["label"])
-    heads = module.balance.heads
+    fused = module.criterion(net.fusion(embeddings), batch["label"])
+    heads = module.objectives["balance"].heads
     by_hand = fused + 0.5 * sum(
         nn.functional.cross_entropy(heads[m](embeddings[i]), batch["label"])
         for m, i in (("video", 0), ("audio", 1))
     )
-    assert torch.allclose(module.balance.training_loss(module, embeddings, batch["label"]), by_hand)
+    assert torch.allclose(module.objectives["balance"].loss(module, batch, embeddings), by_hand)
     # PMR: the first batch sets the prototypes (class means); the weaker modality's prototype loss gets
     # tanh(alpha (rho - 1)) with rho the stronger's score over the weaker's.
     pmr_module = EmotionModule(
-        TwoBranchNet(), optimizer=None, classes=("a", "b", "c"), balance=PMR(alpha=1.0)
+        TwoBranchNet(), optimizer=None, classes=("a", "b", "c"), objectives={"balance": PMR(alpha=1.0)}
     )
     logged = {}
     pmr_module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
     embeddings = pmr_module.net.embed(batch)
-    pmr_module.balance.training_loss(pmr_module, embeddings, batch["label"])
+    pmr_module.objectives["balance"].loss(pmr_module, batch, embeddings)
     for m, i in (("video", 0), ("audio", 1)):
         means = torch.stack([embeddings[i][batch["label"] == k].mean(dim=0) for k in range(3)]).detach()
-        assert torch.allclose(getattr(pmr_module.balance, f"prototypes_{m}"), means, atol=1e-6)
+        assert torch.allclose(getattr(pmr_module.objectives["balance"], f"prototypes_{m}"), means, atol=1e-6)
     scores = {}
     for m, i in (("video", 0), ("audio", 1)):
-        logits = -(torch.cdist(embeddings[i].detach(), getattr(pmr_module.balance, f"prototypes_{m}")) ** 2)
+        logits = -(
+            torch.cdist(embeddings[i].detach(), getattr(pmr_module.objectives["balance"], f"prototypes_{m}"))
+            ** 2
+        )
         scores[m] = float(logits.softmax(dim=1).gather(1, batch["label"][:, None]).sum())
     weaker = "video" if scores["audio"] > scores["video"] else "audio"
     ratio = max(scores.values()) / min(scores.values())
@@ -213,7 +220,10 @@ def test_aux_heads_pmr_and_modality_dropout_losses_by_hand():
     # modality dropout with p=1: every clip keeps exactly one modality
     seen = []
     dropout_module = EmotionModule(
-        TwoBranchNet(), optimizer=None, classes=("a", "b", "c"), balance=ModalityDropout(p=1.0)
+        TwoBranchNet(),
+        optimizer=None,
+        classes=("a", "b", "c"),
+        objectives={"balance": ModalityDropout(p=1.0)},
     )
     net = dropout_module.net
     original = net.fusion
@@ -221,7 +231,7 @@ def test_aux_heads_pmr_and_modality_dropout_losses_by_hand():
         seen.append([e.detach().clone() for e in embeddings]),
         original(embeddings),
     )[1]
-    dropout_module.balance.training_loss(dropout_module, net.embed(batch), batch["label"])
+    dropout_module.objectives["balance"].loss(dropout_module, batch, net.embed(batch))
     video_zero = (seen[0][0] == 0).all(dim=1)
     audio_zero = (seen[0][1] == 0).all(dim=1)
     assert torch.equal(video_zero ^ audio_zero, torch.ones(len(video_zero), dtype=torch.bool))
@@ -261,7 +271,9 @@ def test_every_method_trains_end_to_end_and_evaluates_without_its_heads(syntheti
     pareto = next(r for r in runs if "mmpareto" in (r / ".hydra" / "overrides.yaml").read_text())
     metrics = json.loads((pareto / "metrics.json").read_text())
     checkpoint = load_checkpoint(metrics["checkpoint"])
-    assert any(k.startswith("balance.heads.") for k in checkpoint["state_dict"])  # trained with the network
+    assert any(
+        k.startswith("objectives.balance.heads.") for k in checkpoint["state_dict"]
+    )  # trained with the network
     evaluated = tmp_path / "eval"
     run_cli("evaluate.py", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={evaluated}")
     again = json.loads((evaluated / "metrics.json").read_text())
@@ -301,7 +313,7 @@ def test_the_probe_on_a_trained_run_whose_head_ignores_the_face(trained_run, tin
     video_size = net.embedding_sizes[0]
     with torch.no_grad():
         net.fusion.classifier.weight[:, :video_size] = 0
-    datamodule = build_datamodule(cfg.data, cache_frame_spec(net, cfg.model))
+    datamodule = build_datamodule(cfg.data, model_inputs(net, cfg.model))
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
     )

@@ -23,6 +23,7 @@ GROUPS = {
     "model/fusion": ["model/fusion"],
     "model/functionals": ["+model/functionals@model.functionals"],
     "balance": ["balance"],
+    "objectives": ["objectives"],
     "optim": ["optim"],
     "trainer": ["trainer"],
     "callbacks": ["callbacks"],

@@ -296,16 +296,18 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
     pd.concat([rows.assign(clip_id=[w.stem for w in originals]), quiet]).to_csv(manifest, index=False)
 
     def mels(speaker_norm: str, functionals: str = "none") -> tuple:
-        datamodule = EmotionDataModule(
-            None,
-            {},
-            dataset="manifest",
-            manifest=str(manifest),
-            modalities=("audio",),
-            cache_dir=str(tmp_path / "cache"),
-            eval_split="all",
-            speaker_norm=speaker_norm,
-            functionals=functionals,
+        datamodule = EmotionDataModule.from_config(
+            dict(
+                root=None,
+                preprocessing={},
+                dataset="manifest",
+                manifest=str(manifest),
+                modalities=("audio",),
+                cache_dir=str(tmp_path / "cache"),
+                eval_split="all",
+                speaker_norm=speaker_norm,
+                functionals=functionals,
+            )
         )
         datamodule.prepare_data()
         datamodule.setup("test")
@@ -332,9 +334,13 @@ def test_speaker_norm_takes_out_a_speakers_loudness(ravdess_dir, tmp_path):
     assert varying.sum() > 60 and torch.allclose(loud.mean(dim=0), torch.zeros(88), atol=1e-4)
     assert torch.allclose(loud.std(dim=0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-3)
     with pytest.raises(ValueError, match="speaker_norm"):
-        EmotionDataModule(None, {}, dataset="manifest", manifest=str(manifest), speaker_norm="yes")
+        EmotionDataModule.from_config(
+            dict(root=None, preprocessing={}, dataset="manifest", manifest=str(manifest), speaker_norm="yes")
+        )
     with pytest.raises(ValueError, match="functionals"):
-        EmotionDataModule(None, {}, dataset="manifest", manifest=str(manifest), functionals="mfcc")
+        EmotionDataModule.from_config(
+            dict(root=None, preprocessing={}, dataset="manifest", manifest=str(manifest), functionals="mfcc")
+        )
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ def make(root, tmp_path, **kwargs):
         cache_dir=str(tmp_path / "cache"), batch_size=4, output_dir=str(tmp_path / "run"), split={"seed": 0}
     )
     options.update(kwargs)
-    datamodule = EmotionDataModule(str(root), PREP, **options)
+    datamodule = EmotionDataModule.from_config(dict(root=str(root), preprocessing=PREP, **options))
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -38,7 +38,7 @@ def test_batch_contract_and_split_file(synthetic_root, tmp_path):
         actors = set(datamodule.datasets[name].clips["actor_id"])
         assert actors == set(saved.loc[saved["split"] == name, "actor_id"])
     again = make(synthetic_root, tmp_path / "again", split={"file": str(tmp_path / "run" / "split.csv")})
-    assert again.split.to_dict("records") == datamodule.split.to_dict("records")
+    assert again.assignment().table.to_dict("records") == datamodule.assignment().table.to_dict("records")
 
 
 @pytest.mark.parametrize("modalities", [("audio",), ("video",)])
@@ -69,8 +69,8 @@ def test_workers_and_persistent_workers(synthetic_root, tmp_path, recwarn):
 
 
 def test_require_cache_fails_clearly_when_not_prepared(synthetic_root, tmp_path):
-    datamodule = EmotionDataModule(
-        str(synthetic_root), PREP, cache="require", cache_dir=str(tmp_path / "empty")
+    datamodule = EmotionDataModule.from_config(
+        dict(root=str(synthetic_root), preprocessing=PREP, cache="require", cache_dir=str(tmp_path / "empty"))
     )
     with pytest.raises(FileNotFoundError, match="cremad_lit prepare"):
         datamodule.setup("fit")
@@ -98,9 +98,11 @@ def test_augmentation_changes_training_samples_only(synthetic_root, tmp_path):
 
 def test_bad_options(synthetic_root):
     with pytest.raises(ValueError, match="modalities"):
-        EmotionDataModule(str(synthetic_root), PREP, modalities=("smell",))
+        EmotionDataModule.from_config(
+            dict(root=str(synthetic_root), preprocessing=PREP, modalities=("smell",))
+        )
     with pytest.raises(ValueError, match="cache"):
-        EmotionDataModule(str(synthetic_root), PREP, cache="sometimes")
+        EmotionDataModule.from_config(dict(root=str(synthetic_root), preprocessing=PREP, cache="sometimes"))
 
 
 def test_voice_augmentations_stretch_bands_and_change_loudness():
@@ -116,3 +118,55 @@ def test_voice_augmentations_stretch_bands_and_change_loudness():
     louder = Augment(freq_mask=0, time_mask=0, gain_db=6).mel(mel)
     offset = louder - mel
     assert torch.allclose(offset, offset[0, 0, 0]) and 0 < abs(float(offset[0, 0, 0])) <= 6 / MEL_DB_STD
+
+
+# Orders in which a command might call the DataModule's public methods (Lightning calls prepare_data, then setup).
+ORDERS = [
+    ("prepare_data", "setup", "class_weights", "training_speakers"),
+    ("class_weights", "training_speakers", "setup", "prepare_data"),
+    ("training_speakers", "speaker_speech", "class_weights", "setup"),
+    ("catalog", "tested_on", "setup"),
+    ("setup", "prepare_data"),
+]
+
+
+def test_public_methods_in_any_order_give_the_same_data(synthetic_root, tmp_path):
+    """The net's facts arrive once, at construction (ModelInputs, a frozen video encoder among them): whichever
+    public method comes first, the DataModule sets up the same datasets, the same class weights and speakers, and
+    the same feature cache, filled by the first and read by every later one."""
+    from cremad_lit.data.datamodule import ModelInputs
+    from cremad_lit.models.backbones import Backbone
+
+    torch.manual_seed(0)
+    frozen = Backbone("test_efficientnet", pretrained=False, freeze=True, input_size=32).eval()
+    inputs = ModelInputs(image_size=32, mean=(0.4,) * 3, std=(0.2,) * 3, frozen={"video": frozen})
+    seen = []
+    for order in ORDERS:
+        datamodule = EmotionDataModule.from_config(
+            dict(
+                root=str(synthetic_root),
+                preprocessing={"frames": 2, "image_size": 64},
+                cache_dir=str(tmp_path / "cache"),
+                batch_size=4,
+                split={"seed": 0},
+            ),
+            inputs,
+        )
+        for method in order:
+            getattr(datamodule, method)()
+        assert datamodule.prep.image_size == 32  # the model's frame size, not the config's
+        cached = datamodule.cached_features
+        seen.append(
+            {
+                "splits": {k: list(d.clips["clip_id"]) for k, d in datamodule.datasets.items()},
+                "weights": datamodule.class_weights().tolist(),
+                "speakers": datamodule.training_speakers(),
+                "cached": cached,
+                "read": [
+                    {m: str(p) for m, p in d.cached_features.items()} for d in datamodule.datasets.values()
+                ],
+                "stored": datamodule.encoder_reports["video"]["stored"],
+            }
+        )
+    assert seen[0]["cached"].keys() == {"video"} and seen[0]["read"] == [seen[0]["cached"]] * 4
+    assert all(facts == seen[0] for facts in seen[1:])

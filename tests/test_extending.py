@@ -1,5 +1,5 @@
-"""docs/extending.md, shown working: a backbone, a fusion head, a corpus adapter and a training callback added through
-config alone (tests/toys.py and tests/fixtures/toy_conf/, found by `hydra.searchpath`), nothing in cremad_lit changed.
+"""docs/extending.md, shown working: a backbone, a fusion head, a corpus adapter, a training callback and an objective
+added through config alone (tests/toys.py and tests/fixtures/toy_conf/, found by `hydra.searchpath`), nothing in cremad_lit changed.
 
     .venv/bin/python -m pytest tests/test_extending.py
 """
@@ -19,7 +19,7 @@ from cremad_lit.data.catalog import build_catalog
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.pipeline import build_net
 from tests.conftest import REPO, TINY, run_cli, six_emotion_wavs, train_args
-from tests.toys import GradientNorm, ProductFusion, ToyCNN
+from tests.toys import CentreLoss, GradientNorm, ProductFusion, ToyCNN
 
 TOY_CONF = REPO / "tests" / "fixtures" / "toy_conf"
 PLUGIN = [
@@ -28,6 +28,7 @@ PLUGIN = [
     "model/backbone@model.audio_backbone=toy_cnn",
     "model/fusion=toy_product",
     "callbacks=[default,grad_norm]",
+    "objectives=[toy_centre]",
 ]
 
 
@@ -63,6 +64,36 @@ def test_the_toy_parts_compose_and_build(toy_folder):
     assert cfg.callbacks.model_checkpoint is not None  # added to the default callbacks, not in their place
 
 
+def test_the_toy_objective_adds_its_term_and_declares_what_it_needs(toy_folder):
+    from cremad_lit.module import EmotionModule
+    from cremad_lit.objectives import Mixup
+
+    cfg = composed(toy_folder)
+    net = build_net(cfg.model, EMOTIONS)
+    objectives = {name: instantiate(c) for name, c in cfg.objectives.items()}
+    assert list(objectives) == ["toy_centre"] and isinstance(objectives["toy_centre"], CentreLoss)
+    module = EmotionModule(net, optimizer=None, classes=EMOTIONS, objectives=objectives)
+    module.log = lambda *args, **kwargs: None
+    centre = module.objectives["toy_centre"]
+    with torch.no_grad():
+        centre.centres.normal_()
+    batch = {"mel": torch.randn(4, 1, 64, 128), "label": torch.tensor([0, 1, 2, 0])}
+    torch.manual_seed(0)
+    loss = module.training_step(batch, 0)
+    torch.manual_seed(0)
+    embeddings = net.embed(batch)
+    fused = torch.cat(embeddings, dim=1)
+    by_hand = module.criterion(net.fusion(embeddings), batch["label"]) + 0.01 * (
+        (fused - centre.centres[batch["label"]]).pow(2).sum(dim=1).mean()
+    )
+    assert torch.allclose(loss, by_hand)
+    # its centres train with the network (and are checkpointed), and what it needs is checked for it
+    assert any(p is centre.centres for p in module.objectives.parameters())
+    assert "objectives.toy_centre.centres" in module.state_dict()
+    with pytest.raises(ValueError, match="toy_centre needs each clip's own embeddings, but mixup blends"):
+        EmotionModule(net, None, classes=EMOTIONS, objectives={**objectives, "mixup": Mixup(0.2)})
+
+
 def test_the_toy_adapter_reads_its_corpus(toy_folder):
     clips = build_catalog(toy_folder, "tests.toys")
     assert len(clips) == 72 and clips["actor_id"].nunique() == 6 and set(clips["emotion"]) == set(EMOTIONS)
@@ -83,7 +114,11 @@ def test_train_and_evaluate_with_every_toy_part(toy_folder, tmp_path):
     assert metrics["dataset"] == "tests.toys" and metrics["n_test"] > 0
     logged = pd.concat(pd.read_csv(f) for f in run.glob("csv/**/metrics.csv"))
     assert logged["train/grad_norm"].dropna().gt(0).sum() == 2  # one value per epoch, from the callback
+    assert logged["train/centre_loss"].dropna().gt(0).sum() == 2  # the objective's term, logged per epoch
     checkpoint = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
+    assert (
+        "objectives.toy_centre.centres" in checkpoint["state_dict"]
+    )  # resumes with it; evaluate leaves it out
     stored = checkpoint["cremad_lit"]["config"]["model"]
     assert stored["audio_backbone"]["_target_"] == "tests.toys.ToyCNN"
     assert stored["fusion"]["_target_"] == "tests.toys.ProductFusion"

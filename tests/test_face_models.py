@@ -282,7 +282,7 @@ def test_faces_av_trains_from_the_frozen_face_models_cache_and_rebuilds(actor05_
         f"hydra.run.dir={run_dir}",
     )
     assert "LEAKY" in result.stdout + result.stderr
-    from cremad_lit.encoder_cache import read_entry
+    from cremad_lit.data.encoder_cache import read_entry
 
     report = json.loads((run_dir / "prepare_report.json").read_text())
     assert report["faces"]["detector"] == "mtcnn" and report["faces"]["rate"] > 0.9

@@ -121,15 +121,17 @@ def mixed_manifest(av_actor05, samples_dir, tmp_path_factory) -> Path:
 
 
 def manifest_datamodule(manifest: Path, cache: Path, modalities, face_crop: str = "lbp") -> EmotionDataModule:
-    return EmotionDataModule(
-        None,
-        {"frames": 4, "image_size": 64, "face_crop": face_crop},
-        dataset="manifest",
-        manifest=str(manifest),
-        modalities=modalities,
-        cache_dir=str(cache),
-        split={"by": "clip", "fractions": (0.6, 0.2, 0.2)},
-        output_dir=str(cache.parent / f"run-{'-'.join(modalities)}"),
+    return EmotionDataModule.from_config(
+        dict(
+            root=None,
+            preprocessing={"frames": 4, "image_size": 64, "face_crop": face_crop},
+            dataset="manifest",
+            manifest=str(manifest),
+            modalities=modalities,
+            cache_dir=str(cache),
+            split={"by": "clip", "fractions": (0.6, 0.2, 0.2)},
+            output_dir=str(cache.parent / f"run-{'-'.join(modalities)}"),
+        )
     )
 
 
@@ -290,12 +292,14 @@ def test_haar_without_opencvs_cascades_is_one_clear_error(monkeypatch, mixed_man
     faces._haar_cascade.cache_clear()
     monkeypatch.delattr(cv2, "CascadeClassifier", raising=False)
     with pytest.raises(RuntimeError, match=r"OpenCV 5 removed it.*face_crop=lbp"):
-        EmotionDataModule(
-            None,
-            {"face_crop": "haar"},
-            dataset="manifest",
-            manifest=str(mixed_manifest),
-            modalities=["video"],
-            cache_dir=str(tmp_path),
+        EmotionDataModule.from_config(
+            dict(
+                root=None,
+                preprocessing={"face_crop": "haar"},
+                dataset="manifest",
+                manifest=str(mixed_manifest),
+                modalities=["video"],
+                cache_dir=str(tmp_path),
+            )
         )
     faces._haar_cascade.cache_clear()

@@ -168,8 +168,14 @@ def test_a_cache_only_run_of_a_bad_tree_finishes_an_epoch(bad_root, tmp_path):
 
     from cremad_lit.data.datamodule import EmotionDataModule
 
-    datamodule = EmotionDataModule(
-        str(bad_root), {"frames": 2, "image_size": 32}, cache="off", batch_size=4, split={"seed": 0}
+    datamodule = EmotionDataModule.from_config(
+        dict(
+            root=str(bad_root),
+            preprocessing={"frames": 2, "image_size": 32},
+            cache="off",
+            batch_size=4,
+            split={"seed": 0},
+        )
     )
     datamodule.setup("fit")
     seen = []

@@ -89,7 +89,7 @@ def test_training_from_the_feature_cache_gives_the_embeddings_of_running_the_enc
     """Per-layer means (mean pooling) and every stored time step (attentive pooling), filled in batches of mixed
     lengths, batched by the training collate: the readout of the stored arrays equals the encoder run on each clip."""
     from cremad_lit.data.dataset import collate_skipping_bad
-    from cremad_lit.encoder_cache import EncoderFeatureCache, audio_storage, read_entry
+    from cremad_lit.data.encoder_cache import EncoderFeatureCache, audio_storage, read_entry
 
     encoder = SpeechEncoder(
         pretrained_dir=str(tiny_encoders["wav2vec2"]), pooling=pooling, feature_cache_dtype=dtype
@@ -313,7 +313,7 @@ def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_i
     """Audio-visual on real decoded flv + wav clips: a frozen video backbone (per-frame features stored) and a frozen
     speech encoder with attentive pooling (every time step stored) train from their caches, and evaluate.py, which
     runs both encoders on the media from the checkpoint alone, gives the test probabilities training read from them."""
-    from cremad_lit.encoder_cache import fingerprint
+    from cremad_lit.data.encoder_cache import fingerprint
     from cremad_lit.models.speech_encoders import tiny_encoder_folder
     from cremad_lit.predictors import load_checkpoint, model_from_checkpoint
     from tests.conftest import train_args
@@ -337,7 +337,7 @@ def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_i
     assert caches["audio"]["storage"] == "steps" and caches["video"]["storage"] == "frames"
     assert caches["audio"]["computed"] == caches["video"]["computed"] == 96
     assert caches["audio"]["dir"] != caches["video"]["dir"]
-    from cremad_lit.encoder_cache import read_entry
+    from cremad_lit.data.encoder_cache import read_entry
 
     frames = read_entry(next(Path(caches["video"]["dir"]).glob("*.npz")))
     assert frames.shape[0] == 2  # one embedding per sampled frame
@@ -353,7 +353,7 @@ def test_frozen_video_and_attentive_speech_encoders_train_from_their_caches_as_i
 
 def test_a_frozen_video_backbone_runs_in_the_loop_when_training_changes_its_frames():
     from cremad_lit.data.augment import Augment
-    from cremad_lit.encoder_cache import video_storage
+    from cremad_lit.data.encoder_cache import video_storage
     from cremad_lit.models.backbones import Backbone
 
     frozen = Backbone("test_efficientnet", pretrained=False, freeze=True, input_size=32)

@@ -82,15 +82,17 @@ def test_speaker_statistics_read_all_of_a_speakers_speech(ravdess_dir, tmp_path)
     root = link_actors(ravdess_dir, tmp_path / "ravdess", (1, 2))
 
     def stats(setting: str):
-        datamodule = EmotionDataModule(
-            str(root),
-            {},
-            dataset="ravdess",
-            modalities=("audio",),
-            cache="off",
-            eval_split="all",
-            speaker_norm="standard",
-            speaker_stats=setting,
+        datamodule = EmotionDataModule.from_config(
+            dict(
+                root=str(root),
+                preprocessing={},
+                dataset="ravdess",
+                modalities=("audio",),
+                cache="off",
+                eval_split="all",
+                speaker_norm="standard",
+                speaker_stats=setting,
+            )
         )
         datamodule.setup("test")
         assert len(datamodule.datasets["all"]) == 88
@@ -111,7 +113,9 @@ def test_speaker_statistics_read_all_of_a_speakers_speech(ravdess_dir, tmp_path)
         )
     assert not torch.allclose(every[1][0], classes_only[1][0], atol=1e-3)
     with pytest.raises(ValueError, match="speaker_stats"):
-        EmotionDataModule(str(root), {}, dataset="ravdess", speaker_stats="everyone")
+        EmotionDataModule.from_config(
+            dict(root=str(root), preprocessing={}, dataset="ravdess", speaker_stats="everyone")
+        )
 
 
 @pytest.mark.slow

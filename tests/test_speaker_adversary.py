@@ -39,14 +39,20 @@ def test_the_reversed_gradient_by_hand():
 
 def test_settings_that_cannot_work_stop_with_the_reason():
     from cremad_lit.module import EmotionModule
+    from cremad_lit.objectives import Mixup, SpeakerAdversarial
 
     net = tiny_module()[0].net
-    with pytest.raises(ValueError, match="mixup"):
+    with pytest.raises(
+        ValueError, match="speaker_adversary needs each clip's own embeddings, but mixup blends"
+    ):
         EmotionModule(
-            net, None, classes=("A", "B"), mixup_alpha=0.2, speaker_adversary=1.0, training_speakers=4
+            net,
+            None,
+            classes=("A", "B"),
+            objectives={"mixup": Mixup(0.2), "speaker_adversary": SpeakerAdversarial(1.0, 4)},
         )
     with pytest.raises(ValueError, match="two training speakers"):
-        EmotionModule(net, None, classes=("A", "B"), speaker_adversary=1.0, training_speakers=1)
+        SpeakerAdversarial(1.0, training_speakers=1)
 
 
 @pytest.mark.slow
@@ -65,7 +71,7 @@ def test_a_speaker_adversarial_run_trains_and_evaluates_as_the_same_model(synthe
     assert history["train/speaker_acc"].between(0, 1).all() and len(history) == 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
     checkpoint = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
-    head = [k for k in checkpoint["state_dict"] if k.startswith("speaker_adversary.")]
+    head = [k for k in checkpoint["state_dict"] if k.startswith("objectives.speaker_adversary.")]
     assert head and checkpoint["hyper_parameters"]["training_speakers"] >= 2
     run_cli("evaluate.py", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())

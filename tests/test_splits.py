@@ -110,8 +110,13 @@ def test_published_clip_lists_say_leaky_when_a_speaker_is_on_both_sides(syntheti
         "train": write_list(tmp_path / "train.csv", names[::2]),
         "test": write_list(tmp_path / "test.csv", names[1::2]),
     }
-    datamodule = EmotionDataModule(
-        str(synthetic_root), {"frames": 2, "image_size": 32}, cache="off", split={"file": leaky, "seed": 0}
+    datamodule = EmotionDataModule.from_config(
+        dict(
+            root=str(synthetic_root),
+            preprocessing={"frames": 2, "image_size": 32},
+            cache="off",
+            split={"file": leaky, "seed": 0},
+        )
     )
     datamodule.setup()
     protocol = datamodule.protocol
@@ -124,8 +129,13 @@ def test_published_clip_lists_say_leaky_when_a_speaker_is_on_both_sides(syntheti
     # lists that keep speakers apart: not leaky, and the split is by speaker in effect
     first, rest = [n for n in names if n.startswith("1001")], [n for n in names if not n.startswith("1001")]
     apart = {"train": write_list(tmp_path / "a.csv", rest), "test": write_list(tmp_path / "b.csv", first)}
-    datamodule = EmotionDataModule(
-        str(synthetic_root), {"frames": 2, "image_size": 32}, cache="off", split={"file": apart}
+    datamodule = EmotionDataModule.from_config(
+        dict(
+            root=str(synthetic_root),
+            preprocessing={"frames": 2, "image_size": 32},
+            cache="off",
+            split={"file": apart},
+        )
     )
     datamodule.setup()
     assert not datamodule.protocol["leaky"] and datamodule.split_by == "actor"
@@ -177,14 +187,16 @@ def test_lockbox_speakers_leave_every_protocol_and_only_split_lockbox_opens_them
     from cremad_lit.data.datamodule import EmotionDataModule
 
     def setup(split: dict, eval_split: str = "test") -> EmotionDataModule:
-        datamodule = EmotionDataModule(
-            str(ravdess_dir),
-            {"frames": 1, "image_size": 32},
-            dataset="ravdess",
-            modalities=["audio"],
-            split={**split, "lockbox": [16, 17, 18]},
-            cache="off",
-            eval_split=eval_split,
+        datamodule = EmotionDataModule.from_config(
+            dict(
+                root=str(ravdess_dir),
+                preprocessing={"frames": 1, "image_size": 32},
+                dataset="ravdess",
+                modalities=["audio"],
+                split={**split, "lockbox": [16, 17, 18]},
+                cache="off",
+                eval_split=eval_split,
+            )
         )
         datamodule.setup("fit")
         return datamodule
@@ -203,13 +215,15 @@ def test_lockbox_speakers_leave_every_protocol_and_only_split_lockbox_opens_them
     assert opened.actors("lockbox") == [16, 17, 18] and set(opened.clips["split"]) == {"test"}
     assert len(opened.test_dataloader().dataset) == 3 * 44  # every clip of the three, six emotions
     with pytest.raises(ValueError, match="holds no lockbox"):
-        EmotionDataModule(
-            str(ravdess_dir),
-            {"frames": 1},
-            dataset="ravdess",
-            modalities=["audio"],
-            cache="off",
-            eval_split="lockbox",
+        EmotionDataModule.from_config(
+            dict(
+                root=str(ravdess_dir),
+                preprocessing={"frames": 1},
+                dataset="ravdess",
+                modalities=["audio"],
+                cache="off",
+                eval_split="lockbox",
+            )
         ).setup("test")
 
 

@@ -1,8 +1,9 @@
-"""A plugin as a user writes one: a backbone, a fusion head, a corpus adapter and a training callback, each a few
-lines here plus one config file in tests/fixtures/toy_conf/ (docs/extending.md walks through them).
+"""A plugin as a user writes one: a backbone, a fusion head, a corpus adapter, a training callback and an objective,
+each a few lines here plus one config file in tests/fixtures/toy_conf/ (docs/extending.md walks through them).
 
     python train.py hydra.searchpath=[file://tests/fixtures/toy_conf] data=toy_folder data.root=DIR \
-        model/backbone@model.audio_backbone=toy_cnn model/fusion=toy_product 'callbacks=[default,grad_norm]'
+        model/backbone@model.audio_backbone=toy_cnn model/fusion=toy_product 'callbacks=[default,grad_norm]' \
+        'objectives=[toy_centre]'
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from cremad_lit.data.adapters.common import Rejected, reject, walk_files
 from cremad_lit.data.labels import emotion_code
+from cremad_lit.objectives import Objective
 
 
 class ToyCNN(nn.Module):
@@ -95,3 +97,24 @@ class GradientNorm(L.Callback):
         grads = [p.grad.detach().norm(self.norm_type) for p in pl_module.parameters() if p.grad is not None]
         norm = torch.stack(grads).norm(self.norm_type) if grads else torch.tensor(0.0)
         pl_module.log("train/grad_norm", norm, on_step=False, on_epoch=True)
+
+
+class CentreLoss(Objective):
+    """An objective's three hooks: a term that pulls each clip's fused embedding towards a learned centre of its class
+    (Wen et al., ECCV 2016), `weight` x the mean squared distance; it needs each clip's own embeddings (not mixup's)."""
+
+    role = "term"
+    needs = frozenset({"clip_embeddings"})
+
+    def __init__(self, weight: float = 0.01):
+        super().__init__()
+        self.weight = weight
+
+    def setup(self, module) -> None:
+        self.centres = nn.Parameter(torch.zeros(len(module.classes), sum(module.net.embedding_sizes)))
+
+    def loss(self, module, batch, embeddings):
+        fused = torch.cat(embeddings, dim=1)
+        distance = (fused - self.centres[batch["label"]]).pow(2).sum(dim=1).mean()
+        self.log(module, "centre_loss", distance, len(batch["label"]))
+        return self.weight * distance

@@ -25,14 +25,24 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cremad_lit.classical import FACE_FEATURES, METHODS, fit_on_split, save_classical, split_predictions
-from cremad_lit.data.splits import LEAKY_WARNING
+from cremad_lit.classical import (
+    FACE_FEATURES,
+    METHODS,
+    ClipSource,
+    fit_on_split,
+    save_classical,
+    split_predictions,
+)
+from cremad_lit.data.corpus import Corpus, check_data_root
+from cremad_lit.data.dataset import clip_media
+from cremad_lit.data.features import Preprocessing
+from cremad_lit.data.splits import LEAKY_WARNING, save_split
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
 from cremad_lit.io import write_json
 from cremad_lit.loggers import build_loggers, finish_loggers, log_config, log_predictions_table
 from cremad_lit.metrics import results_from_predictions
-from cremad_lit.pipeline import build_datamodule, run_info
+from cremad_lit.pipeline import run_info
 from cremad_lit.results import scores_line, where_line, write_results
 
 log = logging.getLogger(__name__)
@@ -54,21 +64,16 @@ def run_baseline(cfg: DictConfig) -> float:
             cfg.data.speaker_norm = "none"
     if zero_shot:
         log.info("%s: nothing is trained, so every clip of every speaker is a test clip", cfg.method)
-    # Only the clips and the split: the features (and their speaker normalisation) are made below.
-    datamodule = build_datamodule(
-        cfg.data,
-        None,
-        cache="off",
-        speaker_norm="none",
-        functionals="none",
-        eval_split="all" if zero_shot else "test",
-    )
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    clips = datamodule.clips
+    # Only the clips and the split (no loader): the features and their speaker normalisation are made below.
+    check_data_root(cfg.data)
+    corpus = Corpus.from_config(cfg.data)
+    assigned = corpus.assign(corpus.catalog(), eval_split="all" if zero_shot else "test")
+    save_split(assigned.table, run_dir / "split.csv")
+    clips = assigned.clips
+    source = ClipSource.of(corpus, assigned, Preprocessing(**cfg.data.preprocessing), cfg.data.decoder)
     speaker_norm = cfg.data.get("speaker_norm", "none")
     fitted, chosen, features, skipped = fit_on_split(
-        datamodule,
+        source,
         cfg.method,
         kind,
         cfg.C_grid,
@@ -80,7 +85,7 @@ def run_baseline(cfg: DictConfig) -> float:
     write_json(
         run_dir / "prepare_report.json", {"rejected": clips.attrs.get("rejected", []), "skipped": skipped}
     )
-    classes = datamodule.classes
+    classes = corpus.classes
     save_classical(
         run_dir,
         fitted,
@@ -101,7 +106,7 @@ def run_baseline(cfg: DictConfig) -> float:
     n_train = int((clips["split"] == "train").sum())
     if not predictions:  # final=all_speakers: the model to ship, nobody held out, nothing to test
         print(
-            f"{cfg.method}: trained on all {n_train} clips of {len(datamodule.actors('train'))} speakers, "
+            f"{cfg.method}: trained on all {n_train} clips of {len(assigned.actors('train'))} speakers, "
             f"nothing held out{', C=' + str(chosen['C']) if chosen else ''}; the saved model (an ensemble member "
             f"for evaluate.py and predict): {run_dir.resolve()}"
         )
@@ -122,18 +127,20 @@ def run_baseline(cfg: DictConfig) -> float:
             "task": "baseline",
             "method": cfg.method,
             "speaker_norm": speaker_norm,
-            **datamodule.tested_on("test"),
+            **assigned.tested_on("test"),
             "val_accuracy": val_accuracy,
             "chosen": chosen,
             "selection": OmegaConf.to_container(cfg.selection) if cfg.get("selection") else None,
             "n_train": n_train,
             **run_info(),
         },
-        data_root=datamodule.root,
+        data_root=corpus.root,
         speakers=speakers,
         classes=classes,
     )
-    log_predictions_table(loggers, predictions, datamodule)
+    rows = clips.set_index("clip_id")
+    media = lambda clip_id: clip_media(rows.loc[clip_id], source.prep, corpus.modalities, source.decoder)  # noqa: E731
+    log_predictions_table(loggers, predictions, media, classes)
     finish_loggers(loggers)
     trained = (
         "zero-shot: nothing trained, every clip tested" if zero_shot else f"val accuracy {val_accuracy:.4f}"

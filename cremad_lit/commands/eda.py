@@ -18,8 +18,8 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from cremad_lit.data.corpus import Corpus, check_data_root
 from cremad_lit.io import write_json
-from cremad_lit.pipeline import load_catalog
 from cremad_lit.plots import plot_counts, plot_crosstab
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,9 @@ def _has_tabulate() -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eda")
 def main(cfg: DictConfig) -> None:
-    if cfg.data.get("generate"):  # data=synthetic: write whatever clips are missing
-        from cremad_lit.data.synthetic import generate
-
-        generate(cfg.data.root, **cfg.data.generate)
-    clips = load_catalog(cfg.data)
+    check_data_root(cfg.data)
+    # every clip, whatever media it has (data=synthetic: the missing ones generated first)
+    clips = Corpus.from_config(cfg.data, modalities=None).catalog()
     out = Path(cfg.paths.output_dir)
     summary = write_eda(clips, out, str(cfg.data.get("manifest") or cfg.data.root))
     genders = ", ".join(f"{n} {g}" for g, n in summary["counts"]["gender"].items())

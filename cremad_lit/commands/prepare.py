@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from cremad_lit.data.datamodule import ModelInputs
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
 from cremad_lit.io import write_json
@@ -25,14 +26,13 @@ from cremad_lit.plots import draw_faces
 @stops_cleanly
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
-    datamodule = build_datamodule(cfg.data, frame_spec_without_weights(cfg.model), cache="auto")
-    if datamodule.generate:  # data=synthetic: write whatever clips are missing
-        from cremad_lit.data.synthetic import generate
-
-        generate(datamodule.root, **datamodule.generate)
-    clips = datamodule.catalog()
+    datamodule = build_datamodule(
+        cfg.data, ModelInputs.of_spec(frame_spec_without_weights(cfg.model)), cache="auto"
+    )
+    clips = datamodule.catalog()  # data=synthetic: the missing clips generated first
+    settings = datamodule.cache_settings
     report = datamodule.cache.build(
-        clips, datamodule.decoder, datamodule.prepare_workers, cfg.retry_skipped, datamodule.decode_timeout_s
+        clips, settings.decoder, settings.prepare_workers, cfg.retry_skipped, settings.decode_timeout_s
     )
     report["rejected"] = clips.attrs["rejected"]
     out = Path(cfg.paths.output_dir)

@@ -1,7 +1,15 @@
-"""Dataset and LightningDataModule: catalog -> actor-disjoint split -> (cached) features -> batches.
+"""Dataset and LightningDataModule: a Corpus's assigned clips -> (cached) features -> batches.
 
     python -m cremad_lit prepare data.root=/path/to/CREMA-D     # optional: fill the cache up front
     python train.py data.root=/path/to/CREMA-D                  # the DataModule is built from conf/data/
+
+    datamodule = EmotionDataModule.from_config(cfg.data, ModelInputs.of(net, cfg.model))   # pipeline.build_datamodule
+
+Built from a Corpus (corpus.py: which clips, classes, speakers, protocol) and a few grouped settings (preprocessing,
+loader, cache, normalisation, augmentation), with what it must know of the model handed over once, at construction, as
+`ModelInputs` (frame size, mean and std, the audio input, frozen encoders whose outputs it may cache). It never sees
+the model otherwise, and every public method may be called in any order: the first that needs the data set up sets it
+up, the same way.
 
 A batch is a dict: `frames` B x T x 3 x H x W float, `mel` B x 1 x 64 x 128 float, `label` B long, `clip_id` list,
 and with `data.functionals=egemaps|compare` `functionals` B x 88 | 6373 float.
@@ -22,254 +30,286 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from cremad_lit.data import encoder_cache
 from cremad_lit.data.augment import Augment
-from cremad_lit.data.cache import ClipCache, source_key
-from cremad_lit.data.catalog import build_catalog, unlabelled_speech
+from cremad_lit.data.cache import ClipCache
+from cremad_lit.data.corpus import Assignment, Corpus
 from cremad_lit.data.dataset import (
     SPEAKER_NORMS,
-    SPEAKER_STATS,
     ClipDataset,
+    clip_media,
     collate_skipping_bad,
     speaker_mel_stats,
 )
 from cremad_lit.data.faces import load_detector
-from cremad_lit.data.features import Preprocessing, decode_clip
+from cremad_lit.data.features import Preprocessing
 from cremad_lit.data.functionals import FUNCTIONALS, feature_dir, functionals_features, normalise_by_speaker
-from cremad_lit.data.labels import resolve_classes
 from cremad_lit.data.loader import CrashTolerantLoader
-from cremad_lit.data.media import MediaError, read_audio
-from cremad_lit.data.splits import (
-    LEAKY_WARNING,
-    choose_split,
-    hold_out_lockbox,
-    hold_out_outer_test,
-    save_split,
-    split_key,
-)
+from cremad_lit.data.splits import save_split
 from cremad_lit.io import write_json
 
 log = logging.getLogger(__name__)
-MODALITIES = ("audio", "video")
 CACHE_MODES = ("auto", "off", "require")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """What the data must know of the model: the frames its video backbone reads (size, mean, std), what its audio
+    branch reads (`mel` or `waveform`), and its frozen encoders (`frozen`: {modality: encoder}, each with the small
+    interface data/encoder_cache.py reads: `model`, `input_spec()`, and a forward on the stored input), whose outputs
+    the data may cache. `frame_mixup`: training blends frames, so a frozen video encoder must run on every batch."""
+
+    image_size: int | None = None  # None: the preprocessing's own
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.5, 0.5, 0.5)
+    audio_input: str = "mel"
+    frozen: dict = dataclasses.field(default_factory=dict)
+    frame_mixup: bool = False
+    device: str = "cpu"  # where the frozen encoders fill their cache
+
+    @classmethod
+    def of_spec(cls, spec: dict, **more) -> ModelInputs:
+        """From a frame spec ({image_size, mean, std[, audio_input]}: pipeline.cache_frame_spec)."""
+        return cls(
+            int(spec["image_size"]),
+            tuple(spec["mean"]),
+            tuple(spec["std"]),
+            spec.get("audio_input", "mel"),
+            **more,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderSettings:
+    batch_size: int = 8
+    eval_batch_size: int | None = None  # None: batch_size
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    mode: str = "auto"  # auto (build on first use) | off (decode on the fly) | require (fail if not prepared)
+    dir: str = "data/cache"
+    decoder: str = "decord"
+    prepare_workers: int = 0
+    decode_timeout_s: float | None = None  # per clip, in prepare's worker processes (None: no limit)
+
+    def __post_init__(self):
+        if self.mode not in CACHE_MODES:
+            raise ValueError(f"data.cache must be one of {CACHE_MODES}, not {self.mode!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalisation:
+    speaker_norm: str = (
+        "none"  # per-speaker normalisation of the Mel and the functionals (dataset.SPEAKER_NORMS)
+    )
+    functionals: str = "none"  # none | egemaps | compare: a functionals branch's features per clip
+
+    def __post_init__(self):
+        if self.speaker_norm not in SPEAKER_NORMS:
+            raise ValueError(f"data.speaker_norm must be one of {SPEAKER_NORMS}, not {self.speaker_norm!r}")
+        if self.functionals not in FUNCTIONALS:
+            raise ValueError(f"data.functionals must be one of {FUNCTIONALS}, not {self.functionals!r}")
+
+
+def _settings(kind, data: dict, **names) -> object:
+    """A settings dataclass from the flat data config (`names`: field -> config key where they differ)."""
+    fields = {
+        f.name: data[names.get(f.name, f.name)]
+        for f in dataclasses.fields(kind)
+        if names.get(f.name, f.name) in data
+    }
+    return kind(**fields)
 
 
 class EmotionDataModule(L.LightningDataModule):
     def __init__(
         self,
-        root: str | None,
-        preprocessing: dict,
-        dataset: str = "cremad",
-        manifest: str | None = None,
-        label_map: dict | None = None,
-        options: dict | None = None,
-        frame_mean=(0.5, 0.5, 0.5),
-        frame_std=(0.5, 0.5, 0.5),
-        modalities=MODALITIES,
-        split: dict | None = None,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        decoder: str = "decord",
-        cache: str = "auto",
-        cache_dir: str = "data/cache",
-        prepare_workers: int = 0,
-        decode_timeout_s: float | None = None,
-        augment: dict | None = None,
-        output_dir: str | None = None,
-        generate: dict | None = None,
+        corpus: Corpus,
+        preprocessing: Preprocessing,
+        inputs: ModelInputs = ModelInputs(),
+        loader: LoaderSettings = LoaderSettings(),
+        cache: CacheSettings = CacheSettings(),
+        normalisation: Normalisation = Normalisation(),
+        augment: Augment | None = None,
         eval_split: str = "test",
-        speaker_norm: str = "none",
-        # Whose speech the speaker statistics read: all_speech (also the clips left out for their label) or classes
-        # (only the clips of the kept classes: what a model trained before 0.8 was, and the default for its config).
-        speaker_stats: str = "classes",
-        functionals: str = "none",
-        classes="default",
-        audio_input: str = "mel",
+        output_dir: str | None = None,
     ):
         super().__init__()
-        self.audio_input = (
-            audio_input  # set by build_datamodule from the net: mel, or waveform for speech encoders
-        )
-        self.cached_features: dict[
-            str, str
-        ] = {}  # modality -> a frozen encoder's feature cache (encoder_cache.py)
-        self.classes_setting = list(classes) if not isinstance(classes, str) else classes
-        modalities = tuple(modalities)
-        if not modalities or set(modalities) - set(MODALITIES):
-            raise ValueError(
-                f"data.modalities must be a non-empty subset of {list(MODALITIES)}, not {list(modalities)}"
-            )
-        if speaker_norm not in SPEAKER_NORMS:
-            raise ValueError(f"data.speaker_norm must be one of {SPEAKER_NORMS}, not {speaker_norm!r}")
-        if functionals not in FUNCTIONALS:
-            raise ValueError(f"data.functionals must be one of {FUNCTIONALS}, not {functionals!r}")
-        if speaker_stats not in SPEAKER_STATS:
-            raise ValueError(f"data.speaker_stats must be one of {SPEAKER_STATS}, not {speaker_stats!r}")
-        self.speaker_norm, self.speaker_stats, self.functionals = speaker_norm, speaker_stats, functionals
-        self.cache_dir = cache_dir
-        if cache not in CACHE_MODES:
-            raise ValueError(f"data.cache must be one of {CACHE_MODES}, not {cache!r}")
-        if root is None and not manifest:
-            raise ValueError("data.root is not set (data.manifest=PATH.csv for data=manifest)")
-        # A manifest's clips live where its paths say; its folder stands for the root in reports.
-        self.root = str(Path(manifest).expanduser().parent if root is None else root)
-        self.dataset, self.manifest, self.label_map = (
-            dataset,
-            manifest,
-            dict(label_map) if label_map else label_map,
-        )
-        self.options = dict(options or {})
-        self.prep, self.modalities = Preprocessing(**preprocessing), modalities
+        self.corpus, self.inputs, self.normalisation, self.augment = corpus, inputs, normalisation, augment
+        # The frame size is the video backbone's, and part of the cache key.
+        if inputs.image_size is not None:
+            preprocessing = dataclasses.replace(preprocessing, image_size=int(inputs.image_size))
+        self.prep = preprocessing
         if (
-            "video" in modalities
+            "video" in corpus.modalities
         ):  # a detector this install cannot run (haar on OpenCV 5) is one error, up front
             load_detector(self.prep.face_crop)
-        self.frame_mean, self.frame_std = tuple(frame_mean), tuple(frame_std)
-        self.split_config = dict(split or {})
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.batch_size = loader.batch_size
+        self.eval_batch_size = loader.eval_batch_size or loader.batch_size
         self.loader_options = dict(
-            num_workers=num_workers,
+            num_workers=loader.num_workers,
             # Pinned pages only help a copy to an accelerator (and torch warns on every loader without one).
-            pin_memory=pin_memory and torch.accelerator.is_available(),
-            persistent_workers=persistent_workers and num_workers > 0,
+            pin_memory=loader.pin_memory and torch.accelerator.is_available(),
+            persistent_workers=loader.persistent_workers and loader.num_workers > 0,
         )
-        self.decoder, self.cache_mode, self.prepare_workers = decoder, cache, prepare_workers
-        self.decode_timeout_s = decode_timeout_s  # per clip, in prepare's worker processes (None: no limit)
-        self.cache_source = source_key(dataset, manifest or self.root)
-        self.cache = ClipCache(cache_dir, self.prep, self.cache_source) if cache != "off" else None
-        augment = dict(augment or {})
-        self.augment = (
-            Augment(**{k: v for k, v in augment.items() if k != "enabled"})
-            if augment.get("enabled", False)
-            else None
-        )
-        self.output_dir = Path(output_dir) if output_dir else None
-        self.generate = generate
-        # What test_dataloader serves: test (default), val, train, all clips, or the lockbox (split.lockbox's speakers)
-        self.eval_split = eval_split
-        self.clips: pd.DataFrame | None = None
-        self.split: pd.DataFrame | None = None
-        self.datasets: dict[str, ClipDataset] = {}
-        self.loaders: list[CrashTolerantLoader] = []
-        self.protocol: dict = {}  # how the split was made, for metrics.json (set up with the split)
-        self.lockbox: list = []  # split.lockbox's speakers (set up with the split)
-        self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
-        self._catalog: pd.DataFrame | None = None
-        self._unlabelled: pd.DataFrame | None = None
-        self.speaker_index: dict = {}  # training speaker -> its number (the batches' `speaker`)
-        self.encoder_plans: dict = {}  # frozen encoders whose features setup caches (cache_encoder_features)
-        self.encoder_device = "cpu"
-        self.encoder_reports: dict = {}
-
-    @property
-    def scan_root(self) -> str | None:
-        """The folder the adapter scans (None for a manifest, whose rows say where each clip is)."""
-        return self.root if self.manifest is None else None
-
-    def catalog(self) -> pd.DataFrame:
-        """Every usable clip of the corpus for these modalities (read once); rejections in `.attrs["rejected"]`."""
-        if self._catalog is None:
-            self._catalog = build_catalog(
-                self.scan_root,
-                self.dataset,
-                self.modalities,
-                self.label_map,
-                self.manifest,
-                self.options,
-                self.classes_setting,
-            )
-        return self._catalog
-
-    def unlabelled(self) -> pd.DataFrame:
-        """The corpus's clips left out only for their label (RAVDESS's calm and surprised by default): speech the
-        speaker statistics read with data.speaker_stats=all_speech, never a training or test clip (read once)."""
-        if self._unlabelled is None:
-            self._unlabelled = unlabelled_speech(
-                self.scan_root,
-                self.dataset,
-                self.manifest,
-                self.options,
-                self.catalog().attrs["rejected"],
-            )
-        return self._unlabelled
-
-    def speaker_speech(self, clips: pd.DataFrame | None = None) -> pd.DataFrame:
-        """The clips whose speech the speaker statistics read: `clips` (default: those set up) and, with
-        data.speaker_stats=all_speech, every other clip of the same speakers that was left out only for its label
-        (split "unlabelled"). A person's statistics then do not depend on which of their clips carry a kept label."""
-        clips = self.clips if clips is None else clips
-        if self.speaker_stats == "classes":
-            return clips
-        other = self.unlabelled()
-        other = other[other["actor_id"].isin(set(clips["actor_id"]))]
-        if not len(other):
-            return clips
-        return pd.concat([clips, other.assign(split="unlabelled")], ignore_index=True)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """The ordered class list, resolved once: label i is classes[i]. data.classes=default is the six whatever the
-        corpus holds (nothing to read: a generated corpus may not exist yet); any other setting reads the corpus's
-        labels (the catalog, kept for setup)."""
-        if self.classes_setting in (None, "default"):
-            return resolve_classes([], "default")
-        return tuple(self.catalog().attrs["classes"])
-
-    def cache_encoder_features(self, net, device: str = "cpu", frame_mixup: bool = False) -> None:
-        """Let the frozen encoders of `net` run once per clip: setup fills (or reuses) their feature cache and the
-        datasets read it (encoder_cache.py); `encoder_reports` then says what was filled."""
-        from cremad_lit.encoder_cache import encoder_plans
-
-        self.encoder_plans, self.encoder_device = encoder_plans(net, self.augment, frame_mixup), device
+        self.cache_settings = cache
+        self.cache_source = corpus.cache_source
+        self.cache = ClipCache(cache.dir, self.prep, self.cache_source) if cache.mode != "off" else None
+        self.encoder_plans = encoder_cache.plan(inputs.frozen, augment, inputs.frame_mixup)
         if self.encoder_plans and self.cache is None:
             log.info("data.cache=off: no encoder feature cache, the frozen encoders run on every batch")
             self.encoder_plans = {}
+        self.output_dir = Path(output_dir) if output_dir else None
+        # What test_dataloader serves: test (default), val, train, all clips, or the lockbox (split.lockbox's speakers)
+        self.eval_split = eval_split
+        self.assigned: Assignment | None = None
+        self.datasets: dict[str, ClipDataset] = {}
+        self.loaders: list[CrashTolerantLoader] = []
+        self.left_out: list[dict] = []  # cached clips without a modality this run needs (a silent video, say)
+        self.speaker_index: dict = {}  # training speaker -> its number (the batches' `speaker`)
+        self.cached_features: dict[str, str] = {}  # modality -> a frozen encoder's feature cache folder
+        self.encoder_reports: dict = {}
+        self._prepared = False
 
-    def use_frame_spec(self, spec: dict) -> None:
-        """What the net reads, given once the net exists: the frame size, mean and std of its video backbone and its
-        audio input (mel or waveform). The frame size is part of the cache key."""
-        self.prep = dataclasses.replace(self.prep, image_size=int(spec["image_size"]))
-        self.frame_mean, self.frame_std = tuple(spec["mean"]), tuple(spec["std"])
-        self.audio_input = spec.get("audio_input", "mel")
-        if self.cache is not None:
-            self.cache = ClipCache(self.cache_dir, self.prep, self.cache_source)
+    @classmethod
+    def from_config(
+        cls,
+        data_cfg: DictConfig | dict,
+        inputs: ModelInputs | None = None,
+        corpus: Corpus | None = None,
+        **overrides,
+    ):
+        """The DataModule a data config describes (conf/data/*.yaml, or the flat data config a 0.7 or 0.8 run stored),
+        `overrides` replacing its keys; `corpus`: the one already built from the same config. Without `inputs`, the
+        frames keep the preprocessing's size and the config's frame_mean / frame_std, if it has them."""
+        data = (
+            OmegaConf.to_container(data_cfg, resolve=True)
+            if isinstance(data_cfg, DictConfig)
+            else dict(data_cfg)
+        )
+        data = {**data, **overrides}
+        if inputs is None:
+            known = {"mean": "frame_mean", "std": "frame_std", "audio_input": "audio_input"}
+            inputs = ModelInputs(
+                **{
+                    k: tuple(data[v]) if k != "audio_input" else data[v]
+                    for k, v in known.items()
+                    if data.get(v)
+                }
+            )
+        augment = dict(data.get("augment") or {})
+        return cls(
+            corpus or Corpus.from_config(data),
+            Preprocessing(**(data.get("preprocessing") or {})),
+            inputs,
+            _settings(LoaderSettings, data),
+            _settings(CacheSettings, data, mode="cache", dir="cache_dir"),
+            _settings(Normalisation, data),
+            Augment(**{k: v for k, v in augment.items() if k != "enabled"})
+            if augment.get("enabled")
+            else None,
+            data.get("eval_split", "test"),
+            data.get("output_dir"),
+        )
+
+    # -- the corpus's facts, for the commands that read them through a DataModule -----------------------------------
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.corpus.modalities
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.corpus.classes
+
+    @property
+    def root(self) -> str:
+        return self.corpus.root
+
+    @property
+    def dataset(self) -> str:
+        return self.corpus.dataset
+
+    @property
+    def cache_dir(self) -> str:
+        return self.cache_settings.dir
+
+    @property
+    def decoder(self) -> str:
+        return self.cache_settings.decoder
+
+    @property
+    def prepare_workers(self) -> int:
+        return self.cache_settings.prepare_workers
+
+    def catalog(self) -> pd.DataFrame:
+        return self.corpus.catalog()
+
+    @property
+    def clips(self) -> pd.DataFrame:
+        """Every clip set up, with its split (sets the data up)."""
+        return self.assignment().clips
+
+    def assignment(self) -> Assignment:
+        """The clips this run reads, as the corpus's protocol assigned them (sets the data up)."""
+        self.setup()
+        return self.assigned
+
+    @property
+    def lockbox(self) -> list:
+        return self.assignment().lockbox
+
+    @property
+    def protocol(self) -> dict:
+        return self.assignment().protocol
 
     @property
     def split_by(self) -> str:
-        """actor, or clip for a split where speakers are on both sides (split.by=clip, leaky clip lists)."""
-        if self.protocol.get("leaky"):
-            return "clip"
-        return str(self.split_config.get("by", "actor"))
+        return self.assignment().split_by
 
-    # -- on one process per node: generate the synthetic data, fill the cache --------------------------------------
+    def speakers(self) -> dict:
+        return self.assignment().speakers()
+
+    def actors(self, split: str) -> list:
+        return self.assignment().actors(split)
+
+    def tested_on(self, split: str = "test", actors_key: str = "test_actors") -> dict:
+        return self.assignment().tested_on(split, actors_key)
+
+    def speaker_speech(self, clips: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The clips whose speech the speaker statistics read (Corpus.speaker_speech), by default those set up."""
+        return self.corpus.speaker_speech(self.clips if clips is None else clips)
+
+    # -- on one process per node: fill the cache --------------------------------------
     def prepare_data(self) -> None:
-        if self.generate:  # idempotent: writes only the clips that are missing
-            from cremad_lit.data.synthetic import generate
-
-            generate(self.root, **self.generate)
-        clips = self.catalog()
-        report = {
-            "dataset": self.dataset,
-            "root": self.manifest or self.root,
-            "rejected": clips.attrs["rejected"],
-        }
-        if self.cache_mode == "auto":
+        if self._prepared:  # once per DataModule, whoever asks first (Lightning, class_weights, a command)
+            return
+        clips = self.catalog()  # a generated corpus writes its missing clips first
+        report = {"dataset": self.dataset, "root": self.corpus.source, "rejected": clips.attrs["rejected"]}
+        settings = self.cache_settings
+        if settings.mode == "auto":
             report.update(
                 self.cache.build(
-                    clips, self.decoder, self.prepare_workers, decode_timeout_s=self.decode_timeout_s
+                    clips,
+                    settings.decoder,
+                    settings.prepare_workers,
+                    decode_timeout_s=settings.decode_timeout_s,
                 )
             )
         if self.cache is not None:
             report["left_out"] = self.cache.lacking(clips, self.modalities)
-        if self.functionals != "none":
-            report["functionals_skipped"] = self.functional_features(self.speaker_speech(clips))[1]
+        if self.normalisation.functionals != "none":
+            report["functionals_skipped"] = self.functional_features(self.corpus.speaker_speech(clips))[1]
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.output_dir / "prepare_report.json", report)
+        self._prepared = True
 
     def usable(self, clips: pd.DataFrame) -> pd.DataFrame:
         """The clips this run can read: without those the cache could not decode or that lack a modality it needs
@@ -294,7 +334,7 @@ class EmotionDataModule(L.LightningDataModule):
                     [r["path"] for r in self.left_out[:3]],
                 )
                 clips = clips[~clips["clip_id"].isin({r["clip_id"] for r in self.left_out})]
-            if self.cache_mode == "require":
+            if self.cache_settings.mode == "require":
                 missing = [c for c in clips["clip_id"] if not self.cache.has(c)]
                 if missing:
                     raise FileNotFoundError(
@@ -305,70 +345,35 @@ class EmotionDataModule(L.LightningDataModule):
 
     # -- on every process --------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """The datasets of every split, the same whichever stage and whoever calls first."""
         if self.datasets:
             return
-        clips = self.usable(self.catalog())
-        clips, self.lockbox = hold_out_lockbox(clips, self.split_config.get("lockbox"), self.eval_split)
-        clips, split_config, nested = hold_out_outer_test(clips, self.split_config, self.split_by)
-        self.split, self.protocol = choose_split(
-            clips, split_config, self.split_by, self.eval_split, self.lockbox
-        )
-        if nested:
-            self.protocol["nested"] = nested
-        functionals = None
-        if self.functionals != "none":
-            speech = self.speaker_speech(clips)
-            features, skipped = self.functional_features(speech)
-            skipped = [s for s in skipped if s["clip_id"] in set(clips["clip_id"])]
-            if skipped:
-                log.warning(
-                    "leaving out %d clips without %s features: %s",
-                    len(skipped),
-                    self.functionals,
-                    skipped[:3],
-                )
-                clips = clips[clips["clip_id"].isin(features)]
-            speech = speech[speech["clip_id"].isin(features)]
-            speakers = dict(zip(speech["clip_id"], speech["actor_id"], strict=True))
-            features = {c: features[c] for c in speech["clip_id"]}
-            normalised = normalise_by_speaker(features, speakers, self.speaker_norm)
-            functionals = {c: normalised[c] for c in clips["clip_id"]}
-        key = split_key(self.split)
-        if key == "clip_id" and self.protocol["protocol"] != "lists":
-            log.warning(LEAKY_WARNING)
-        clips = clips.merge(self.split[[key, "split"]], on=key, how="left")
-        self.clips = clips
+        self.prepare_data()  # once: whichever of Lightning, class_weights() or a command came first
+        assigned = self.corpus.assign(self.usable(self.catalog()), self.eval_split)
+        clips, functionals = self._with_functionals(assigned.clips)
+        self.assigned = dataclasses.replace(assigned, clips=clips)
         if self.output_dir is not None and (self.trainer is None or self.trainer.is_global_zero):
-            save_split(self.split, self.output_dir / "split.csv")
+            save_split(assigned.table, self.output_dir / "split.csv")
         speaker_stats = None
-        if self.speaker_norm != "none" and "audio" in self.modalities:
-            reader = ClipDataset(
-                clips,
-                self.prep,
-                self.modalities,
-                self.frame_mean,
-                self.frame_std,
-                classes=self.classes,
-                cache=self.cache,
-                decoder=self.decoder,
+        if self.normalisation.speaker_norm != "none" and "audio" in self.modalities:
+            reader = self._dataset(clips)
+            speaker_stats = speaker_mel_stats(
+                self.speaker_speech(clips), reader, self.normalisation.speaker_norm
             )
-            speaker_stats = speaker_mel_stats(self.speaker_speech(clips), reader, self.speaker_norm)
         training = sorted(clips.loc[clips["split"] == "train", "actor_id"].unique(), key=str)
         self.speaker_index = {actor: i for i, actor in enumerate(training)}
+        if self.encoder_plans:
+            everything = self._dataset(clips, speaker_stats=speaker_stats, functionals=functionals)
+            self.cached_features, self.encoder_reports = encoder_cache.fill(
+                self.encoder_plans, self.cache.dir, everything, self.eval_batch_size, self.inputs.device
+            )
         for name in ("train", "val", "test", "all"):
-            self.datasets[name] = ClipDataset(
+            self.datasets[name] = self._dataset(
                 clips if name == "all" else clips[clips["split"] == name],
-                self.prep,
-                self.modalities,
-                self.frame_mean,
-                self.frame_std,
-                classes=self.classes,
-                cache=self.cache,
-                decoder=self.decoder,
                 augment=self.augment if name == "train" else None,
                 speaker_stats=speaker_stats,
                 functionals=functionals,
-                audio_input=self.audio_input,
+                audio_input=self.inputs.audio_input,
                 cached_features=self.cached_features,
                 speaker_index=self.speaker_index,
             )
@@ -379,12 +384,39 @@ class EmotionDataModule(L.LightningDataModule):
             "clips per split %s, speakers per split %s%s",
             sizes,
             speakers,
-            " (the same speakers on several sides: a clip split)" if key == "clip_id" else "",
+            " (the same speakers on several sides: a clip split)" if self.split_by == "clip" else "",
         )
-        if self.encoder_plans:
-            from cremad_lit.encoder_cache import fill_encoder_caches
 
-            self.encoder_reports = fill_encoder_caches(self.encoder_plans, self, self.encoder_device)
+    def _dataset(self, clips: pd.DataFrame, **more) -> ClipDataset:
+        return ClipDataset(
+            clips,
+            self.prep,
+            self.modalities,
+            self.inputs.mean,
+            self.inputs.std,
+            classes=self.classes,
+            cache=self.cache,
+            decoder=self.decoder,
+            **more,
+        )
+
+    def _with_functionals(self, clips: pd.DataFrame) -> tuple[pd.DataFrame, dict | None]:
+        """The clips that have the run's functionals (the others left out, logged) and their features, normalised per
+        speaker over each speaker's speech; (clips, None) without data.functionals."""
+        kind = self.normalisation.functionals
+        if kind == "none":
+            return clips, None
+        speech = self.speaker_speech(clips)
+        features, skipped = self.functional_features(speech)
+        skipped = [s for s in skipped if s["clip_id"] in set(clips["clip_id"])]
+        if skipped:
+            log.warning("leaving out %d clips without %s features: %s", len(skipped), kind, skipped[:3])
+            clips = clips[clips["clip_id"].isin(features)]
+        speech = speech[speech["clip_id"].isin(features)]
+        speakers = dict(zip(speech["clip_id"], speech["actor_id"], strict=True))
+        features = {c: features[c] for c in speech["clip_id"]}
+        normalised = normalise_by_speaker(features, speakers, self.normalisation.speaker_norm)
+        return clips, {c: normalised[c] for c in clips["clip_id"]}
 
     def face_rows(self, per_emotion: int = 2, fallbacks: int = 4) -> tuple[list[dict], str]:
         """What faces.png shows (plots.draw_faces): the stored (cropped) frames of `per_emotion` clips of each
@@ -420,56 +452,23 @@ class EmotionDataModule(L.LightningDataModule):
 
     def functional_features(self, clips: pd.DataFrame) -> tuple[dict, list[dict]]:
         """clip_id -> the functionals of `clips` (cached beside the clip cache), and the clips that failed."""
-        at = feature_dir(self.cache_dir, self.cache_source, self.prep.sample_rate, self.functionals)
+        at = feature_dir(
+            self.cache_dir, self.cache_source, self.prep.sample_rate, self.normalisation.functionals
+        )
+        settings = self.cache_settings
         return functionals_features(
-            clips, at, self.prep, self.prepare_workers, self.functionals, self.decode_timeout_s
+            clips,
+            at,
+            self.prep,
+            settings.prepare_workers,
+            self.normalisation.functionals,
+            settings.decode_timeout_s,
         )
 
-    def speakers(self) -> dict:
-        """clip_id -> speaker (actor) of every clip set up."""
-        return dict(zip(self.clips["clip_id"], self.clips["actor_id"], strict=True))
-
-    def tested_on(self, split: str = "test", actors_key: str = "test_actors") -> dict:
-        """What a metrics.json says of the data its numbers come from (train, evaluate and the baseline write it)."""
-        return {
-            "split": split,
-            "split_by": self.split_by,
-            "protocol": self.protocol,
-            "dataset": self.dataset,
-            actors_key: self.actors(split),
-        }
-
-    def actors(self, split: str) -> list:
-        """The actors (speakers) whose clips are in `split` (`all`: every one; `lockbox`: the lockbox, when opened)."""
-        clips = self.clips if split in ("all", "lockbox") else self.clips[self.clips["split"] == split]
-        return sorted(a.item() if hasattr(a, "item") else a for a in clips["actor_id"].unique())
-
     def clip_media(self, clip_id: str) -> dict:
-        """What a person would look at for one clip: its actor, the stored frames and Mel (uint8 frames, dB Mel)
-        and its audio (16 kHz mono), for the predictions table. Empty where the clip cannot be decoded."""
+        """What a person would look at for one clip (dataset.clip_media), from the cache where it is stored."""
         row = self.clips.set_index("clip_id").loc[clip_id]
-        media = {"actor": row["actor_id"]}
-        try:
-            if self.cache is not None and self.cache.has(clip_id):
-                media.update(self.cache.load(clip_id))
-            else:
-                media.update(
-                    decode_clip(
-                        row["video_path"], row["audio_path"], self.prep, self.decoder, self.modalities
-                    )
-                )
-            if "audio" in self.modalities:
-                media["audio"] = read_audio(
-                    row["video_path"],
-                    row["audio_path"],
-                    self.prep.audio_source,
-                    self.prep.sample_rate,
-                    self.decoder,
-                )
-                media["sample_rate"] = self.prep.sample_rate
-        except MediaError as error:
-            log.warning("no media for %s in the predictions table: %s", clip_id, error)
-        return media
+        return clip_media(row, self.prep, self.modalities, self.decoder, self.cache)
 
     def training_speakers(self) -> int:
         """How many speakers the training split holds (sets the data up)."""
@@ -478,9 +477,7 @@ class EmotionDataModule(L.LightningDataModule):
 
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training clips, mean 1, in the order of `classes` (sets the data up)."""
-        if "train" not in self.datasets:
-            self.prepare_data()
-            self.setup("fit")
+        self.setup("fit")
         counts = np.bincount(self.datasets["train"].labels, minlength=len(self.classes)).astype(np.float64)
         weights = counts.sum() / (len(self.classes) * np.maximum(counts, 1))
         return torch.tensor(weights, dtype=torch.float32)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from cremad_lit.data.augment import Augment
 from cremad_lit.data.cache import ClipCache, DamagedEntry
+from cremad_lit.data.encoder_cache import entry_of, read_entry
 from cremad_lit.data.features import (
     Preprocessing,
     clip_info,
@@ -29,8 +30,7 @@ from cremad_lit.data.features import (
     waveform_tensor,
 )
 from cremad_lit.data.loader import note_in_flight
-from cremad_lit.data.media import MediaError
-from cremad_lit.encoder_cache import entry_of, read_entry
+from cremad_lit.data.media import MediaError, read_audio
 
 log = logging.getLogger(__name__)
 STORED_AS = {"audio": "mel", "video": "frames"}  # each modality's array in a cache entry
@@ -43,10 +43,6 @@ AUDIO_INPUTS = (
 # | standard: also divide by the speaker's per-band std. Speaker-level CMVN, as in Kaldi's recipes. The functionals
 # (data.functionals) get the same, feature by feature. Without a cache the statistics cost one more decoding pass.
 SPEAKER_NORMS = ("none", "mean", "standard")
-SPEAKER_STATS = (
-    "all_speech",
-    "classes",
-)  # whose clips the statistics read: see EmotionDataModule.speaker_speech
 
 
 class ClipDataset(Dataset):
@@ -257,3 +253,26 @@ def collate_skipping_bad(samples: list[dict]) -> dict | None:
         batch[f"{key}_lengths"] = torch.tensor([len(v) for v in values])
         batch[key] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)
     return batch
+
+
+def clip_media(
+    row, prep: Preprocessing, modalities, decoder: str = "decord", cache: ClipCache | None = None
+) -> dict:
+    """What a person would look at for one clip (a catalog row): its actor, the stored frames and Mel (uint8 frames,
+    dB Mel, from `cache` where it holds the clip) and its audio (16 kHz mono), for the predictions table. Only the
+    actor where the clip cannot be decoded."""
+    clip_id = row.get("clip_id", row.name)
+    media = {"actor": row["actor_id"]}
+    try:
+        if cache is not None and cache.has(clip_id):
+            media.update(cache.load(clip_id))
+        else:
+            media.update(decode_clip(row["video_path"], row["audio_path"], prep, decoder, modalities))
+        if "audio" in modalities:
+            media["audio"] = read_audio(
+                row["video_path"], row["audio_path"], prep.audio_source, prep.sample_rate, decoder
+            )
+            media["sample_rate"] = prep.sample_rate
+    except MediaError as error:
+        log.warning("no media for %s in the predictions table: %s", clip_id, error)
+    return media

@@ -7,7 +7,8 @@ readout, temporal model, fusion, learning rate or seeds costs only the head.
     python train.py ... model.video_backbone.freeze=true data.augment.enabled=false       # per-frame video features
     python train.py experiment=ssl_speech ... model.audio_backbone.feature_cache=false   # run the encoder every step
 
-train.py asks the DataModule for it (`datamodule.cache_encoder_features(net)`); its setup fills the cache.
+train.py hands the net's frozen encoders to the DataModule at construction (`frozen_encoders(net)`, in
+`ModelInputs.frozen`); its setup fills the cache (`plan` and `fill`) and its datasets read the folders.
 
 What is stored, per clip (what the branch's readout needs, so training from it gives the logits of running the
 encoder; float32 unless `feature_cache_dtype=float16`):
@@ -74,28 +75,43 @@ def video_storage(backbone, augment, frame_mixup: bool) -> str | None:
     return "frames"
 
 
-def encoder_plans(net, augment, frame_mixup: bool = False) -> dict:
-    """{modality: (frozen encoder, what its cache stores)} for each branch of the net that can train from a cache."""
+def frozen_encoders(net) -> dict:
+    """{modality: encoder} for each branch of the net that may train from a feature cache (frozen, cache allowed):
+    what the DataModule is handed (ModelInputs.frozen); whether the video one can is the data's to say (`plan`)."""
+    encoders = {}
+    if "audio" in net.modalities and audio_storage(net.audio_backbone):
+        encoders["audio"] = net.audio_backbone
+    backbone = getattr(net, "video_backbone", None)
+    if (
+        "video" in net.modalities
+        and getattr(backbone, "frozen", False)
+        and getattr(backbone, "feature_cache", False)
+    ):
+        encoders["video"] = backbone
+    return encoders
+
+
+def plan(encoders: dict, augment, frame_mixup: bool = False) -> dict:
+    """{modality: (frozen encoder, what its cache stores)} for each encoder that can train from a cache, given how the
+    data changes the clips in training (flips, crops, mixup's blends)."""
     plans = {}
-    if "audio" in net.modalities and (storage := audio_storage(net.audio_backbone)):
-        plans["audio"] = (net.audio_backbone, storage)
-    if "video" in net.modalities and (storage := video_storage(net.video_backbone, augment, frame_mixup)):
-        plans["video"] = (net.video_backbone, storage)
+    if "audio" in encoders and (storage := audio_storage(encoders["audio"])):
+        plans["audio"] = (encoders["audio"], storage)
+    if "video" in encoders and (storage := video_storage(encoders["video"], augment, frame_mixup)):
+        plans["video"] = (encoders["video"], storage)
     return plans
 
 
-def fill_encoder_caches(plans: dict, datamodule, device: str = "cpu") -> dict:
-    """Fill (or reuse) each planned encoder's feature cache for every clip of the set-up DataModule and make its
-    datasets read them (EmotionDataModule.setup calls this): {modality: fill report}."""
-    reports = {}
+def fill(plans: dict, clip_cache_dir, dataset, batch_size: int, device: str = "cpu") -> tuple[dict, dict]:
+    """Fill (or reuse) each planned encoder's feature cache for every clip of `dataset`: ({modality: its folder},
+    {modality: fill report}). The DataModule's datasets then read those folders."""
+    folders, reports = {}, {}
     for modality, (encoder, storage) in plans.items():
-        cache = EncoderFeatureCache(datamodule.cache.dir, encoder, storage)
-        reports[modality] = cache.fill(datamodule.datasets["all"], datamodule.eval_batch_size, device)
+        cache = EncoderFeatureCache(clip_cache_dir, encoder, storage)
+        reports[modality] = cache.fill(dataset, batch_size, device)
         encoder.to("cpu")  # the trainer places the whole module
-        datamodule.cached_features[modality] = str(cache.dir)
-        for dataset in datamodule.datasets.values():
-            dataset.cached_features[modality] = cache.dir
-    return reports
+        folders[modality] = str(cache.dir)
+    return folders, reports
 
 
 def fingerprint(encoder, storage: str, dtype: str) -> str:
