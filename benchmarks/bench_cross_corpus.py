@@ -30,6 +30,7 @@ from bench_lockbox import ROWS as LOCKBOX_ROWS  # noqa: E402
 from bench_lockbox import sweep  # noqa: E402
 from common import machine, write_section  # noqa: E402
 
+from cremad_lit.io import write_text  # noqa: E402
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,8 +50,7 @@ def open_manifest() -> Path:
         table = table[~table["speaker"].isin(ASED_LOCKBOX)].copy()
         table["audio_path"] = [str(ASED / p) for p in table["audio_path"]]
         LOGS.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path.with_suffix(".tmp"), index=False)
-        os.replace(path.with_suffix(".tmp"), path)
+        write_text(path, table.to_csv(index=False))
     return path
 
 
@@ -77,7 +77,7 @@ def evaluate(row: str, manifest: Path) -> Path | None:
     print(f"== {row}: {' '.join(args[1:])}", flush=True)
     started = time.perf_counter()
     subprocess.run(args, cwd=REPO, check=True, env={**os.environ, "WANDB_SILENT": "true"})
-    (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
+    write_text(out / "wall_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
     return out
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, section_lines, write_section  # noqa: E402
 
+from cremad_lit.io import write_text  # noqa: E402
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,7 +169,7 @@ def run(row: str, protocol: str) -> float:
     started = time.perf_counter()
     subprocess.run(args, cwd=REPO, check=True, env=env)
     seconds = time.perf_counter() - started
-    (sweep_dir(row, protocol) / "wall_seconds.txt").write_text(f"{seconds:.0f}\n")
+    write_text(sweep_dir(row, protocol) / "wall_seconds.txt", f"{seconds:.0f}\n")
     return seconds
 
 

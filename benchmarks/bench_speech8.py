@@ -26,6 +26,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, section_lines, write_section  # noqa: E402
 
+from cremad_lit.io import write_text  # noqa: E402
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,7 +99,7 @@ def run(row: str) -> None:
     print(f"== {row}: {' '.join(args[1:])}", flush=True)
     started = time.perf_counter()
     subprocess.run(args, cwd=REPO, check=True, env=env)
-    (sweep_dir(row) / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
+    write_text(sweep_dir(row) / "wall_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
 
 
 def predictions(row: str) -> pd.DataFrame | None:

@@ -36,6 +36,7 @@ from cremad_lit.io import write_json
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import run_info
 from cremad_lit.predictors import CORPUS_KEYS, Predictor
+from cremad_lit.record import find_runs
 from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
@@ -174,17 +175,15 @@ def weighted_members(ckpt_path) -> list[tuple[str, float]]:
     if not path.is_dir() or is_classical(path):
         return [(str(path), 1.0)]
     found = []
-    run_dirs = {
-        f.parent for pattern in ("**/metrics.json", f"**/{ENSEMBLE_FILE}") for f in path.glob(pattern)
-    }
-    for run_dir in sorted(run_dirs):
-        if (run_dir / ENSEMBLE_FILE).is_file():
+    runs = {run.dir: run for run in find_runs(path, tasks=("train", "baseline"))}
+    # an ensemble run folder without its metrics.json (final=all_speakers tests nothing) is a model too
+    ensembles = {f.parent for f in path.glob(f"**/{ENSEMBLE_FILE}")}
+    for run_dir in sorted(set(runs) | ensembles):
+        if run_dir in ensembles:
             found += ensemble_members(run_dir)
-            continue
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        if metrics.get("task", "train") == "train" and metrics.get("checkpoint"):
-            found.append((str(metrics["checkpoint"]), 1.0))
-        elif metrics.get("task") == "baseline" and is_classical(run_dir):
+        elif runs[run_dir].task == "train" and runs[run_dir].checkpoint:
+            found.append((str(runs[run_dir].checkpoint), 1.0))
+        elif runs[run_dir].task == "baseline" and is_classical(run_dir):
             found.append((str(run_dir), 1.0))
     if not found:
         raise FileNotFoundError(
@@ -427,7 +426,11 @@ class Pair:
                 self.run_dir / member,
                 results,
                 predictions,
-                extra={"task": "member", "member": task, **about},
+                task="member",
+                tested_on=about,
+                model=self.checkpoint if task == "network" else self.run_dir / member,
+                checkpoint=self.checkpoint if task == "network" else None,
+                extra={"member": task},
                 speakers=datamodule.speakers(),
                 classes=classes,
             )

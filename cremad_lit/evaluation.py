@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cremad_lit.data.labels import shared_classes
 from cremad_lit.lockbox import complete_opening, record_opening
@@ -56,6 +56,11 @@ def score_on_shared_classes(predictions: list[dict], classes, present) -> tuple[
     return restricted, shared
 
 
+def network_checkpoint(path) -> str | None:
+    """`path` when it is a network's checkpoint file (not a baseline run or an exported model)."""
+    return str(path) if str(path).endswith(".ckpt") else None
+
+
 def write_members(run_dir: Path, members: list[dict], present: set | None, speakers: dict) -> list[float]:
     """An ensemble's members, each alone, into members/<i>/ (metrics.json, predictions.csv), scored as the ensemble is
     (on the classes a corpus shares with the model when `present` is given); their accuracies on the shared clips."""
@@ -69,8 +74,18 @@ def write_members(run_dir: Path, members: list[dict], present: set | None, speak
         results = results_from_predictions(predictions, classes)
         folder = run_dir / "members" / str(i)
         folder.mkdir(parents=True, exist_ok=True)
-        extra = {"task": "eval", "member": i, "checkpoint": member["path"]}
-        write_results(folder, results, predictions, extra=extra, speakers=speakers, classes=tuple(classes))
+        write_results(
+            folder,
+            results,
+            predictions,
+            task="eval",
+            tested_on={},
+            model=member["path"],
+            checkpoint=network_checkpoint(member["path"]),
+            extra={"member": i},
+            speakers=speakers,
+            classes=tuple(classes),
+        )
         accuracies.append(results["accuracy"])
     return accuracies
 
@@ -147,16 +162,22 @@ def evaluate(cfg: DictConfig) -> dict:
         results,
         predictions,
         loggers,
-        extra={
-            "task": "eval",
+        task="eval",
+        tested_on={
             **datamodule.tested_on(cfg.subset, actors_key="actors"),
-            "cross_corpus": not tested["same_corpus"],
             **(
                 {"actors": sorted({a for m in members for a in m["datamodule"].actors(cfg.subset)}, key=str)}
                 if len(members) > 1
                 else {}
             ),
-            "checkpoint": None if ensemble else tested["path"],
+        },
+        # the model as it was named (an ensemble: its members are in members/ and `ensemble`)
+        model=OmegaConf.to_container(cfg.ckpt_path)
+        if isinstance(cfg.ckpt_path, ListConfig)
+        else cfg.ckpt_path,
+        checkpoint=None if ensemble else network_checkpoint(tested["path"]),
+        extra={
+            "cross_corpus": not tested["same_corpus"],
             "data_root": tested["data_root"],
             **ensemble,
             **mapping,

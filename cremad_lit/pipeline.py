@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import cremad_lit
 from cremad_lit.data.corpus import Corpus, check_data_root
 from cremad_lit.data.datamodule import EmotionDataModule, ModelInputs
+from cremad_lit.record import SCHEMA
 
 log = logging.getLogger(__name__)
 AUDIO_ONLY_SPEC = {"image_size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -118,6 +119,7 @@ def run_info() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return {
+        "schema": SCHEMA,  # record.py
         "version": cremad_lit.__version__,
         "git_commit": commit,
         "torch": torch.__version__,

@@ -1,7 +1,8 @@
 """Test results into the run dir (metrics.json, confusion.png, predictions.csv) and into W&B when it is on.
 
 from cremad_lit.results import write_results
-write_results(run_dir, module.test_results, module.test_predictions, trainer.loggers, classes=module.classes)
+write_results(run_dir, module.test_results, module.test_predictions, trainer.loggers, task="train",
+              tested_on=datamodule.tested_on("test"), model=checkpoint, checkpoint=checkpoint, classes=module.classes)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cremad_lit.data.crowd_votes import compare_with_model, find_summary_table, 
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.io import write_json, write_text
 from cremad_lit.plots import plot_confusion, plot_grouped_bars
+from cremad_lit.record import record
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +44,30 @@ def write_results(
     predictions: list[dict],
     loggers=(),
     *,
+    task: str,
+    tested_on: dict,
     classes,
+    model=None,
+    checkpoint=None,
     extra: dict | None = None,
     data_root: str | None = None,
     speakers: dict | None = None,
 ) -> dict:
-    """Write predictions.csv, confusion.png (and the human baseline when the root has the votes), then metrics.json.
+    """Write predictions.csv, confusion.png (and the human baseline when the root has the votes), then metrics.json:
+    the run record (record.py) of `task`, its results, what they were `tested_on`, the `model` they measure and the
+    network's `checkpoint`, and `extra`.
 
     `speakers` (clip_id -> speaker) adds a speaker column, which the report's intervals over speakers resample.
     metrics.json comes last, each file whole (written atomically): a run folder with metrics.json holds every result,
     so a run killed while writing them is read as unfinished (select, report, the benchmarks) and run again."""
     run_dir = Path(run_dir)
-    metrics = {**results, **(extra or {})}
+    metrics = record(task, results, tested_on, model=model, checkpoint=checkpoint, **(extra or {}))
     votes = find_summary_table(data_root) if data_root else None
     if votes is not None and predictions and tuple(classes) == EMOTIONS:
         baseline = human_baseline(votes, [p["clip_id"] for p in predictions])
         metrics["human_baseline"] = baseline
         comparison = compare_with_model(baseline, results["confusion_matrix"])
-        comparison.to_csv(run_dir / "human_vs_model.csv")
+        write_text(run_dir / "human_vs_model.csv", comparison.to_csv())
         title = f"Model recall vs crowd accuracy on the same {baseline['n_clips']} clips"
         plot_grouped_bars(comparison, run_dir / "human_vs_model.png", title, "share recognised")
     table = pd.DataFrame(predictions)

@@ -21,7 +21,7 @@ from cremad_lit.data.corpus import Corpus
 from cremad_lit.data.encoder_cache import frozen_encoders
 from cremad_lit.data.splits import LEAKY_WARNING
 from cremad_lit.ensemble import Pair, check_partner
-from cremad_lit.io import write_json
+from cremad_lit.io import write_json, write_text
 from cremad_lit.loggers import (
     build_loggers,
     finish_loggers,
@@ -62,8 +62,9 @@ def write_resume_command(run_dir: Path) -> Path:
         "ckpt_path=last",
     ]
     path = run_dir / "resume.sh"
-    path.write_text(
-        f"#!/usr/bin/env bash\n# Resume this run after an interruption.\ncd {shlex.quote(os.getcwd())}\n{shlex.join(command)}\n"
+    write_text(
+        path,
+        f"#!/usr/bin/env bash\n# Resume this run after an interruption.\ncd {shlex.quote(os.getcwd())}\n{shlex.join(command)}\n",
     )
     path.chmod(0o755)
     return path
@@ -224,13 +225,13 @@ def test_and_write(
         results,
         predictions,
         trainer.loggers,
+        task="train",
+        tested_on=about,
+        # What these numbers measure: with a partner, the run folder (evaluate.py ckpt_path=<it> gives the ensemble
+        # again; the network alone is a member); the network's own checkpoint either way.
+        model=run_dir.resolve() if pair else (tested or None),
+        checkpoint=tested or None,
         extra={
-            "task": "train",
-            **about,
-            # What these numbers measure: with a partner, the run folder (evaluate.py ckpt_path=<it> gives the
-            # ensemble again); the network alone is a member.
-            "checkpoint": str(run_dir.resolve()) if pair else (tested or None),
-            **({"network_checkpoint": tested} if pair else {}),
             "monitor": {cfg.monitor.metric: monitored},
             "selection": OmegaConf.to_container(cfg.selection) if cfg.get("selection") else None,
             **ensemble,

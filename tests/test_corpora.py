@@ -383,9 +383,9 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
         f"hydra.run.dir={tmp_path / 'train'}",
     )
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    # experiment=speech measures an ensemble: `checkpoint` is the run folder, the network's own file a member.
-    assert trained["checkpoint"] == str((tmp_path / "train").resolve())
-    checkpoint = torch.load(trained["network_checkpoint"], map_location="cpu", weights_only=True)
+    # experiment=speech measures an ensemble: `model` is the run folder; `checkpoint`, the network's own file.
+    assert trained["model"] == str((tmp_path / "train").resolve())
+    checkpoint = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
     assert checkpoint["state_dict"]["net.functionals.layers.1.weight"].shape == (128, 6373)
     mismatch = run_cli("train.py", "experiment=speech", *base, "data.functionals=compare", check=False)
     assert mismatch.returncode != 0 and "model.functionals.in_features=6373" in mismatch.stderr
@@ -394,7 +394,7 @@ def test_compare_functionals_in_the_baseline_the_deep_branch_and_predict(ravdess
         "-m",
         "cremad_lit",
         "predict",
-        f"ckpt_path={trained['network_checkpoint']}",
+        f"ckpt_path={trained['checkpoint']}",
         f"inputs=[{wav}]",
         f"hydra.run.dir={tmp_path / 'predict'}",
     )
@@ -687,10 +687,10 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
     assert list(history["epoch"]) == [0, 1] and (history["speed/clips_per_s"] > 0).all()
     assert metrics["ensemble"]["weights"] == [0.5, 0.5]
     assert metrics["ensemble"]["method"] == "compare_logreg"
-    # The key names what was measured: the run folder, the ensemble; the network's own file is named as a member.
-    assert metrics["checkpoint"] == str(run.resolve())
-    assert metrics["network_checkpoint"] == metrics["ensemble"]["members"][0]
-    assert metrics["network_checkpoint"].endswith("last.ckpt")
+    # `model` names what was measured: the run folder, the ensemble; `checkpoint`, the network's own file, a member.
+    assert metrics["schema"] == 2 and metrics["model"] == str(run.resolve())
+    assert metrics["checkpoint"] == metrics["ensemble"]["members"][0]
+    assert metrics["checkpoint"].endswith("last.ckpt")
     columns = [f"p_{e}" for e in EMOTIONS]
 
     def probabilities(folder: Path) -> pd.DataFrame:

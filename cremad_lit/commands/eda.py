@@ -19,7 +19,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from cremad_lit.data.corpus import Corpus, check_data_root
-from cremad_lit.io import write_json
+from cremad_lit.io import write_json, write_text
 from cremad_lit.plots import plot_counts, plot_crosstab
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def write_eda(clips: pd.DataFrame, out: str | Path, root: str = "") -> dict:
     rows = [
         {"variable": v, "value": k, "clips": n} for v in variables for k, n in summary["counts"][v].items()
     ]
-    pd.DataFrame(rows).to_csv(out / "counts.csv", index=False)
+    write_text(out / "counts.csv", pd.DataFrame(rows).to_csv(index=False))
 
     lines = [
         f"# EDA: {root}",
@@ -100,7 +100,7 @@ def write_eda(clips: pd.DataFrame, out: str | Path, root: str = "") -> dict:
         if cols_var not in variables:
             continue
         table = pd.crosstab(clips[rows_var], clips[cols_var])
-        table.to_csv(out / f"crosstab_{rows_var}_{cols_var}.csv")
+        write_text(out / f"crosstab_{rows_var}_{cols_var}.csv", table.to_csv())
         image = plot_crosstab(
             table, out / f"crosstab_{rows_var}_{cols_var}.png", f"{rows_var} x {cols_var} (clips)"
         )
@@ -112,7 +112,7 @@ def write_eda(clips: pd.DataFrame, out: str | Path, root: str = "") -> dict:
             f"![{rows_var} x {cols_var}]({image.name})",
             "",
         ]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text(out / "report.md", "\n".join(lines))
     return summary
 
 

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     if path.is_dir():
         raise Stop(
             f"ckpt_path={path} is a folder: export takes one network's checkpoint (an ensemble's classical member "
-            "runs outside any graph; its network is the run's metrics.json network_checkpoint)"
+            "runs outside any graph; its network is the run's metrics.json `checkpoint`)"
         )
     module, train_cfg = model_from_checkpoint(load_checkpoint(path))
     out = Path(cfg.paths.output_dir)

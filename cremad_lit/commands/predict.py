@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig
 from cremad_lit.data.media import MEDIA_FILES
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
-from cremad_lit.io import write_json
+from cremad_lit.io import write_json, write_text
 from cremad_lit.plots import plot_counts
 from cremad_lit.predictors import load_predictor
 
@@ -70,7 +70,7 @@ def main(cfg: DictConfig) -> None:
         for r in results
     ]
     table = pd.DataFrame(rows)
-    table.to_csv(out / "predictions.csv", index=False)
+    write_text(out / "predictions.csv", table.to_csv(index=False))
     for result in results:
         if "probabilities" in result:
             name = Path(result["file"]).stem

@@ -16,7 +16,6 @@ and report_per_class.png (F1 per emotion per configuration) into DIR and prints 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +24,7 @@ import yaml
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.io import remove_dead_writers_files, write_text
 from cremad_lit.plots import plot_grouped_bars
+from cremad_lit.record import find_runs
 from cremad_lit.uncertainty import LEVEL, RESAMPLES, accuracy_interval, paired_difference
 
 RESAMPLES_TEXT = f"{RESAMPLES} resamples"
@@ -74,11 +74,9 @@ def _overrides(run_dir: Path) -> dict[str, str]:
 def collect_runs(root: str | Path) -> pd.DataFrame:
     """One row per metrics.json under `root`: its settings, replicate values, metrics and per-class F1."""
     rows = []
-    for metrics_file in sorted(Path(root).glob("**/metrics.json")):
-        run_dir = metrics_file.parent
-        metrics = json.loads(metrics_file.read_text())
+    for run in find_runs(root):
+        run_dir, metrics, task = run.dir, run.metrics, run.task
         settings = _overrides(run_dir)
-        task = metrics.get("task", "train")
         if task == "member":  # one member of a train.py run's ensemble (members/*/): the run's own row has it
             continue
         if task == "baseline":

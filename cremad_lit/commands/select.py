@@ -17,7 +17,6 @@ again (an interrupted study resumes). Overrides on the command line go to every 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pandas as pd
 import yaml
 
 from cremad_lit.io import remove_dead_writers_files, write_json, write_text
+from cremad_lit.record import find_runs
 from cremad_lit.uncertainty import accuracy_interval
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,12 +70,8 @@ def run_multirun(command: str, overrides: list[str], sweep_dir: Path, expected: 
 
 def finished_runs(sweep_dir: Path) -> list[tuple[Path, dict]]:
     """Every run under `sweep_dir` (not the members/ of an ensemble run), with its metrics."""
-    files = [
-        f
-        for f in sorted(sweep_dir.glob("**/metrics.json"))
-        if "members" not in f.relative_to(sweep_dir).parts
-    ]
-    return [(f.parent, json.loads(f.read_text())) for f in files]
+    runs = [r for r in find_runs(sweep_dir) if "members" not in r.dir.relative_to(sweep_dir).parts]
+    return [(r.dir, r.metrics) for r in runs]
 
 
 def outer_runs(out: Path, name: str) -> dict[int, tuple[Path, dict]]:
