@@ -1,29 +1,14 @@
-"""Evaluate a checkpoint on any split or dataset root; rebuilds the model from the config stored in the checkpoint.
+"""Evaluate a checkpoint (or a run, a sweep, a baseline run) on any split or corpus (`python -m cremad_lit evaluate`).
 
-    python evaluate.py ckpt_path=logs/train/runs/<run>/checkpoints/epoch05.ckpt             # its own test split
-    python evaluate.py ckpt_path=... split=val
-    python evaluate.py ckpt_path=... data.root=/other/CREMA-D split=all                        # every clip there
+    python evaluate.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt              # its own test split
+    python evaluate.py ckpt_path=... subset=val
+    python evaluate.py ckpt_path=... data.root=/other/CREMA-D subset=all                    # every clip there
 
-Writes metrics.json, confusion.png and predictions.csv into its run dir and prints where. Defaults: conf/eval.yaml.
+Defaults: conf/eval.yaml. The entry point is cremad_lit/commands/evaluate.py; the body, cremad_lit/evaluation.py.
 """
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from cremad_lit.environment import require_environment
-from cremad_lit.errors import stops_cleanly
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-@stops_cleanly
-def main(cfg: DictConfig) -> float:
-    require_environment()  # before torch, Lightning and timm load: a broken install stops with the fix named
-    from cremad_lit.evaluation import evaluate
-
-    return evaluate(cfg)["accuracy"]
-
+import runpy
 
 if __name__ == "__main__":
-    main()
+    # As `python -m cremad_lit evaluate` runs it: a script to Hydra, which finds conf/ beside the command's file.
+    runpy.run_module("cremad_lit.commands.evaluate", run_name="__main__", alter_sys=True)

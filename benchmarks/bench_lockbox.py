@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import machine, section_lines, write_section  # noqa: E402
 
-from cremad_lit.data.isolation import load_debug_plugins  # noqa: E402
+from cremad_lit.errors import load_debug_plugins  # noqa: E402
 from cremad_lit.io import remove_dead_writers_files, write_text  # noqa: E402
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
@@ -293,7 +293,7 @@ def main() -> None:
     parser.add_argument("--doc", default=str(common.DOC), help="the file the table section is written into")
     args = parser.parse_args()
     LOGS, common.DOC = Path(args.logs).resolve() / "bench-lockbox", Path(args.doc).resolve()
-    load_debug_plugins()  # a debug setting, empty in use (cremad_lit/data/isolation.py)
+    load_debug_plugins()  # a debug setting, empty in use (cremad_lit/errors.py)
     for folder in (LOGS, common.DOC.parent):  # what a killed run left half written
         if folder.is_dir():
             remove_dead_writers_files(folder, recursive=folder == LOGS)

@@ -8,7 +8,7 @@ import runpy
 import sys
 
 from cremad_lit.commands import COMMANDS
-from cremad_lit.data.isolation import load_debug_plugins
+from cremad_lit.errors import load_debug_plugins
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
         sys.stderr.write(f"{given}usage: python -m cremad_lit <command> [args]\n\n{listing}\n")
         raise SystemExit(2 if given else 0)
     command = sys.argv.pop(1)
-    load_debug_plugins()  # a debug setting, empty in use (data/isolation.py)
+    load_debug_plugins()  # a debug setting, empty in use (errors.py)
     # As a script (its __name__ is "__main__"), so Hydra finds conf/ relative to the command's file, as with -m.
     runpy.run_module(f"cremad_lit.commands.{command}", run_name="__main__", alter_sys=True)
 

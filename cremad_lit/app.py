@@ -89,7 +89,7 @@ _WORKER_JUDGE: Judge | None = None
 
 def _load_worker_judge(ckpt_path, weights, device: str) -> None:
     global _WORKER_JUDGE
-    from cremad_lit.data.isolation import load_debug_plugins
+    from cremad_lit.errors import load_debug_plugins
     from cremad_lit.predictors import load_predictor
 
     load_debug_plugins()

@@ -12,6 +12,8 @@ traceback would help the user, and none may be mistaken for bad data.
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 import sys
 
 
@@ -47,9 +49,7 @@ def stops_cleanly(main):
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        from cremad_lit.data.isolation import load_debug_plugins
-
-        load_debug_plugins()  # a debug setting, empty in use (data/isolation.py)
+        load_debug_plugins()  # a debug setting, empty in use (errors.py)
         try:
             return main(*args, **kwargs)
         except Exception as error:
@@ -61,3 +61,14 @@ def stops_cleanly(main):
             raise SystemExit(1) from None
 
     return wrapper
+
+
+# A debug setting, empty in use: modules to import in every process as it starts (the main one, DataLoader and
+# prepare workers, the page's judge), so that a test can reach into them (tests/faults.py, tests/kill_points.py).
+DEBUG_PLUGINS = "CREMAD_LIT_DEBUG_PLUGINS"
+
+
+def load_debug_plugins() -> None:
+    """Import the modules the debug setting DEBUG_PLUGINS names (once per process, as it starts)."""
+    for name in filter(None, (n.strip() for n in os.environ.get(DEBUG_PLUGINS, "").split(","))):
+        importlib.import_module(name)

@@ -29,7 +29,7 @@ from cremad_lit.loggers import (
 )
 from cremad_lit.metrics import results_from_predictions
 from cremad_lit.pipeline import run_info
-from cremad_lit.predictors import load_predictor
+from cremad_lit.predictors import TestResult, load_predictor
 from cremad_lit.results import scores_line, where_line, write_results
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,16 @@ def network_checkpoint(path) -> str | None:
     return str(path) if str(path).endswith(".ckpt") else None
 
 
-def write_members(run_dir: Path, members: list[dict], present: set | None, speakers: dict) -> list[float]:
+def write_members(
+    run_dir: Path, members: list[TestResult], present: set | None, speakers: dict
+) -> list[float]:
     """An ensemble's members, each alone, into members/<i>/ (metrics.json, predictions.csv), scored as the ensemble is
     (on the classes a corpus shares with the model when `present` is given); their accuracies on the shared clips."""
-    shared_clips = set.intersection(*({p["clip_id"] for p in m["predictions"]} for m in members))
+    shared_clips = set.intersection(*({p["clip_id"] for p in m.predictions} for m in members))
     accuracies = []
     for i, member in enumerate(members):
-        predictions = [p for p in member["predictions"] if p["clip_id"] in shared_clips]
-        classes = list(member["classes"])
+        predictions = [p for p in member.predictions if p["clip_id"] in shared_clips]
+        classes = list(member.classes)
         if present is not None:
             predictions, classes = score_on_shared_classes(predictions, classes, present)
         results = results_from_predictions(predictions, classes)
@@ -80,8 +82,8 @@ def write_members(run_dir: Path, members: list[dict], present: set | None, speak
             predictions,
             task="eval",
             tested_on={},
-            model=member["path"],
-            checkpoint=network_checkpoint(member["path"]),
+            model=member.path,
+            checkpoint=network_checkpoint(member.path),
             extra={"member": i},
             speakers=speakers,
             classes=tuple(classes),
@@ -90,16 +92,16 @@ def write_members(run_dir: Path, members: list[dict], present: set | None, speak
     return accuracies
 
 
-def open_lockbox(cfg: DictConfig, tested: list[dict], run_dir: Path) -> dict:
+def open_lockbox(cfg: DictConfig, tested: list[TestResult], run_dir: Path) -> dict:
     """`subset=lockbox`: record this opening in the corpus's ledger (lockbox.py); what metrics.json says of it."""
-    lockbox = tested[0]["datamodule"].lockbox
-    if any(t["datamodule"].lockbox != lockbox for t in tested):
+    lockbox = tested[0].assigned.lockbox
+    if any(t.assigned.lockbox != lockbox for t in tested):
         raise ValueError("the ensemble's members hold out different lockboxes: open one lockbox at a time")
-    entry = {"run": str(run_dir.resolve()), "checkpoint": [t["path"] for t in tested]}
+    entry = {"run": str(run_dir.resolve()), "checkpoint": [t.path for t in tested]}
     return {
         "lockbox": record_opening(
             cfg.paths.log_dir,
-            tested[0]["datamodule"].cache_source,
+            tested[0].corpus.cache_source,
             lockbox,
             entry,
             cfg.get("lockbox_occasion"),
@@ -117,23 +119,22 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError(f"subset must be one of {EVAL_SPLITS}, not {cfg.subset!r}")
     run_dir = Path(cfg.paths.output_dir)
     tested = load_predictor(cfg.ckpt_path, cfg.get("ensemble_weights")).test(cfg, run_dir)
-    members = tested.get("members", [tested])
-    datamodule = tested["datamodule"]
+    members = tested.members or [tested]
     lockbox = open_lockbox(cfg, members, run_dir) if cfg.subset == "lockbox" else {}
-    results, predictions, classes = tested["results"], tested["predictions"], list(tested["classes"])
-    present = set(datamodule.clips["emotion"])
+    results, predictions, classes = tested.results, tested.predictions, list(tested.classes)
+    present = set(tested.assigned.clips["emotion"])
     mapping = {}
-    if not tested["same_corpus"] and present != set(
+    if not tested.same_corpus and present != set(
         classes
     ):  # another corpus, fewer classes: score on the shared
         predictions, classes = score_on_shared_classes(predictions, classes, present)
         results = results_from_predictions(predictions, classes)
         not_a_class = [
-            r for r in datamodule.catalog().attrs["rejected"] if "not in data.classes" in r["reason"]
+            r for r in tested.corpus.catalog().attrs["rejected"] if "not in data.classes" in r["reason"]
         ]
         mapping = {
             "class_mapping": {
-                "model_classes": list(tested["classes"]),
+                "model_classes": list(tested.classes),
                 "scored_on": classes,
                 "clips_of_other_classes_left_out": len(not_a_class),
                 "left_out_labels": sorted({str(r["label"]) for r in not_a_class}),
@@ -141,7 +142,7 @@ def evaluate(cfg: DictConfig) -> dict:
         }
         log.info("scored on the %d classes the model and the corpus share: %s", len(classes), classes)
     # Clips decoded only in part are judged, and flagged: predictions.csv's warning column.
-    partial = datamodule.cache.partial(datamodule.clips["clip_id"]) if datamodule.cache else {}
+    partial = tested.partial
     if partial:
         log.warning("%d clip(s) decoded only in part (cut short?): flagged in predictions.csv", len(partial))
         predictions = [
@@ -149,14 +150,14 @@ def evaluate(cfg: DictConfig) -> dict:
         ]
     speakers = {}
     for member in members:
-        speakers.update(member["datamodule"].speakers())
-    if "ensemble" in tested:
-        tested["ensemble"]["member_accuracy"] = write_members(
+        speakers.update(member.assigned.speakers())
+    if tested.ensemble is not None:
+        tested.ensemble["member_accuracy"] = write_members(
             run_dir, members, present if mapping else None, speakers
         )
     loggers = build_loggers(cfg, run_dir, resuming=False, job_type="eval")
-    log_config(loggers, cfg, checkpoint_config=tested["config"])
-    ensemble = {"ensemble": tested["ensemble"]} if "ensemble" in tested else {}
+    log_config(loggers, cfg, checkpoint_config=tested.config)
+    ensemble = {"ensemble": tested.ensemble} if tested.ensemble is not None else {}
     metrics = write_results(
         run_dir,
         results,
@@ -164,9 +165,9 @@ def evaluate(cfg: DictConfig) -> dict:
         loggers,
         task="eval",
         tested_on={
-            **datamodule.tested_on(cfg.subset, actors_key="actors"),
+            **tested.assigned.tested_on(cfg.subset, actors_key="actors"),
             **(
-                {"actors": sorted({a for m in members for a in m["datamodule"].actors(cfg.subset)}, key=str)}
+                {"actors": sorted({a for m in members for a in m.assigned.actors(cfg.subset)}, key=str)}
                 if len(members) > 1
                 else {}
             ),
@@ -175,25 +176,23 @@ def evaluate(cfg: DictConfig) -> dict:
         model=OmegaConf.to_container(cfg.ckpt_path)
         if isinstance(cfg.ckpt_path, ListConfig)
         else cfg.ckpt_path,
-        checkpoint=None if ensemble else network_checkpoint(tested["path"]),
+        checkpoint=None if ensemble else network_checkpoint(tested.path),
         extra={
-            "cross_corpus": not tested["same_corpus"],
-            "data_root": tested["data_root"],
+            "cross_corpus": not tested.same_corpus,
+            "data_root": tested.data_root,
             **ensemble,
             **mapping,
             **lockbox,
             **({"partial_clips": len(partial)} if partial else {}),
             **run_info(),
         },
-        data_root=datamodule.root,
+        data_root=tested.corpus.root,
         speakers=speakers,
         classes=tuple(classes),
     )
     if lockbox:  # metrics.json is written: the opening completed (lockbox.py)
         complete_opening(lockbox["lockbox"]["ledger"], str(run_dir.resolve()), metrics["accuracy"])
-    log_predictions_table(
-        loggers, predictions, datamodule.clip_media, classes, key=f"{cfg.subset}/predictions"
-    )
+    log_predictions_table(loggers, predictions, tested.media, classes, key=f"{cfg.subset}/predictions")
     finish_loggers(loggers)
     weights = f", weights {[round(w, 3) for w in ensemble['ensemble']['weights']]}" if ensemble else ""
     print(

@@ -20,7 +20,6 @@ from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.corpus import Corpus
 from cremad_lit.data.encoder_cache import frozen_encoders
 from cremad_lit.data.splits import LEAKY_WARNING
-from cremad_lit.ensemble import Pair, check_partner
 from cremad_lit.io import write_json, write_text
 from cremad_lit.loggers import (
     build_loggers,
@@ -32,6 +31,7 @@ from cremad_lit.loggers import (
 )
 from cremad_lit.module import EmotionModule
 from cremad_lit.objectives import CrossEntropy, Mixup, Objective, SpeakerAdversarial
+from cremad_lit.partner import Pair, check_partner
 from cremad_lit.pipeline import (
     build_datamodule,
     build_net,

@@ -157,7 +157,7 @@ TINY = [
 
 def inject_faults(monkeypatch, faults: str) -> None:
     """Worker processes started from now on crash or hang on the named files ("crash:<stem>,hang:<stem>"): the test
-    plugin tests/faults.py, loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS (data/isolation.py)."""
+    plugin tests/faults.py, loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS (errors.py)."""
     from cremad_lit.data.isolation import DEBUG_PLUGINS
 
     monkeypatch.setenv(DEBUG_PLUGINS, "tests.faults")

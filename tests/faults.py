@@ -1,4 +1,4 @@
-"""Test-only decoder faults, loaded into worker processes by the debug setting (data/isolation.py):
+"""Test-only decoder faults, loaded into worker processes by the debug setting (errors.py):
 
     CREMAD_LIT_DEBUG_PLUGINS=tests.faults CREMAD_LIT_TEST_FAULTS="crash:<file stem>,hang:<file stem>"
 

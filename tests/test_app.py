@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from cremad_lit.app import Judge, build_page, examples_in, page_outputs
-from cremad_lit.ensemble import Ensemble
-from cremad_lit.predictors import Network, load_predictor
+from cremad_lit.predictors import Ensemble, Network, load_predictor
 from tests.conftest import REPO, SAMPLE_FLVS, SAMPLES, inject_faults, tiny_module
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

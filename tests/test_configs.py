@@ -93,7 +93,7 @@ def test_every_config_file_is_reachable_and_says_what_it_is_for():
 def test_every_candidate_of_every_study_composes(study):
     """`python -m cremad_lit select <study>` (conf/study/): each candidate's runs, an inner and an outer one, compose
     with its command's config and resolve."""
-    from cremad_lit.commands.select import load_study
+    from cremad_lit.selection import load_study
 
     spec = load_study(study)
     for name, candidate in spec["candidates"].items():
@@ -116,7 +116,7 @@ def test_the_entry_points_compose():
 def test_the_trio_recipe_is_the_study_candidate_it_was_chosen_as():
     """experiment=speech_trio composes to exactly the `trio` candidate of conf/study/speech_ge2e.yaml (the recipe the
     nested selection measured), so the command in the README is what was chosen."""
-    from cremad_lit.commands.select import load_study
+    from cremad_lit.selection import load_study
 
     trio = load_study("speech_ge2e")["candidates"]["trio"]["overrides"]
     assert resolved("train", ["experiment=speech_trio"]) == resolved("train", list(trio))

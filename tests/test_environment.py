@@ -193,7 +193,7 @@ def test_a_skipped_clip_is_decoded_again_once_its_file_changes(few_clips, synthe
 def test_the_lock_satisfies_pyproject_and_pins_the_measured_torch_set():
     from packaging.requirements import Requirement
 
-    from cremad_lit.commands.doctor import locked_versions, norm
+    from cremad_lit.checks import locked_versions, norm
 
     try:
         import tomllib
@@ -225,6 +225,6 @@ def test_the_lock_satisfies_pyproject_and_pins_the_measured_torch_set():
     reason="make check-latest installs the newest versions on purpose",
 )
 def test_the_installed_environment_is_the_lock():
-    from cremad_lit.commands.doctor import lock_differences
+    from cremad_lit.checks import lock_differences
 
     assert lock_differences(REPO / "requirements.lock") == []

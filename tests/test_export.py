@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cremad_lit.export import example_batch, export_onnx, load_exported
-from cremad_lit.prediction import predict_files
 from cremad_lit.predictors import load_checkpoint, model_from_checkpoint
+from cremad_lit.predictors.files import predict_files
 from tests.conftest import SAMPLE_FLVS, TINY, run_cli, tiny_module
 
 NETS = {

@@ -28,7 +28,7 @@ FACE_CROPS = sorted((SHARED / "ravdess-av-actor05" / "face-crops" / "Actor_05").
 def test_face_packages_come_from_the_lock_without_their_pins():
     """facenet-pytorch and fer are the lock's versions beside the lock's torch (theirs would be torch<2.3 and
     TensorFlow); TensorFlow and a second OpenCV never got installed; pip check passes but for those overrides."""
-    from cremad_lit.commands.doctor import locked_versions, pip_check_problems
+    from cremad_lit.checks import locked_versions, pip_check_problems
 
     locked = locked_versions(
         REPO / "requirements.lock"

@@ -131,7 +131,7 @@ def test_every_video_format_reads_back_as_the_clip(video_files, decoder):
 def test_predict_reads_every_format(audio_files, video_files):
     """Through predict: an audio-only model reads every sound file and every video's track; an audio-visual model
     every video (and says of each sound file that it has no faces)."""
-    from cremad_lit.prediction import predict_files
+    from cremad_lit.predictors.files import predict_files
     from tests.conftest import TINY, tiny_module
 
     audio_only, audio_cfg = tiny_module([*TINY, "data.modalities=[audio]"])

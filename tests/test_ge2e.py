@@ -176,8 +176,8 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
     from cremad_lit import app
     from cremad_lit.export import export_onnx, load_exported
     from cremad_lit.models import ge2e
-    from cremad_lit.prediction import predict_files
     from cremad_lit.predictors import load_checkpoint, load_predictor, model_from_checkpoint
+    from cremad_lit.predictors.files import predict_files
     from tests.conftest import on_six_actors, run_cli
     from tests.test_pretrained_encoders import CPU
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from cremad_lit.ensemble import Ensemble, average_files, normalised_weights, weight_grid
-from cremad_lit.predictors import Network, Predictor, load_predictor
+from cremad_lit.predictors import Network, Predictor, TestResult, load_predictor
+from cremad_lit.predictors.ensemble import Ensemble, average_files, normalised_weights, weight_grid
 from tests.conftest import SAMPLE_FLVS, tiny_module
 
 CLASSES = ("ANG", "HAP")
@@ -37,7 +37,17 @@ class Fixed(Predictor):
             {"clip_id": c, "label": self.labels[c], "pred": int(np.argmax(p)), "probs": list(p)}
             for c, p in self.probs.items()
         ]
-        return {"path": self.path, "classes": list(self.classes), "predictions": predictions, "results": {}}
+        return TestResult(
+            path=self.path,
+            config={},
+            classes=list(self.classes),
+            results={},
+            predictions=predictions,
+            corpus=None,
+            assigned=None,
+            same_corpus=True,
+            media=dict,
+        )
 
 
 def test_weights_are_normalised_and_the_grid_splits_one():
@@ -53,11 +63,11 @@ def test_an_ensemble_averages_its_members_by_weight_on_the_clips_all_of_them_rea
     b = Fixed("b", {"c1": [0.3, 0.7], "c2": [0.4, 0.6]}, {"c1": 0, "c2": 1})
     cfg = OmegaConf.create({"subset": "test"})
     tested = Ensemble([a, b], [1, 3]).test(cfg, tmp_path)
-    fused = {p["clip_id"]: p["probs"] for p in tested["predictions"]}
+    fused = {p["clip_id"]: p["probs"] for p in tested.predictions}
     assert list(fused) == ["c1", "c2"]  # c3: only one member read it
     assert fused["c1"] == pytest.approx([0.25 * 0.9 + 0.75 * 0.3, 0.25 * 0.1 + 0.75 * 0.7])
-    assert tested["ensemble"]["weights"] == [0.25, 0.75]
-    assert tested["ensemble"]["member_accuracy"] == [1.0, 0.5]  # on the shared clips c1, c2
+    assert tested.ensemble["weights"] == [0.25, 0.75]
+    assert tested.ensemble["member_accuracy"] == [1.0, 0.5]  # on the shared clips c1, c2
 
 
 def test_weights_need_shared_validation_clips(tmp_path):
@@ -104,7 +114,7 @@ def test_a_sound_file_given_to_an_audio_visual_model_is_the_users_input(samples_
     from cremad_lit.data import canary
     from cremad_lit.data.media import read_wav
     from cremad_lit.data.synthetic import write_wav
-    from cremad_lit.prediction import predict_files
+    from cremad_lit.predictors.files import predict_files
     from tests.conftest import TINY
 
     wav = sorted((samples_dir / "AudioWAV").glob("*.wav"))[0]
@@ -131,7 +141,7 @@ def test_a_file_cut_short_is_judged_and_flagged_as_partial(samples_dir, ased_dir
     """A real FLV cut to a third of its bytes (its header still declares 2.2 s) and a real FLAC cut in half: each is
     predicted from what decodes, with a warning naming how much that is; the whole files carry none."""
     from cremad_lit.app import Judge, page_outputs
-    from cremad_lit.prediction import predict_files
+    from cremad_lit.predictors.files import predict_files
     from tests.conftest import TINY
 
     whole_flv, whole_flac = SAMPLE_FLVS[0], sorted((ased_dir / "01Neutral").glob("*.flac"))[0]

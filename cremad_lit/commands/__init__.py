@@ -3,12 +3,15 @@
     python -m cremad_lit                      # lists them
     python -m cremad_lit eda data=synthetic   # Hydra commands take overrides like train.py
 
-Entry points only: what they run lives in the library beside this folder (data/, models/, module.py, ...).
-train.py and evaluate.py at the repository root are the two main entry points.
+Entry points only (about 50 lines each): what they run lives in the library beside this folder (training.py,
+evaluation.py, baselines.py, reporting.py, selection.py, checks.py, exploration.py, data/, predictors/, ...).
+train.py and evaluate.py at the repository root are thin wrappers of the train and evaluate commands.
 """
 
 # name -> what it does (the order `python -m cremad_lit` lists them in)
 COMMANDS = {
+    "train": "fit and test a model (what train.py runs): conf/train.yaml, experiments, sweeps",
+    "evaluate": "test saved models on any split or corpus (what evaluate.py runs): conf/eval.yaml",
     "eda": "charts and counts of a corpus: statement, emotion, intensity, gender",
     "prepare": "decode every clip once into the prepared cache (parallel, resumable)",
     "baseline": "classical baselines (eGeMAPS / ComParE + logistic regression, majority) on train.py's split",

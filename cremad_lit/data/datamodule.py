@@ -40,8 +40,8 @@ from cremad_lit.data.corpus import Assignment, Corpus
 from cremad_lit.data.dataset import (
     SPEAKER_NORMS,
     ClipDataset,
-    clip_media,
     collate_skipping_bad,
+    media_of,
     speaker_mel_stats,
 )
 from cremad_lit.data.faces import load_detector
@@ -363,7 +363,12 @@ class EmotionDataModule(L.LightningDataModule):
         training = sorted(clips.loc[clips["split"] == "train", "actor_id"].unique(), key=str)
         self.speaker_index = {actor: i for i, actor in enumerate(training)}
         if self.encoder_plans:
-            everything = self._dataset(clips, speaker_stats=speaker_stats, functionals=functionals)
+            everything = self._dataset(
+                clips,
+                speaker_stats=speaker_stats,
+                functionals=functionals,
+                audio_input=self.inputs.audio_input,
+            )
             self.cached_features, self.encoder_reports = encoder_cache.fill(
                 self.encoder_plans, self.cache.dir, everything, self.eval_batch_size, self.inputs.device
             )
@@ -467,8 +472,7 @@ class EmotionDataModule(L.LightningDataModule):
 
     def clip_media(self, clip_id: str) -> dict:
         """What a person would look at for one clip (dataset.clip_media), from the cache where it is stored."""
-        row = self.clips.set_index("clip_id").loc[clip_id]
-        return clip_media(row, self.prep, self.modalities, self.decoder, self.cache)
+        return media_of(self.clips, self.prep, self.modalities, self.decoder, self.cache)(clip_id)
 
     def training_speakers(self) -> int:
         """How many speakers the training split holds (sets the data up)."""

@@ -276,3 +276,9 @@ def clip_media(
     except MediaError as error:
         log.warning("no media for %s in the predictions table: %s", clip_id, error)
     return media
+
+
+def media_of(clips: pd.DataFrame, prep: Preprocessing, modalities, decoder: str = "decord", cache=None):
+    """clip_id -> clip_media of that clip of `clips` (the predictions table's lookup)."""
+    rows = clips.set_index("clip_id")
+    return lambda clip_id: clip_media(rows.loc[clip_id], prep, modalities, decoder, cache)

@@ -19,7 +19,6 @@ tests/kill_points.py, which kills a command at a named write; nothing in the cod
 from __future__ import annotations
 
 import contextlib
-import importlib
 import multiprocessing
 import os
 import queue
@@ -29,13 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 
-DEBUG_PLUGINS = "CREMAD_LIT_DEBUG_PLUGINS"
-
-
-def load_debug_plugins() -> None:
-    """Import the modules the debug setting DEBUG_PLUGINS names (once per worker process, as it starts)."""
-    for name in filter(None, (n.strip() for n in os.environ.get(DEBUG_PLUGINS, "").split(","))):
-        importlib.import_module(name)
+from cremad_lit.errors import DEBUG_PLUGINS, load_debug_plugins  # noqa: F401 (DEBUG_PLUGINS: its name here since 0.9)
 
 
 def signal_name(exitcode) -> str:

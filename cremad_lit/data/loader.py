@@ -74,14 +74,14 @@ def _check_environment(dataset, row, reason: str) -> None:
 
 
 class _WorkerStart:
-    """The workers' start: the debug plugins (data/isolation.py), then the loader's own worker_init_fn. A class, so
+    """The workers' start: the debug plugins (errors.py), then the loader's own worker_init_fn. A class, so
     that spawned workers can unpickle it."""
 
     def __init__(self, then=None):
         self.then = then
 
     def __call__(self, worker_id: int) -> None:
-        from cremad_lit.data.isolation import load_debug_plugins
+        from cremad_lit.errors import load_debug_plugins
 
         load_debug_plugins()
         if self.then is not None:

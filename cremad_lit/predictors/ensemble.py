@@ -1,47 +1,29 @@
-"""Ensembles: the weighted mean of several models' probabilities. The one place that averages, weighs, finds an
-ensemble's members in folders and reads or writes ensemble.json; and train.py's classical partner (`ensemble_with`).
+"""Ensembles: the weighted mean of several models' probabilities. The one place that averages, weighs, and finds an
+ensemble's members in folders (and in ensemble.json, which train.py's partner step writes: partner.py).
 
     python evaluate.py ckpt_path=[A.ckpt,<baseline run>] ensemble_weights=val    # weights chosen on validation speakers
     python -m cremad_lit predict ckpt_path=logs/train/multiruns/<time> inputs=DIR   # every run of a sweep, averaged
-    python train.py experiment=speech data=ravdess data.root=../shared/ravdess-speech   # network + ComParE LR
 
     from cremad_lit.predictors import load_predictor
     ensemble = load_predictor(["a.ckpt", "b.ckpt"], weights=[0.3, 0.7])   # an Ensemble: predict(), test()
-
-A train.py run with a partner holds members/classical/ (the saved classical model), members/network/ and
-members/classical/ metrics.json (each member alone on the test speakers), ensemble.json (the members, relative to the
-run dir, and their weights: what `ckpt_path=<run dir>` loads) and, at the top, the ensemble's metrics.json and
-predictions.csv.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, open_dict
 
-from cremad_lit.classical import (
-    METHODS,
-    ClipSource,
-    fit_on_split,
-    is_classical,
-    save_classical,
-    split_predictions,
-)
-from cremad_lit.io import write_json
+from cremad_lit.classical import is_classical
 from cremad_lit.metrics import results_from_predictions
-from cremad_lit.pipeline import run_info
-from cremad_lit.predictors import CORPUS_KEYS, Predictor
+from cremad_lit.predictors.base import CORPUS_KEYS, Predictor, TestResult
 from cremad_lit.record import find_runs
-from cremad_lit.results import write_results
 
 log = logging.getLogger(__name__)
-PARTNER_DIR = Path("members") / "classical"
-NETWORK_DIR = Path("members") / "network"
 ENSEMBLE_FILE = "ensemble.json"  # a run that is an ensemble (`ensemble_with`): its members and their weights
 
 
@@ -77,7 +59,7 @@ class Ensemble(Predictor):
     def predict(self, files: list[Path], device: str = "cpu", speaker: str = "folder") -> list[dict]:
         return self.predict_each(files, device, speaker)[0]
 
-    def test(self, cfg: DictConfig, out_dir: Path) -> dict:
+    def test(self, cfg: DictConfig, out_dir: Path) -> TestResult:
         """Each member tested on the clips cfg names (in out_dir/members/<i>), then the weighted mean of their
         probabilities on the clips all of them read; the first member's data stand for the ensemble's."""
         tested = [m.test(cfg, out_dir / "members" / str(i)) for i, m in enumerate(self.models)]
@@ -85,28 +67,29 @@ class Ensemble(Predictor):
         weights = self.weights
         if isinstance(weights, str):
             weights, chosen = self.choose_weights_on_validation(cfg, out_dir, weights)
-        predictions = average_predictions(tested, weights)
+        predictions = average_predictions([t.predictions for t in tested], weights)
         shared = {p["clip_id"] for p in predictions}
         classes = list(self.classes)
         log.info("ensemble of %d members on %d shared clips", len(tested), len(predictions))
-        return {
-            **tested[0],
-            "path": self.path,
-            "results": results_from_predictions(predictions, classes),
-            "predictions": predictions,
-            "members": tested,
-            "ensemble": {
+        # the first member's data stand for the ensemble's
+        return dataclasses.replace(
+            tested[0],
+            path=self.path,
+            results=results_from_predictions(predictions, classes),
+            predictions=predictions,
+            members=tested,
+            ensemble={
                 "members": [m.path for m in self.models],
                 "weights": normalised_weights(weights, len(tested)).tolist(),
                 **chosen,
                 "member_accuracy": [
-                    results_from_predictions(
-                        [p for p in m["predictions"] if p["clip_id"] in shared], m["classes"]
-                    )["accuracy"]
+                    results_from_predictions([p for p in m.predictions if p["clip_id"] in shared], m.classes)[
+                        "accuracy"
+                    ]
                     for m in tested
                 ],
             },
-        }
+        )
 
     def choose_weights_on_validation(self, cfg: DictConfig, run_dir: Path, how: str):
         """`ensemble_weights=val`: the members' probabilities on their own validation speakers (the corpus and split they
@@ -125,7 +108,7 @@ class Ensemble(Predictor):
                 own.data[key] = None  # each member's own corpus and split.csv
         members = [m.test(own, run_dir / "validation" / str(i)) for i, m in enumerate(self.models)]
         by_member, shared = shared_clips(
-            members,
+            [m.predictions for m in members],
             "ensemble_weights=val: the members share no validation clip (fold models each have their own "
             "validation speakers); choose weights for members of one split, or give them as a list",
         )
@@ -215,17 +198,18 @@ def weight_grid(members: int, step: float = 0.1) -> list[tuple[float, ...]]:
     return [tuple(u / units for u in split) for split in splits(units, members)]
 
 
-def shared_clips(members: list[dict], none_shared: str) -> tuple[list[dict], list[str]]:
+def shared_clips(members: list[list[dict]], none_shared: str) -> tuple[list[dict], list[str]]:
     """Each member's predictions by clip id, and the clips all of them predicted (sorted); `none_shared` if none."""
-    by_member = [{p["clip_id"]: p for p in m["predictions"]} for m in members]
+    by_member = [{p["clip_id"]: p for p in predictions} for predictions in members]
     shared = sorted(set.intersection(*(set(b) for b in by_member)))
     if not shared:
         raise ValueError(none_shared)
     return by_member, shared
 
 
-def average_predictions(members: list[dict], weights) -> list[dict]:
-    """The weighted mean of the members' probabilities for every clip all of them were tested on."""
+def average_predictions(members: list[list[dict]], weights) -> list[dict]:
+    """The weighted mean of the members' probabilities (each a list of per-clip predictions) for every clip all of
+    them were tested on."""
     weights = normalised_weights(weights, len(members))
     by_member, shared = shared_clips(
         members,
@@ -270,189 +254,3 @@ def average_files(members: list[list[dict]], weights) -> list[dict]:
             }
         )
     return fused
-
-
-def partner_methods(spec: DictConfig) -> list[str]:
-    """`ensemble_with.method`: one classical method, or a list of them (each a member of its own)."""
-    method = spec.get("method")
-    return [str(m) for m in method] if isinstance(method, (list, tuple, ListConfig)) else [str(method)]
-
-
-def partner_dirs(methods: list[str]) -> list[Path]:
-    """Where each classical member is saved: members/classical for one (as since 0.6), members/classical-<method>
-    for several."""
-    if len(methods) == 1:
-        return [PARTNER_DIR]
-    return [PARTNER_DIR.with_name(f"classical-{method}") for method in methods]
-
-
-def check_partner(spec: DictConfig, data_cfg: DictConfig) -> None:
-    """Before training: partners the run can fit (their features come from the clips' audio)."""
-    methods = partner_methods(spec)
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(
-                f"ensemble_with.method must be one of {tuple(METHODS)} (or a list), not {method!r}"
-            )
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"ensemble_with.method names a method twice: {methods}")
-    if not 0.0 <= float(spec.get("network_weight", -1)) <= 1.0:
-        raise ValueError(f"ensemble_with.network_weight must lie in [0, 1], not {spec.get('network_weight')}")
-    if "audio" not in data_cfg.modalities:
-        raise ValueError(
-            f"ensemble_with.method={methods} reads the clips' audio, but data.modalities={list(data_cfg.modalities)}: "
-            "add audio, or set ensemble_with=null"
-        )
-
-
-def fit_partner(spec: DictConfig, method: str, datamodule, data_cfg: DictConfig, member_dir: Path) -> dict:
-    """Fit `method` on the set-up DataModule's train split with the fixed `spec.C` (no validation speakers
-    needed, so final=all_speakers gets the same partner), speaker-normalised as data.speaker_norm says; save it."""
-    speaker_norm = data_cfg.get("speaker_norm", "none")
-    kind = METHODS[method]
-    source = ClipSource.of(datamodule.corpus, datamodule.assignment(), datamodule.prep, datamodule.decoder)
-    fitted, chosen, features, skipped = fit_on_split(
-        source,
-        method,
-        kind,
-        [float(spec.C)],
-        datamodule.cache_dir,
-        speaker_norm,
-        int(datamodule.prepare_workers),
-    )
-    for clip in skipped:
-        log.warning("classical partner: skipped clip %s: %s", clip["clip_id"], clip["reason"])
-    run_dir = member_dir.parent.parent
-    save_classical(
-        member_dir,
-        fitted,
-        {
-            "method": method,
-            "functionals": kind,
-            "speaker_norm": speaker_norm,
-            "classes": list(datamodule.classes),
-            "data": {**OmegaConf.to_container(data_cfg, resolve=True), "classes": list(datamodule.classes)},
-            "cache_dir": str(datamodule.cache_dir),
-            "run_dir": str(run_dir.resolve()),  # its split.csv: the partner's split is the network's
-            "skipped": skipped,
-            **chosen,
-            **run_info(),
-        },
-    )
-    log.info(
-        "classical partner %s (C=%s) fitted on %d training clips: %s",
-        method,
-        spec.C,
-        int((datamodule.clips["split"] == "train").sum()),
-        member_dir,
-    )
-    return {"method": method, "dir": member_dir, "arrays": fitted, "features": features, "skipped": skipped}
-
-
-def write_ensemble_file(
-    run_dir: Path, checkpoint: str, network_weight: float, partners: list[Path]
-) -> list[float]:
-    """ensemble.json: the network's checkpoint and the partners, relative to the run dir, and their weights (the
-    network's share, the rest split equally among the partners)."""
-    rest = (1.0 - float(network_weight)) / len(partners)
-    weights = [float(network_weight)] + [rest] * len(partners)
-    checkpoint = Path(checkpoint).resolve()
-    inside = checkpoint.is_relative_to(run_dir.resolve())
-    write_json(
-        run_dir / ENSEMBLE_FILE,
-        {
-            "members": [
-                os.path.relpath(checkpoint, run_dir.resolve()) if inside else str(checkpoint),
-                *(str(p) for p in partners),
-            ],
-            "weights": weights,
-        },
-    )
-    return weights
-
-
-def test_ensemble(partners: list[dict], network_predictions: list[dict], classes, weights, clips) -> dict:
-    """Every member's and the ensemble's test predictions and results (on the clips all of them could read)."""
-    partner_predictions = [
-        split_predictions(p["arrays"], clips, p["features"], classes, "test") for p in partners
-    ]
-    fused = average_predictions(
-        [{"predictions": network_predictions}, *({"predictions": p} for p in partner_predictions)], weights
-    )
-    return {
-        "partner_predictions": partner_predictions,
-        "partner_results": [results_from_predictions(p, classes) for p in partner_predictions],
-        "predictions": fused,
-        "results": results_from_predictions(fused, classes),
-    }
-
-
-class Pair:
-    """A train.py run's network and its classical partners (`ensemble_with`), fitted on the same training speakers."""
-
-    def __init__(
-        self, spec: DictConfig, partners: list[dict], weights: list[float], run_dir: Path, checkpoint: str
-    ):
-        self.spec, self.partners, self.weights = spec, partners, weights
-        self.run_dir, self.checkpoint = run_dir, checkpoint
-
-    @classmethod
-    def fit(cls, spec: DictConfig, datamodule, data_cfg: DictConfig, run_dir: Path, checkpoint: str) -> Pair:
-        """Fit the partners and write ensemble.json (the run folder is then the ensemble for evaluate and predict)."""
-        methods = partner_methods(spec)
-        dirs = partner_dirs(methods)
-        partners = [
-            fit_partner(spec, method, datamodule, data_cfg, run_dir / member)
-            for method, member in zip(methods, dirs, strict=True)
-        ]
-        weights = write_ensemble_file(run_dir, checkpoint, spec.network_weight, dirs)
-        return cls(spec, partners, weights, run_dir, checkpoint)
-
-    def test(self, module, datamodule, about: dict, loggers) -> tuple[dict, list[dict], dict]:
-        """Each member's test results into members/<name>/, and the ensemble's results, predictions and record."""
-        classes = module.classes
-        tested = test_ensemble(
-            self.partners, module.test_predictions, classes, self.weights, datamodule.clips
-        )
-        members = [(NETWORK_DIR, module.test_results, module.test_predictions, "network")]
-        members += [
-            (p["dir"].relative_to(self.run_dir), results, predictions, p["method"])
-            for p, results, predictions in zip(
-                self.partners, tested["partner_results"], tested["partner_predictions"], strict=True
-            )
-        ]
-        for member, results, predictions, task in members:
-            write_results(
-                self.run_dir / member,
-                results,
-                predictions,
-                task="member",
-                tested_on=about,
-                model=self.checkpoint if task == "network" else self.run_dir / member,
-                checkpoint=self.checkpoint if task == "network" else None,
-                extra={"member": task},
-                speakers=datamodule.speakers(),
-                classes=classes,
-            )
-        accuracy = [results["accuracy"] for _, results, _, _ in members]
-        # The ensemble is test/accuracy; each member beside it (the first partner under its 0.6 name).
-        logged = {"test/network_accuracy": accuracy[0]}
-        for i, (partner, value) in enumerate(zip(self.partners, accuracy[1:], strict=True)):
-            logged["test/partner_accuracy" + ("" if i == 0 else "_" + partner["method"])] = value
-        for logger in loggers:
-            logger.log_metrics(logged)
-        log.info(
-            "test accuracy: network %.4f, %s, their ensemble (weights %s) %.4f",
-            accuracy[0],
-            ", ".join(f"{p['method']} {a:.4f}" for p, a in zip(self.partners, accuracy[1:], strict=True)),
-            self.weights,
-            tested["results"]["accuracy"],
-        )
-        methods = [p["method"] for p in self.partners]
-        record = {
-            "members": [self.checkpoint, *(str(p["dir"].resolve()) for p in self.partners)],
-            "weights": self.weights,
-            "method": methods[0] if len(methods) == 1 else methods,
-            "member_accuracy": accuracy,
-        }
-        return tested["results"], tested["predictions"], {"ensemble": record}

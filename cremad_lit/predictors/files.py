@@ -1,5 +1,5 @@
-"""Emotion probabilities for media files: decoding a file as the model was trained to read it, for a network (a
-checkpoint or its ONNX export) or a baseline run's classical model. predictors.py calls these; use it instead:
+"""Emotion probabilities for media files: decoding a file as a network (a checkpoint or its ONNX export) was trained
+to read it, and the speaker groups every predictor normalises by. The predictors call these; use them instead:
 
     from cremad_lit.predictors import load_predictor
     rows = load_predictor("logs/train/runs/<run>").predict([Path("a.flv")])
@@ -18,13 +18,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from cremad_lit.classical import FACE_FEATURES
-from cremad_lit.classical import probabilities as classical_probabilities
 from cremad_lit.data.dataset import model_inputs, speaker_stats
 from cremad_lit.data.features import Preprocessing, clip_info, decode_clip
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
-from cremad_lit.data.media import MediaError, MissingModality, media_paths
-from cremad_lit.face_expressions import file_expressions
+from cremad_lit.data.media import MediaError, media_paths
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
 
 log = logging.getLogger(__name__)
@@ -85,50 +82,6 @@ def predict_files(
         best = max(range(len(module.classes)), key=probabilities.__getitem__)
         result["prediction"] = module.classes[best]
         result["probabilities"] = dict(zip(module.classes, probabilities, strict=True))
-    return results
-
-
-def predict_files_classical(
-    arrays: dict, info: dict, files: list[Path], speaker: str = "folder"
-) -> list[dict]:
-    """A baseline run's saved classical model (classical.load_classical) on files: their functionals (from each
-    file's audio), standardised per speaker group as it was trained, its probabilities."""
-    classes = list(info["classes"])
-    prep = info["data"]["preprocessing"]
-    results, features = [], {}
-    for path in files:
-        results.append({"file": str(path)})
-        if info["functionals"] is None:  # the majority class reads nothing
-            features[len(results) - 1] = np.zeros(1, dtype=np.float32)
-            continue
-        try:
-            video_path, audio_path = media_paths(path)
-            if info["functionals"] == FACE_FEATURES:  # fer_zero_shot reads the faces of a video
-                if not video_path:
-                    raise MissingModality(
-                        str(path), "a sound file has no faces, and the zero-shot face model reads faces only"
-                    )
-                settings = Preprocessing(**prep)
-                features[len(results) - 1] = file_expressions(
-                    video_path, settings, info["data"].get("decoder", "decord")
-                )
-                continue
-            features[len(results) - 1] = audio_functionals(
-                video_path, audio_path, prep["audio_source"], prep["sample_rate"], info["functionals"]
-            )
-        except MediaError as error:
-            log.warning("skipped %s: %s", error.path, error.reason)
-            results[-1]["error"] = error.reason
-    if info["speaker_norm"] != "none" and features:
-        speakers = {i: speaker_of(Path(results[i]["file"]), speaker) for i in features}
-        warn_lone_speakers(list(speakers.values()), speaker)
-        features = normalise_by_speaker(features, speakers, info["speaker_norm"])
-    if features:
-        rows = sorted(features)
-        probabilities = classical_probabilities(arrays, np.stack([features[i] for i in rows]), len(classes))
-        for i, probs in zip(rows, probabilities, strict=True):
-            results[i]["prediction"] = classes[int(probs.argmax())]
-            results[i]["probabilities"] = dict(zip(classes, map(float, probs), strict=True))
     return results
 
 
