@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-pip lock check-latest doctor demo test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-ge2e bench-page bench-cache-size bench-encoders clean
+.PHONY: help install install-pip lock check-latest doctor demo docs test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-ge2e bench-page bench-cache-size bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,6 +86,9 @@ doctor: $(INSTALLED) ## Check the environment: versions, native libraries, decod
 # free up (worksteal), so the long end-to-end tests overlap; TEST_WORKERS=0 runs them in this process, in turn.
 TEST_WORKERS ?= $(shell $(PY) -c "import os; print(min(len(os.sched_getaffinity(0)) + 1, 4))")
 
+docs: $(INSTALLED) ## Build the documentation site into site/ (mkdocs-material; --strict: a broken link or page fails)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir site
+
 test: $(INSTALLED) ## Run the whole test suite (slow tests included, as CI does), the slowest listed
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=30
 
@@ -142,4 +145,4 @@ bench-speech: $(INSTALLED) ## Real speech (RAVDESS, 6 actor folds): baselines, p
 	$(PYTHON) benchmarks/bench_speech.py
 
 clean: ## Remove runs, generated data, caches and .venv
-	rm -rf logs data .pytest_cache .ruff_cache $(VENV) .venv-latest .venv-lock .venv-uv *.egg-info
+	rm -rf logs data site .pytest_cache .ruff_cache $(VENV) .venv-latest .venv-lock .venv-uv *.egg-info

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cremad_lit
@@ -52,26 +52,24 @@ def build_net(model_cfg: DictConfig, classes, record: bool = False):
 
 
 def frame_spec_without_weights(model_cfg: DictConfig) -> dict:
-    """The video backbone's input spec, read without downloading weights (for data-only commands).
+    """The video encoder's input spec, read without downloading weights (for data-only commands; models/encoder.py).
 
     Audio-only configs still name a video backbone: its frame size keys the cache, so the audio-only runs of a model
     share the cache of its audio-visual runs (entries hold every modality a clip has)."""
-    from cremad_lit.models.backbones import backbone_input_spec
+    from cremad_lit.models.backbones import Backbone, backbone_input_spec
+    from cremad_lit.models.encoder import input_spec_without_weights
 
     if not model_cfg.get("video_backbone"):
         return AUDIO_ONLY_SPEC
     backbone = OmegaConf.to_container(model_cfg.video_backbone, resolve=True)
-    from hydra.utils import get_class
-
-    target = get_class(backbone["_target_"])
-    if hasattr(target, "static_input_spec"):  # a backbone whose preprocessing is fixed (fer_minixception)
-        return target.static_input_spec(**backbone)
-    extra = {
-        k: v
-        for k, v in backbone.items()
-        if k not in ("_target_", "_partial_", "name", "pretrained", "pretrained_file", "input_size")
-    }
-    return backbone_input_spec(backbone["name"], backbone.get("input_size"), **extra)
+    if get_class(backbone["_target_"]) is Backbone:  # a timm model: its data config, without building it
+        extra = {
+            k: v
+            for k, v in backbone.items()
+            if k not in ("_target_", "_partial_", "name", "pretrained", "pretrained_file", "input_size")
+        }
+        return backbone_input_spec(backbone["name"], backbone.get("input_size"), **extra)
+    return input_spec_without_weights(backbone)
 
 
 def cache_frame_spec(net, model_cfg: DictConfig) -> dict:

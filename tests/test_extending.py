@@ -129,3 +129,53 @@ def test_train_and_evaluate_with_every_toy_part(toy_folder, tmp_path):
         again["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
         and again["n_test"] == metrics["n_test"]
     )
+
+
+@pytest.mark.slow
+def test_a_frozen_video_encoder_of_ones_own_prepares_caches_its_features_and_evaluates(
+    synthetic_root, tmp_path
+):
+    """The encoder contract (models/encoder.py) for the video branch: `prepare` reads the toy's input spec without a
+    model (its 24 px frames key the cache), training fills and reads its frozen feature cache, evaluate rebuilds it."""
+    from tests.conftest import common
+
+    toy = [
+        f"hydra.searchpath=[file://{TOY_CONF}]",
+        "model=tiny",
+        "model/backbone@model.video_backbone=toy_cnn",
+        "~model.video_backbone.input_size",  # the timm option model=tiny sets: the toy has image_size instead
+        "model.video_backbone.image_size=24",
+        "model.video_backbone.freeze=true",
+        "data.augment.enabled=false",
+        "data.preprocessing.frames=2",
+        "data.num_workers=0",
+        "data.prepare_workers=0",
+        "data.batch_size=8",
+    ]
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "prepare",
+        *common(synthetic_root, tmp_path),
+        *toy,
+        f"hydra.run.dir={tmp_path / 'prep'}",
+    )
+    prepared = json.loads((tmp_path / "prep" / "prepare_report.json").read_text())
+    assert prepared["clips"] == 96 and prepared["decoded_now"] == 96
+    run = tmp_path / "run"
+    run_cli(
+        "train.py",
+        *common(synthetic_root, tmp_path),
+        *toy,
+        "trainer=cpu",
+        "logger=none",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
+    assert json.loads((run / "prepare_report.json").read_text())["decoded_now"] == 0  # prepare's cache, 24 px
+    cached = json.loads((run / "run_info.json").read_text())["encoder_cache"]["video"]
+    assert cached["storage"] == "frames" and cached["computed"] > 0 and cached["skipped"] == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    run_cli("evaluate.py", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}")
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert again["confusion_matrix"] == metrics["confusion_matrix"]

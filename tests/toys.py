@@ -16,16 +16,19 @@ from torch import nn
 
 from cremad_lit.data.adapters.common import Rejected, reject, walk_files
 from cremad_lit.data.labels import emotion_code
+from cremad_lit.models.backbones import ImageEncoder
 from cremad_lit.objectives import Objective
 
 
-class ToyCNN(nn.Module):
-    """A backbone: images (B x in_chans x H x W) -> (B x out_features); `input_spec` says how frames are prepared."""
+class ToyCNN(ImageEncoder):
+    """An encoder (models/encoder.py): images (B x in_chans x H x W) -> (B x out_features); `input_spec` says how
+    frames are prepared. As an ImageEncoder whose network is `self.model`, `freeze=true` makes it a frozen encoder whose
+    per-frame features the data caches."""
 
-    def __init__(self, width: int = 8, in_chans: int = 3, image_size: int = 32):
-        super().__init__()
+    def __init__(self, width: int = 8, in_chans: int = 3, image_size: int = 32, freeze: bool = False):
+        super().__init__(freeze)
         self.image_size, self.out_features = image_size, 2 * width
-        self.body = nn.Sequential(
+        self.model = nn.Sequential(
             nn.Conv2d(in_chans, width, 3, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
@@ -34,8 +37,10 @@ class ToyCNN(nn.Module):
             nn.Flatten(),
         )
 
+        self.freeze_weights()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)
+        return self.model(images)
 
     def input_spec(self) -> dict:
         return {"image_size": self.image_size, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}

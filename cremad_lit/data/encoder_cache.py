@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from cremad_lit.data.media import MediaError
 from cremad_lit.io import write_atomic, write_json
+from cremad_lit.models.encoder import weights_module
 
 log = logging.getLogger(__name__)
 STORED = {
@@ -117,7 +118,7 @@ def fill(plans: dict, clip_cache_dir, dataset, batch_size: int, device: str = "c
 def fingerprint(encoder, storage: str, dtype: str) -> str:
     """sha1 of the encoder's weights (every tensor, in name order), its preprocessing and the storage kind."""
     digest = hashlib.sha1()
-    for name, tensor in sorted(encoder.model.state_dict().items()):
+    for name, tensor in sorted(weights_module(encoder).state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     digest.update(json.dumps(preprocessing(encoder), sort_keys=True).encode())
@@ -159,10 +160,11 @@ class EncoderFeatureCache:
     def fill(self, dataset, batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
         """Compute and store every clip of `dataset` (a ClipDataset) not stored yet."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        name = getattr(self.encoder, "name", type(self.encoder).__name__)  # a timm or hub name, else the class
         write_json(
             self.dir / "encoder.json",
             {
-                "encoder": self.encoder.name,
+                "encoder": name,
                 "fingerprint": self.fingerprint,
                 "storage": self.storage,
                 "stored": f"{STORED[self.storage]}, {self.dtype}",
@@ -175,7 +177,7 @@ class EncoderFeatureCache:
         read = dataset.frames if self.storage == "frames" else dataset.waveform
         skipped, done = [], 0
         encoder = self.encoder.to(device).eval()
-        progress = tqdm(total=len(rows), desc=f"encoder features ({self.encoder.name})", unit="clip")
+        progress = tqdm(total=len(rows), desc=f"encoder features ({name})", unit="clip")
         for start in range(0, len(rows), batch_size):
             batch_rows, inputs = [], []
             for row in rows[start : start + batch_size]:
