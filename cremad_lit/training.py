@@ -53,10 +53,12 @@ def write_resume_command(run_dir: Path) -> Path:
     overrides = [
         o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))
     ]
-    script = Path(sys.argv[0]).resolve()
+    # The train command of the package this run imported (train.py in a checkout is a wrapper of it).
     command = [
         sys.executable,
-        str(script),
+        "-m",
+        "cremad_lit",
+        "train",
         *overrides,
         f"hydra.run.dir={run_dir.resolve()}",
         "ckpt_path=last",

@@ -170,6 +170,7 @@ def test_a_frozen_video_encoder_of_ones_own_prepares_caches_its_features_and_eva
         "trainer=cpu",
         "logger=none",
         "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=2",
         f"hydra.run.dir={run}",
     )
     assert json.loads((run / "prepare_report.json").read_text())["decoded_now"] == 0  # prepare's cache, 24 px

@@ -64,6 +64,7 @@ def test_the_wheel_installed_elsewhere_runs_a_command(real_names_root, synthetic
         *common(synthetic_root, tmp_path),
         *TINY,
         "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=2",
         "logger=none",
         "hydra.run.dir=run",
     )
