@@ -88,11 +88,13 @@ class ModalityProbe:
         return fusion(keep_only(embeddings, self.slots, keep, means))
 
     def reset_evaluation(self) -> None:
+        self.clips = 0  # evaluated since the reset
         self.totals = {
             m: torch.zeros(3, dtype=torch.float64) for m in MODALITIES
         }  # correct, loss sum, true-class prob
 
     def evaluate(self, fusion, embeddings: list[torch.Tensor], labels: torch.Tensor) -> None:
+        self.clips += len(labels)
         for modality in MODALITIES:
             logits = self.masked_logits(fusion, embeddings, modality).float()
             probabilities = logits.softmax(dim=1)
@@ -109,9 +111,10 @@ class ModalityProbe:
                 .double()
             )
 
-    def results(self, module, clips: int) -> dict:
+    def results(self, module, clips: int | None = None) -> dict:
         """acc_only_<m>, loss_only_<m> and imbalance_audio_video over the evaluation just finished (DDP: all ranks)."""
         out = {}
+        clips = self.clips if clips is None else clips
         clips = float(summed(torch.tensor(float(clips), device=module.device), module))
         scores = {}
         for modality in MODALITIES:

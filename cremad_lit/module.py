@@ -1,7 +1,9 @@
-"""The LightningModule: cross-entropy training of an AudioVisualNet, torchmetrics evaluation, AdamW.
+"""The LightningModule: an AudioVisualNet trained on its objectives, torchmetrics evaluation, the optimiser.
 
     python train.py                     # builds EmotionModule(net=<conf/model>, optimizer=<conf/optim>) and fits it
 
+What a step minimises is the criterion (cross-entropy with the run's smoothing and class weights) and the objectives
+(objectives.py: mixup, the speaker adversary, every balance= method, yours), checked together once here.
 Logged keys: `train/loss`, `val/loss`, `val/acc`, `val/f1_macro`, ... and the same under `test/`; an audio-visual net
 also `val/acc_only_audio`, `val/acc_only_video`, `val/imbalance_audio_video`, ... (balance.py). The monitored key
 lives in one place (`monitor.metric` in conf/train.yaml). After `trainer.test`, `test_results` holds the metrics, the
@@ -56,7 +58,6 @@ class EmotionModule(L.LightningModule):
                 **{k: v for o in self.objectives.values() for k, v in o.hyperparameters().items()},
             }
         )
-        self._evaluated = 0
         self.val_metrics = make_metrics(len(self.classes))
         self.test_metrics = make_metrics(len(self.classes))
         self.test_predictions: list[dict] = []
@@ -93,7 +94,6 @@ class EmotionModule(L.LightningModule):
             embeddings = self.net.embed(batch)
             logits = self.net.fusion(embeddings)
             self.probe.evaluate(self.net.fusion, embeddings, batch["label"])
-            self._evaluated += len(batch["label"])
         else:
             logits = self(batch)
         loss = self.criterion(logits, batch["label"])
@@ -143,8 +143,7 @@ class EmotionModule(L.LightningModule):
     def _log_modality_balance(self, stage: str) -> dict | None:
         if self.probe is None:
             return None
-        values = self.probe.results(self, self._evaluated)
-        self._evaluated = 0
+        values = self.probe.results(self)
         for name, value in values.items():
             self.log(f"{stage}/{name}", value)  # already summed over the ranks
         return values
@@ -152,7 +151,6 @@ class EmotionModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         if self.probe is not None:
             self.probe.reset_evaluation()
-            self._evaluated = 0
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val", self.val_metrics)
@@ -162,10 +160,9 @@ class EmotionModule(L.LightningModule):
         self.test_predictions = []
         if self.probe is not None:
             self.probe.reset_evaluation()
-            self._evaluated = 0
 
     def on_test_epoch_end(self) -> None:
-        predictions = self._gather_predictions()
+        predictions = gathered(self.test_predictions)
         values = self._log_epoch_metrics("test", self.test_metrics)
         if predictions:  # exact metrics over the unique test clips (DDP pads its shards with repeated clips)
             self.test_results = results_from_predictions(predictions, self.classes)
@@ -179,19 +176,6 @@ class EmotionModule(L.LightningModule):
                 "imbalance_audio_video: summed true-class probability with audio only over that with video only",
             }
         self.test_predictions = predictions
-
-    def _gather_predictions(self) -> list[dict]:
-        predictions = self.test_predictions
-        if (
-            torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1
-        ):
-            shards = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(shards, predictions)
-            predictions = [p for shard in shards for p in shard]
-        unique = {p["clip_id"]: p for p in predictions}
-        return [unique[c] for c in sorted(unique)]
 
     def configure_optimizers(self):
         groups = parameter_groups(self.net)
@@ -240,3 +224,17 @@ def parameter_groups(net: nn.Module) -> list[dict]:
             claimed.update(id(p) for p in group["params"])
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in claimed]
     return [{"params": rest}, *groups]
+
+
+def gathered(predictions: list[dict]) -> list[dict]:
+    """Every rank's test predictions (DDP pads its shards with repeated clips), each clip once, in clip order."""
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    ):
+        shards = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(shards, predictions)
+        predictions = [p for shard in shards for p in shard]
+    unique = {p["clip_id"]: p for p in predictions}
+    return [unique[c] for c in sorted(unique)]

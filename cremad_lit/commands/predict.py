@@ -16,37 +16,17 @@ speaker's files by that speaker's statistics: by default the files of one folder
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
 import pandas as pd
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
-from cremad_lit.data.media import MEDIA_FILES
 from cremad_lit.environment import require_environment
 from cremad_lit.errors import stops_cleanly
-from cremad_lit.io import write_json, write_text
-from cremad_lit.plots import plot_counts
 from cremad_lit.predictors import load_predictor
-
-log = logging.getLogger(__name__)
-
-
-def expand_inputs(inputs) -> list[Path]:
-    items = list(inputs) if isinstance(inputs, list | tuple | ListConfig) else [inputs]
-    files: list[Path] = []
-    for item in map(Path, map(str, items)):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in MEDIA_FILES)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise FileNotFoundError(f"input {item} does not exist")
-    if not files:
-        raise FileNotFoundError(f"no media files ({', '.join(MEDIA_FILES)}) in {items}")
-    return files
+from cremad_lit.predictors.files import media_files, write_predictions
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
@@ -54,29 +34,11 @@ def expand_inputs(inputs) -> list[Path]:
 def main(cfg: DictConfig) -> None:
     require_environment()  # a broken install stops here, before any clip is touched
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    files = expand_inputs(cfg.inputs)
+    files = media_files(cfg.inputs)
     predictor = load_predictor(cfg.ckpt_path, cfg.get("ensemble_weights"), device)
     results = predictor.predict(files, device, cfg.get("speaker", "folder"))
     out = Path(cfg.paths.output_dir)
-    write_json(out / "predictions.json", results)
-    rows = [
-        {
-            "file": r["file"],
-            "prediction": r.get("prediction", ""),
-            "error": r.get("error", ""),
-            "warning": r.get("warning", ""),
-            **r.get("probabilities", {}),
-        }
-        for r in results
-    ]
-    table = pd.DataFrame(rows)
-    write_text(out / "predictions.csv", table.to_csv(index=False))
-    for result in results:
-        if "probabilities" in result:
-            name = Path(result["file"]).stem
-            plot_counts(
-                pd.Series(result["probabilities"]), out / f"{name}.png", f"{name}: {result['prediction']}"
-            )
+    table = write_predictions(results, out)
     with pd.option_context("display.width", 200, "display.precision", 3):
         quiet = [column for column in ("error", "warning") if not table[column].any()]
         print(table.drop(columns=quiet).to_string(index=False))

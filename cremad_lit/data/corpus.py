@@ -10,8 +10,9 @@
 eda, the classical models, the baseline, evaluate and predict read clips and speakers here; the DataModule
 (datamodule.py) adds decoding, caches and loaders on top. Nothing here decodes a clip or knows a model.
 
-A Corpus is one source today; its table already carries what several sources need to be one (a `corpus` column, the
-dataset's name), so a multi-corpus Corpus composes these, namespacing speakers by corpus.
+A Corpus is one source today. It is the unit a multi-corpus release composes (issue 41): several of them become one
+by prefixing each speaker with its corpus (`ravdess/05`), adding a corpus column to the clips table and assigning
+each corpus by its own protocol; everything downstream reads only the table, the classes and the Assignment.
 """
 
 from __future__ import annotations

@@ -160,7 +160,9 @@ class EncoderFeatureCache:
     def fill(self, dataset, batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
         """Compute and store every clip of `dataset` (a ClipDataset) not stored yet."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = getattr(self.encoder, "name", type(self.encoder).__name__)  # a timm or hub name, else the class
+        name = getattr(
+            self.encoder, "name", type(self.encoder).__name__
+        )  # a timm or hub name, else the class
         write_json(
             self.dir / "encoder.json",
             {

@@ -15,14 +15,17 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from cremad_lit.data.dataset import model_inputs, speaker_stats
 from cremad_lit.data.features import Preprocessing, clip_info, decode_clip
 from cremad_lit.data.functionals import audio_functionals, normalise_by_speaker
-from cremad_lit.data.media import MediaError, media_paths
+from cremad_lit.data.media import MEDIA_FILES, MediaError, media_paths
+from cremad_lit.io import write_json, write_text
 from cremad_lit.pipeline import AUDIO_ONLY_SPEC
+from cremad_lit.plots import plot_counts
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +114,43 @@ def normalise_speakers(batches: list[dict], files: list[str], mode: str, groupin
         normalised = normalise_by_speaker(features, dict(enumerate(speakers)), mode)
         for i, batch in enumerate(batches):
             batch["functionals"] = torch.from_numpy(normalised[i])[None]
+
+
+def media_files(inputs) -> list[Path]:
+    """Every media file `inputs` names (files, folders searched recursively); FileNotFoundError if none."""
+    items = list(inputs) if isinstance(inputs, list | tuple | ListConfig) else [inputs]
+    files: list[Path] = []
+    for item in map(Path, map(str, items)):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in MEDIA_FILES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"input {item} does not exist")
+    if not files:
+        raise FileNotFoundError(f"no media files ({', '.join(MEDIA_FILES)}) in {items}")
+    return files
+
+
+def write_predictions(results: list[dict], out: Path) -> pd.DataFrame:
+    """predict's outputs into `out`: predictions.json, predictions.csv (the table, returned) and a chart per file."""
+    write_json(out / "predictions.json", results)
+    rows = [
+        {
+            "file": r["file"],
+            "prediction": r.get("prediction", ""),
+            "error": r.get("error", ""),
+            "warning": r.get("warning", ""),
+            **r.get("probabilities", {}),
+        }
+        for r in results
+    ]
+    table = pd.DataFrame(rows)
+    write_text(out / "predictions.csv", table.to_csv(index=False))
+    for result in results:
+        if "probabilities" in result:
+            name = Path(result["file"]).stem
+            plot_counts(
+                pd.Series(result["probabilities"]), out / f"{name}.png", f"{name}: {result['prediction']}"
+            )
+    return table
