@@ -65,6 +65,9 @@ def test_the_wheel_installed_elsewhere_runs_a_command(real_names_root, synthetic
         *TINY,
         "trainer.max_epochs=1",
         "++trainer.limit_train_batches=2",
+        "++trainer.limit_val_batches=1",
+        "data.modalities=[audio]",
+        "data.cache=off",  # decoded as read: the clips of two batches and the test actors, no cache to fill
         "logger=none",
         "hydra.run.dir=run",
     )
