@@ -1,12 +1,6 @@
-"""The environment checks behind `python -m cremad_lit doctor` (commands/doctor.py).
+"""The environment checks `doctor` prints: versions, native libraries, decoding, the accelerator, the cache.
 
-What to run when something is wrong: the stack's versions, every native library loaded, a generated clip decoded
-through each decoder path, the accelerator and precision train.py would use, and the cache folder's free space.
-
-    python -m cremad_lit doctor                              # exits non-zero naming the broken part and the fix
-    python -m cremad_lit doctor --quick                      # native libraries only (make install ends with this)
-    python -m cremad_lit doctor --against-lock requirements.lock    # also: what differs from the lock (check-latest)
-    python -m cremad_lit doctor --pip-check pyproject.toml  # pip check, less the overrides the manifest declares
+Usage and options: commands/doctor.py (`python -m cremad_lit doctor`).
 """
 
 from __future__ import annotations

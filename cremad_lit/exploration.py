@@ -1,14 +1,6 @@
-"""The EDA of a corpus, the library behind `python -m cremad_lit eda` (commands/eda.py).
+"""The EDA of a corpus: counts, bar and pie charts, cross-tables and one report page (`write_eda`).
 
-Exploratory data analysis of a corpus (the paper's Section III-C), as charts and one report page.
-
-    python -m cremad_lit eda data.root=/path/to/CREMA-D
-    python -m cremad_lit eda data=synthetic                    # the built-in dataset (generated if missing)
-    python -m cremad_lit eda data=ravdess data.root=../shared/ravdess-speech
-
-Writes into its run dir: summary.json (clip and actor counts, counts per statement, emotion, intensity, gender),
-counts.csv, a bar and a pie chart per variable, emotion x intensity and emotion x gender cross-tabs, the files left
-out (per original label and reason: RAVDESS's calm and surprised, bad names) and report.md. Names only: nothing is decoded.
+Usage and options: commands/eda.py (`python -m cremad_lit eda`).
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
-"""The library behind `python -m cremad_lit report` (commands/report.py): runs -> tables, intervals, paired comparisons.
+"""Run records -> results tables: mean ± std, intervals over speakers, paired comparisons (`write_report`).
 
-Turn a multirun directory (or several) into a results table: mean ± std of each metric per configuration.
-
-    python train.py -m model=effnet_lstm,resnet_vit_lstm seed=0,1,2        # prints its multirun dir
-    python -m cremad_lit report logs/train/multiruns/<time>
-    python -m cremad_lit report logs/speech                                  # baseline and deep runs side by side
-
-Every metrics.json below DIR is one run (train.py, evaluate.py or the baseline command). Runs are grouped by their
-overrides, leaving out the replicate axes (seed, split.fold), so seeds and folds become the spread. Labels show only
-what varies between the groups. Baseline runs and, where the test clips have crowd votes, the human crowd appear as
-rows of their own. Where the runs' predictions.csv name each clip's speaker, every row also gets a 95% interval of its
-accuracy by bootstrap over test speakers, and a paired comparison with a reference row (`--reference LABEL`; by
-default the strongest baseline): on how many shared folds/seeds it is better, and the interval of the difference. Writes report.md, report.csv, runs.csv, report.png (accuracy and macro F1 with std error bars)
-and report_per_class.png (F1 per emotion per configuration) into DIR and prints the table.
+Usage and options: commands/report.py (`python -m cremad_lit report`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
-"""Nested selection, the library behind `python -m cremad_lit select` (commands/select.py).
+"""Nested selection: candidate recipes chosen on each outer fold's inner folds, the choice tested (`select`).
 
-Nested selection: choose between candidate recipes inside each outer fold's training speakers, then test the choice.
-
-    python -m cremad_lit select speech data.root=../shared/ravdess-speech          # conf/study/speech.yaml
-    python -m cremad_lit select my_study.yaml data.root=DIR --out logs/select/mine  # any study file
-
-A study (conf/study/*.yaml) names the outer and inner folds, the overrides every run gets and the candidates (each a
-command, train or baseline, and its overrides). For every candidate one Hydra multirun covers all outer x inner folds
-(`split.inner_folds=K split.inner_fold=j`: outer fold i's test speakers are left out, the rest is split again; see
-data/splits.py), each exactly as a user runs it. Per outer fold, the candidate with the best mean inner score (the
-study's metric; a tie goes to the one listed first) is trained on that fold's training speakers and tested on its test
-speakers, which no choice has seen: the mean of those outer numbers estimates what the *selection procedure* gives on
-new people. Each outer run's metrics.json records `selection` (level nested); `report` on the folder labels it.
-Writes selection.json and selection.md into the study folder and prints the table. Finished multiruns are not run
-again (an interrupted study resumes). Overrides on the command line go to every run (data.root, hydra/launcher=...).
+Usage and options: commands/select.py (`python -m cremad_lit select`).
 """
 
 from __future__ import annotations
