@@ -120,11 +120,25 @@ def _speaker_encoder() -> None:
 
 
 def _opensmile() -> None:
-    import opensmile
+    # Importing loads libSMILEapi; one instance made and freed runs it. Not opensmile.Smile(...): its first call scans
+    # every installed distribution (audobject's class key), a second a command spent on nothing native.
+    from ctypes import c_void_p
+    from pathlib import Path
 
-    opensmile.Smile(
-        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
-    )
+    import opensmile
+    from opensmile.core.config import config
+    from opensmile.core.lib import smileapi
+
+    smileapi.smile_new.restype = c_void_p
+    smileapi.smile_free.argtypes = [c_void_p]
+    handle = smileapi.smile_new()
+    if not handle:
+        raise RuntimeError("openSMILE's smile_new returned NULL")
+    smileapi.smile_free(handle)
+    root = Path(opensmile.__file__).parent / "core" / config.CONFIG_ROOT
+    for feature_set in (opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureSet.ComParE_2016):
+        if not (root / (feature_set.value + config.CONFIG_EXT)).is_file():
+            raise FileNotFoundError(f"openSMILE's {feature_set.name} configuration is missing under {root}")
 
 
 # name, distribution, check, what to do when it fails

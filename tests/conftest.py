@@ -5,6 +5,7 @@ make test        # or: .venv/bin/python -m pytest -m "not slow"
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,10 @@ import pytest
 # asking torch for every core made the suite slower (measured: 17 min 0 s -> 13 min 22 s on 2 cores).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No hub is reachable from the suite: every command runs offline, as on an offline cluster. Set before anything imports
+# huggingface_hub (it reads them once), so the commands forked from tests/preloaded.py are offline too.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,26 +124,43 @@ def real_names_root(meta_dir, tmp_path_factory) -> Path:
     return root
 
 
+@contextlib.contextmanager
+def once_per_suite(tmp_path_factory, name: str):
+    """A folder made once per suite run and shared by pytest-xdist's workers: the first worker to get here builds it
+    (the caller, inside this block, when `done` does not exist yet; it writes `done` last) while the others wait, then
+    read it. What the tests read from a session fixture, every worker would otherwise make again."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's base is a folder of the run's
+        shared = shared.parent
+    folder = shared / name
+    with FileLock(str(shared / f"{name}.lock")):
+        folder.mkdir(exist_ok=True)
+        yield folder, folder / ".done"
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """6 actors (3 male, 3 female) x the IEO statement: 96 real flv + wav clips in the official layout."""
     from cremad_lit.data.synthetic import generate
 
-    return generate(tmp_path_factory.mktemp("synthetic") / "cremad", actors=6, sentences=1, seed=0, workers=2)
+    with once_per_suite(tmp_path_factory, "synthetic") as (folder, done):
+        if not done.exists():
+            generate(folder / "cremad", actors=6, sentences=1, seed=0, workers=2)
+            done.touch()
+    return folder / "cremad"
 
 
 @pytest.fixture(scope="session")
 def kaggle_root(tmp_path_factory) -> Path:
     from cremad_lit.data.synthetic import generate
 
-    return generate(
-        tmp_path_factory.mktemp("kaggle") / "cremad",
-        actors=2,
-        sentences=1,
-        seed=1,
-        layout="kaggle",
-        workers=2,
-    )
+    with once_per_suite(tmp_path_factory, "kaggle") as (folder, done):
+        if not done.exists():
+            generate(folder / "cremad", actors=2, sentences=1, seed=1, layout="kaggle", workers=2)
+            done.touch()
+    return folder / "cremad"
 
 
 # A real Trainer run of the tiny model on 2 frames of 32 px takes seconds.
@@ -182,18 +204,13 @@ def six_actors(ravdess_dir, tmp_path_factory) -> tuple[Path, Path]:
     """RAVDESS actors 01-06 (a root of symlinked folders) and one cache beside it, shared by every test that trains on
     them, across pytest-xdist's workers too: their clips are decoded and their functionals computed once per suite,
     as two jobs of a parallel sweep share a cache (its builds take a lock, its entries are written atomically)."""
-    from filelock import FileLock
-
     from tests.test_corpora import link_actors
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's base is a folder of the run's
-        shared = shared.parent
-    root = shared / "six-actors" / "ravdess"
-    with FileLock(str(shared / "six-actors.lock")):
-        if not root.is_dir():
-            link_actors(ravdess_dir, root, range(1, 7))
-    return root, shared / "six-actors" / "cache"
+    with once_per_suite(tmp_path_factory, "six-actors") as (folder, done):
+        if not done.exists():
+            link_actors(ravdess_dir, folder / "ravdess", range(1, 7))
+            done.touch()
+    return folder / "ravdess", folder / "cache"
 
 
 def on_six_actors(six_actors: tuple[Path, Path], tmp: Path) -> list[str]:
@@ -234,8 +251,8 @@ def run_cli(
     """Run a project command the way a user does (a fresh process), returning its output.
 
     The process is forked from one with torch and Lightning imported (tests/preloaded.py), which saves ~8 s a
-    command; with `env` (a different environment: variables read at import time) or `fresh=True` it is a new
-    interpreter from the start.
+    command; with an `env` that changes the suite's environment (variables read at import time) or `fresh=True` it
+    is a new interpreter from the start.
     """
     full_env = {
         **os.environ,
@@ -244,7 +261,8 @@ def run_cli(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    if env is None and not fresh and os.environ.get("CREMAD_LIT_TEST_FRESH") != "1":
+    same_environment = all(os.environ.get(name) == value for name, value in (env or {}).items())
+    if same_environment and not fresh and os.environ.get("CREMAD_LIT_TEST_FRESH") != "1":
         from tests.preloaded import run_forked
 
         with tempfile.TemporaryDirectory(prefix="cli-") as out:
@@ -283,13 +301,18 @@ def tiny_module(overrides: list[str] = TINY, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def trained_run(synthetic_root, tmp_path_factory):
-    """One real fit + test of the tiny model with the default logger (W&B, offline): the suite's one trained run."""
-    tmp = tmp_path_factory.mktemp("train")
-    run_dir = tmp / "run"
-    result = run_cli(
-        "train.py", *common(synthetic_root, tmp), *TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"
-    )
-    return run_dir, result, tmp
+    """One real fit + test of the tiny model with the default logger (W&B, offline): the suite's one trained run, and
+    the command's output. Tests write beside it (in `tmp`), each into a folder of its own."""
+    args = ["train.py", "trainer.max_epochs=2"]
+    with once_per_suite(tmp_path_factory, "train") as (tmp, done):
+        run_dir = tmp / "run"
+        if not done.exists():
+            result = run_cli(*args, *common(synthetic_root, tmp), *TINY, f"hydra.run.dir={run_dir}")
+            (tmp / "stdout.txt").write_text(result.stdout)
+            (tmp / "stderr.txt").write_text(result.stderr)
+            done.touch()
+    output = [(tmp / f"{stream}.txt").read_text() for stream in ("stdout", "stderr")]
+    return run_dir, subprocess.CompletedProcess(args, 0, *output), tmp
 
 
 @pytest.fixture(scope="session")

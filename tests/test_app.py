@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -113,19 +114,29 @@ def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    # The server's output is read all along: a full pipe would block the server's next write (and the page with it).
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
-        deadline, lines = time.time() + 180, []
+        deadline = time.time() + 180
         while not any("Running on local URL" in line for line in lines):
             assert server.poll() is None and time.time() < deadline, "".join(lines)
-            lines.append(server.stdout.readline())
+            time.sleep(0.5)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.goto(f"http://127.0.0.1:{port}")
+            page.locator("#judge").wait_for(timeout=120_000)  # the page's scripts have built it
             page.set_input_files("#clip input[type=file]", str(clip))
-            page.locator("#clip").get_by_text(clip.name).wait_for(timeout=60_000)  # the upload finished
-            page.click("#judge")
-            page.locator("#status").get_by_text(clip.name).wait_for(timeout=120_000)
+            try:  # the upload finished, then the verdict is shown
+                page.locator("#clip").get_by_text(clip.name).wait_for(timeout=120_000)
+                page.click("#judge")
+                page.locator("#status").get_by_text(clip.name).wait_for(timeout=120_000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "stuck.png"), full_page=True)
+                print(f"the server said:\n{''.join(lines[-60:])}\nscreenshot: {tmp_path / 'stuck.png'}")
+                raise
             shown = re.search(rf"{re.escape(clip.name)}: (\w+)", page.inner_text("#status")).group(1)
             emotion_box = page.inner_text("#emotion")
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
