@@ -80,7 +80,7 @@ def write_members(
             folder,
             results,
             predictions,
-            task="eval",
+            task="member",  # a row of its own nowhere: the ensemble's run has it
             tested_on={},
             model=member.path,
             checkpoint=network_checkpoint(member.path),

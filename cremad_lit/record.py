@@ -28,7 +28,7 @@ TASKS = {
     "train": "train.py: a network (and its classical partner) fitted, then tested",
     "eval": "evaluate.py: saved models tested on the clips a data config names",
     "baseline": "the baseline command: a classical model fitted and tested",
-    "member": "one member of a train.py ensemble, alone (members/<name>/)",
+    "member": "one member of an ensemble, alone (train.py's members/<name>/, evaluate.py's members/<i>/)",
 }
 
 

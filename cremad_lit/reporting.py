@@ -66,7 +66,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
     for run in find_runs(root):
         run_dir, metrics, task = run.dir, run.metrics, run.task
         settings = _overrides(run_dir)
-        if task == "member":  # one member of a train.py run's ensemble (members/*/): the run's own row has it
+        if task == "member":  # one member of an ensemble (members/*/), alone: the ensemble's own row has it
             continue
         if task == "baseline":
             settings.setdefault("method", metrics.get("method", "egemaps_logreg"))

@@ -18,6 +18,7 @@ from cremad_lit.data.features import Preprocessing, extract_clip
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.data.media import read_wav
 from cremad_lit.data.splits import make_split
+from cremad_lit.reporting import collect_runs
 from tests.conftest import (
     RAVDESS_48K,
     TINY,
@@ -488,6 +489,11 @@ def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_d
     mean = (each[0] + each[1]) / 2
     assert np.allclose(ensemble.loc[mean.index, columns].to_numpy(), mean.to_numpy(), atol=1e-5)
     assert ensemble["speaker"].notna().all()
+    # Each member alone is recorded beside it (members/<i>/), not counted by report as runs of one more configuration.
+    assert (
+        json.loads((tmp_path / "ensemble" / "members" / "0" / "metrics.json").read_text())["task"] == "member"
+    )
+    assert collect_runs(tmp_path / "ensemble")["run"].tolist() == ["."]
 
     run_cli(
         "evaluate.py",
