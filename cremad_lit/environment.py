@@ -120,17 +120,15 @@ def _speaker_encoder() -> None:
 
 
 def _opensmile() -> None:
-    # Importing loads libSMILEapi; one instance made and freed runs it. Not opensmile.Smile(...): its first call scans
-    # every installed distribution (audobject's class key), a second a command spent on nothing native.
-    from ctypes import c_void_p
+    # Importing loads libSMILEapi (and declares its C signatures); one instance made and freed runs it. Not
+    # opensmile.Smile(...): its first call scans every installed distribution (audobject's class key), a second a
+    # command spent on nothing native.
     from pathlib import Path
 
     import opensmile
     from opensmile.core.config import config
     from opensmile.core.lib import smileapi
 
-    smileapi.smile_new.restype = c_void_p
-    smileapi.smile_free.argtypes = [c_void_p]
     handle = smileapi.smile_new()
     if not handle:
         raise RuntimeError("openSMILE's smile_new returned NULL")
