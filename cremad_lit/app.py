@@ -89,10 +89,8 @@ _WORKER_JUDGE: Judge | None = None
 
 def _load_worker_judge(ckpt_path, weights, device: str) -> None:
     global _WORKER_JUDGE
-    from cremad_lit.errors import load_debug_plugins
     from cremad_lit.predictors import load_predictor
 
-    load_debug_plugins()
     _WORKER_JUDGE = Judge(load_predictor(ckpt_path, weights, device), device)
 
 
@@ -119,17 +117,11 @@ class IsolatedJudge:
     def __init__(
         self, ckpt_path, weights=None, device: str = "cpu", workers: int = 2, timeout_s: float = 60.0
     ):
-        import multiprocessing
-
-        import pebble
+        from cremad_lit.data.isolation import worker_pool
 
         self.timeout_s = timeout_s
-        self.pool = pebble.ProcessPool(
-            max_workers=workers,
-            context=multiprocessing.get_context("spawn"),
-            initializer=_load_worker_judge,
-            initargs=(ckpt_path if isinstance(ckpt_path, str) else list(ckpt_path), weights, device),
-        )
+        checkpoint = ckpt_path if isinstance(ckpt_path, str) else list(ckpt_path)
+        self.pool = worker_pool(workers, _load_worker_judge, (checkpoint, weights, device), one_thread=False)
         # A model that cannot load stops here, before the page is served.
         self.description = self.pool.schedule(_describe_in_worker).result()
         self.classes, self.modalities = self.description["classes"], self.description["modalities"]

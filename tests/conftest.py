@@ -24,6 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
+from tests.preloaded import context  # noqa: E402
+
+context()  # the fork server's preloads, set before anything in this process may start it (data/isolation.py)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared"))
 META = SHARED / "cremad-meta"
@@ -177,26 +181,41 @@ TINY = [
 ]
 
 
+def use_debug_plugin(monkeypatch, module: str, on: bool = True) -> None:
+    """Commands started from now on load (or no longer load) the test plugin `module`, beside any others: the debug
+    setting CREMAD_LIT_DEBUG_PLUGINS (errors.py)."""
+    from cremad_lit.errors import DEBUG_PLUGINS
+
+    plugins = [p for p in os.environ.get(DEBUG_PLUGINS, "").split(",") if p and p != module]
+    plugins += [module] if on else []
+    if plugins:
+        monkeypatch.setenv(DEBUG_PLUGINS, ",".join(plugins))
+    else:
+        monkeypatch.delenv(DEBUG_PLUGINS, raising=False)
+
+
 def inject_faults(monkeypatch, faults: str) -> None:
     """Worker processes started from now on crash or hang on the named files ("crash:<stem>,hang:<stem>"): the test
-    plugin tests/faults.py, loaded by the debug setting CREMAD_LIT_DEBUG_PLUGINS (errors.py)."""
-    from cremad_lit.data.isolation import DEBUG_PLUGINS
-
-    monkeypatch.setenv(DEBUG_PLUGINS, "tests.faults")
+    plugin tests/faults.py."""
+    use_debug_plugin(monkeypatch, "tests.faults")
     monkeypatch.setenv("CREMAD_LIT_TEST_FAULTS", faults)
 
 
 def kill_at(monkeypatch, spec: str | None) -> None:
     """Commands started from now on SIGKILL themselves at the write `spec` names ("<file>:<n>:<before|while|after>
     [:tree]", tests/kill_points.py); None: no kill."""
-    from cremad_lit.data.isolation import DEBUG_PLUGINS
-
+    use_debug_plugin(monkeypatch, "tests.kill_points", on=spec is not None)
     if spec is None:
-        monkeypatch.delenv(DEBUG_PLUGINS, raising=False)
         monkeypatch.delenv("CREMAD_LIT_TEST_KILL", raising=False)
     else:
-        monkeypatch.setenv(DEBUG_PLUGINS, "tests.kill_points")
         monkeypatch.setenv("CREMAD_LIT_TEST_KILL", spec)
+
+
+@pytest.fixture
+def fork_subcommands(monkeypatch) -> None:
+    """The commands a command starts (select's multiruns, bench_lockbox.py's runs) are forked from it, not new
+    interpreters (tests/fork_commands.py): what they do is the same, ~8 s of imports each sooner."""
+    use_debug_plugin(monkeypatch, "tests.fork_commands")
 
 
 @pytest.fixture(scope="session")

@@ -25,48 +25,47 @@ from pathlib import Path
 
 # Third-party only: what every command imports before it does anything (measured with python -X importtime).
 PRELOAD = ["torch", "lightning", "pandas", "hydra", "omegaconf", "timm", "torchaudio"]
+# Top-level packages of this checkout, which a command imports for itself (benchmarks/ puts `common` on the path).
+PROJECT = {"cremad_lit", "tests", "common"}
+KEPT = {"tests", "tests.preloaded"}  # the forking itself
 _context = None
-
-# Exit handlers the preloaded libraries register while the server imports them (this module is imported first): a
-# child must not run them on its way out, or it would remove what every later child shares (W&B's media folder,
-# made once at import, was deleted by the first command to exit). Each child runs only the handlers it registers.
-_register_exit = atexit.register
-_inherited_exit = []
-
-
-def _record_exit(func, *args, **kwargs):
-    _inherited_exit.append(func)
-    return _register_exit(func, *args, **kwargs)
-
-
-atexit.register = _record_exit
 
 
 def context():
     """The forkserver context, started once per test process with PRELOAD imported."""
     global _context
     if _context is None:
+        from cremad_lit.data.isolation import WORKER_PRELOAD
+
+        # One fork server a process: it also forks the workers the code under test isolates (data/isolation.py).
         _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(["tests.preloaded", *PRELOAD])
+        _context.set_forkserver_preload(["tests.preloaded", *PRELOAD, *WORKER_PRELOAD])
     return _context
 
 
-def _command(args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> None:
-    """In the forked child: become `python *args` run in `cwd` with `env`, writing to the two files."""
-    atexit.register = _register_exit
-    for func in _inherited_exit:
-        atexit.unregister(func)
-    for finalizer in list(weakref.finalize._registry):  # the server's temporary folders are every child's
+def _command(args: list[str], env: dict, cwd: str, stdout: str | None, stderr: str | None) -> None:
+    """In the forked child: become `python *args` run in `cwd` with `env`, writing to the two files (None: to the
+    parent's)."""
+    # Exit handlers registered before the fork (the preloaded libraries', a parent command's) must not run on the child's
+    # way out, or it would remove what later children share (W&B's media folder, made once at import, was deleted by
+    # the first command to exit): the child runs only the handlers it registers.
+    atexit._clear()
+    for finalizer in list(weakref.finalize._registry):  # nor are its temporary folders
         finalizer.atexit = False
     if weakref.finalize._registered_with_atexit:  # the child's own finalizers still run at its exit
         atexit.register(weakref.finalize._exitfunc)
     for fd, path in ((1, stdout), (2, stderr)):
+        if path is None:
+            continue
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    # The project's modules are imported afresh, as in a new interpreter (a child of a command has them already).
+    for name in [n for n in sys.modules if n.split(".")[0] in PROJECT and n not in KEPT]:
+        del sys.modules[name]
     try:
         _run(args, cwd)
     finally:  # what the interpreter does on its way out, which a forked child's os._exit would skip
@@ -74,6 +73,17 @@ def _command(args: list[str], env: dict, cwd: str, stdout: str, stderr: str) -> 
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def fork_command(args: list[str], env: dict, cwd: str) -> int:
+    """Run `python *args` as a child forked from this process (a command that starts a command), writing where this
+    process writes; returns its exit status (negative: killed by that signal), as subprocess.run does."""
+    child = multiprocessing.get_context("fork").Process(
+        target=_command, args=(list(args), env, cwd, None, None)
+    )
+    child.start()
+    child.join()
+    return child.exitcode
 
 
 def _run(args: list[str], cwd: str) -> None:

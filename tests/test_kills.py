@@ -78,7 +78,9 @@ def test_a_multirun_killed_three_times_then_run_again_ends_as_an_uninterrupted_o
 
 
 @pytest.mark.slow
-def test_bench_lockbox_killed_three_times_then_run_again_gives_the_uninterrupted_table(tmp_path, monkeypatch):
+def test_bench_lockbox_killed_three_times_then_run_again_gives_the_uninterrupted_table(
+    tmp_path, monkeypatch, fork_subcommands
+):
     """bench_lockbox.py's majority row (5 folds of RAVDESS 01-15, then the lockbox opened), into a folder of its own:
     the same table, and one completed opening in the ledger, with or without three kills on the way."""
 

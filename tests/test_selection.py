@@ -119,7 +119,9 @@ def test_speaker_statistics_read_all_of_a_speakers_speech(ravdess_dir, tmp_path)
 
 
 @pytest.mark.slow
-def test_select_chooses_inside_each_outer_fold_and_report_labels_it(six_actors, tmp_path, monkeypatch):
+def test_select_chooses_inside_each_outer_fold_and_report_labels_it(
+    six_actors, tmp_path, monkeypatch, fork_subcommands
+):
     """A study of two candidates (majority class, eGeMAPS + LR) on 6 speakers, 2 outer x 2 inner folds: every inner
     run leaves out its outer fold's test speakers, the choice per outer fold follows the inner scores, the outer runs
     test the choice on the outer speakers and say so in metrics.json, and report labels both levels. Killed (kill -9)

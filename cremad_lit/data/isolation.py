@@ -5,8 +5,10 @@ file) or hangs costs that file only: `prepare`'s clip cache, the openSMILE/GE2E 
     for result in run_isolated(one, jobs, workers=4, timeout=300, failed=skip, check_environment=canary):
         ...
 
-Workers are pebble processes started by spawn (forking a process that already runs torch/OpenMP threads can
-deadlock), one torch thread each. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
+Workers are pebble processes forked from a fork server (`worker_context`): not from the command itself, since forking
+a process that already runs torch/OpenMP threads can deadlock, but from a fresh single-threaded process that has
+imported torch and the decoders once, so a worker (or the replacement of a crashed one) starts without importing them
+again; one torch thread each. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
 of its result, and a new worker takes its place; the first such failure calls `check_environment(pool, job, reason)`
 (the canary decoded the same way in a fresh worker: data/canary.py), which raises BrokenEnvironment when it fails too.
 
@@ -30,6 +32,37 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from cremad_lit.errors import DEBUG_PLUGINS, load_debug_plugins  # noqa: F401 (DEBUG_PLUGINS: its name here since 0.9)
 
+# What the fork server imports once for every worker it forks: torch and the decoding and feature modules.
+WORKER_PRELOAD = ["torch", "cremad_lit.data.cache", "cremad_lit.data.functionals"]
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The start method of every worker process the project starts for isolation (decoders, features, the page's
+    judges, the canary): multiprocessing's fork server, with WORKER_PRELOAD imported in it once."""
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    # One fork server a process: keep what another user of it (a test harness) preloads, not the main module.
+    others = [m for m in getattr(forkserver._forkserver, "_preload_modules", []) if m != "__main__"]
+    context.set_forkserver_preload(list(dict.fromkeys([*others, *WORKER_PRELOAD])))
+    return context
+
+
+def worker_pool(
+    workers: int, then: Callable | None = None, then_args: tuple = (), started=None, one_thread=True
+):
+    """A pebble pool of `workers` processes (worker_context), each started as a spawned one would be: with this
+    process's environment as it is now (the fork server keeps the one it started with), the debug plugins, one torch
+    thread (`one_thread`), then `then(*then_args)`; `started` (a queue) is told each worker's pid once it is up."""
+    import pebble
+
+    return pebble.ProcessPool(
+        max_workers=workers,
+        context=worker_context(),
+        initializer=_start_worker,
+        initargs=(dict(os.environ), one_thread, then, then_args, started),
+    )
+
 
 def signal_name(exitcode) -> str:
     with contextlib.suppress(ValueError, TypeError):
@@ -37,18 +70,23 @@ def signal_name(exitcode) -> str:
     return f"exit code {exitcode}"
 
 
-def _init_worker(started=None) -> None:
-    import torch
+def _start_worker(environment: dict, one_thread: bool, then, then_args: tuple, started) -> None:
+    os.environ.clear()
+    os.environ.update(environment)
+    if one_thread:
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
     load_debug_plugins()
+    if then is not None:
+        then(*then_args)
     if started is not None:  # the worker has read its share of the pool's state: the pool may now close
         started.put(os.getpid())
 
 
 def _wait_for_starts(started, count: int, limit_s: float = 60.0) -> None:
-    """Wait until `count` workers have started (or `limit_s` passed). Closing a pool unlinks the semaphores a spawned
-    worker still reads while it starts: one that started late would print a traceback of its own."""
+    """Wait until `count` workers have started (or `limit_s` passed). Closing a pool unlinks the semaphores a starting
+    worker still reads: one that started late would print a traceback of its own."""
     deadline = time.monotonic() + limit_s
     for _ in range(count):
         try:
@@ -86,12 +124,12 @@ def run_isolated(
         return
     import pebble
 
-    context = multiprocessing.get_context("spawn")
     workers = min(workers, len(jobs))
-    started, launched = context.Queue(), workers  # every worker says when it is up; a dead one is replaced
-    pool = pebble.ProcessPool(
-        max_workers=workers, context=context, initializer=_init_worker, initargs=(started,)
-    )
+    started, launched = (
+        worker_context().Queue(),
+        workers,
+    )  # every worker says when it is up; a dead one is replaced
+    pool = worker_pool(workers, started=started)
     try:
         futures = {pool.schedule(one, args=(job,), timeout=timeout): job for job in jobs}
         checked, finished = False, False

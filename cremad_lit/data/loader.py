@@ -16,7 +16,6 @@ DataLoader does (persistent workers kept); in this process (num_workers=0) a cra
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import re
 
@@ -51,14 +50,10 @@ def _culprit(slots: torch.Tensor, error: RuntimeError) -> tuple[int, str] | None
 
 def _check_environment(dataset, row, reason: str) -> None:
     """The canary of the clip's kinds, decoded the same way in a fresh process: BrokenEnvironment when it fails too."""
-    import pebble
-
     from cremad_lit.data.cache import _decode_canary
-    from cremad_lit.data.isolation import _init_worker, canary_in_worker
+    from cremad_lit.data.isolation import canary_in_worker, worker_pool
 
-    pool = pebble.ProcessPool(
-        max_workers=1, context=multiprocessing.get_context("spawn"), initializer=_init_worker
-    )
+    pool = worker_pool(1)
     try:
         canary_in_worker(
             pool,
