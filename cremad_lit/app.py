@@ -82,8 +82,8 @@ class Judge:
         return verdict
 
 
-# The page's worker processes: each loads the models once (spawn: forking a process that runs torch threads can
-# deadlock) and judges one upload at a time, so a file that crashes or hangs a decoder costs that upload only.
+# The page's worker processes (data/isolation.py's worker_pool, as the decoders'): each loads the models once and judges
+# one upload at a time, so a file that crashes or hangs a decoder costs that upload only.
 _WORKER_JUDGE: Judge | None = None
 
 

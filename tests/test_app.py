@@ -195,7 +195,7 @@ def test_the_served_page_holds_under_concurrent_clients_and_bad_uploads(
     damaged.write_bytes(SAMPLE_FLVS[0].read_bytes()[:3000] + bytes(5000))
     text.write_text("not a video")
     big.write_bytes(SAMPLE_FLVS[0].read_bytes() * 40)  # ~6 MB, over the 2 MB limit set below
-    inject_faults(monkeypatch, f"crash:{crash.stem}")  # the workers are spawned with it
+    inject_faults(monkeypatch, f"crash:{crash.stem}")  # the workers start with it
     judge = IsolatedJudge(
         str(tiny_checkpoint), workers=1, timeout_s=60
     )  # one worker: a crash must be replaced

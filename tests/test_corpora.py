@@ -471,7 +471,7 @@ def test_ensemble_of_seeds_in_evaluate_and_predict_and_the_final_model(ravdess_d
         "data=ravdess",
         *on_six_actors(six_actors, tmp_path),
         "data.preprocessing.hop_length=1024",
-        "trainer.max_epochs=2",
+        "trainer.max_epochs=1",
         "logger=none",
     ]
     sweep = tmp_path / "seeds"
@@ -790,7 +790,7 @@ def test_experiment_speech_is_the_network_averaged_with_compare_logistic_regress
 
     # The model to ship: the same pair fitted on every speaker (C is fixed, so no validation speakers are needed).
     final = tmp_path / "final"
-    run_cli("train.py", *quick, "final=all_speakers", f"hydra.run.dir={final}")
+    run_cli("train.py", *quick, "final=all_speakers", "trainer.max_epochs=1", f"hydra.run.dir={final}")
     split = pd.read_csv(final / "split.csv")
     assert (split["split"] == "train").all() and len(split) == 6  # every speaker trains, nobody is held out
     assert not (final / "metrics.json").exists()  # nothing to test on

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from cremad_lit.checkpointing import AtomicCheckpointIO
 from cremad_lit.data.crowd_votes import human_baseline
-from tests.conftest import META, REPO, SAMPLE_FLVS, run_cli
+from tests.conftest import META, REPO, SAMPLE_FLVS, kill_at, run_cli
 from tests.conftest import train_args as args
 
 
@@ -34,7 +33,7 @@ def outcome(run_dir: Path) -> tuple[dict, pd.DataFrame]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_and_matches_an_uninterrupted_one(synthetic_root, tmp_path):
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(synthetic_root, tmp_path, monkeypatch):
     settings = [
         "trainer.max_epochs=4",
         "callbacks.early_stopping.patience=10",
@@ -47,27 +46,19 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(synthetic_root, tmp
     assert outcome(reference)[0] == outcome(again)[0]  # same seed and settings: same split, same metrics
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "WANDB_SILENT": "true"}
-    process = subprocess.Popen(
-        [sys.executable, *args(synthetic_root, tmp_path, *settings, f"hydra.run.dir={killed}")],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    kill_at(monkeypatch, "last.ckpt:1:after")  # kill -9 just after the first checkpoint is on disk
+    run = run_cli(*args(synthetic_root, tmp_path, *settings, f"hydra.run.dir={killed}"), check=False)
+    kill_at(monkeypatch, None)
+    assert run.returncode == -signal.SIGKILL
     last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while time.time() < deadline and not last.exists() and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     assert last.exists() and not (killed / "metrics.json").exists(), (
         "the kill must land after the first checkpoint, before the end"
     )
     epoch_at_kill = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert epoch_at_kill < 3
 
-    resumed = subprocess.run(
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    resumed = subprocess.run(  # as a user resumes it: the script the run wrote
         ["bash", str(killed / "resume.sh")], capture_output=True, text=True, env=env, timeout=600
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
