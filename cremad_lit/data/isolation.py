@@ -82,6 +82,9 @@ def _start_worker(environment: dict, one_thread: bool, then, then_args: tuple, s
         then(*then_args)
     if started is not None:  # the worker has read its share of the pool's state: the pool may now close
         started.put(os.getpid())
+        # Written through before the first job: a worker that the job kills at once has still said it started.
+        started.close()
+        started.join_thread()
 
 
 def _wait_for_starts(started, count: int, limit_s: float = 60.0) -> None:
