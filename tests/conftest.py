@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,7 @@ def run_cli(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
+    started = time.monotonic()
     same_environment = all(os.environ.get(name) == value for name, value in (env or {}).items())
     if same_environment and not fresh and os.environ.get("CREMAD_LIT_TEST_FRESH") != "1":
         from tests.preloaded import run_forked
@@ -296,6 +298,10 @@ def run_cli(
             timeout=timeout,
             env=full_env,
         )
+    if log := os.environ.get("CREMAD_LIT_TEST_COMMAND_LOG"):  # where a test's time goes, command by command
+        with open(log, "a") as times:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+            times.write(f"{time.monotonic() - started:7.1f}\t{test}\t{' '.join(args)[:300]}\n")
     if check and result.returncode != 0:
         raise AssertionError(
             f"command failed ({result.returncode}): {' '.join(args)}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
