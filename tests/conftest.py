@@ -244,6 +244,12 @@ def on_six_actors(six_actors: tuple[Path, Path], tmp: Path) -> list[str]:
     ]
 
 
+def on_synthetic(root: Path, tmp: Path) -> list[str]:
+    """`common` for the suite's synthetic corpus with its one cache beside it (as `on_six_actors`), for the tests
+    that train on it without testing the cache: its clips are decoded and their faces found once per suite."""
+    return [*common(root, tmp)[:1], f"paths.cache_dir={root.parent / 'cache'}", *common(root, tmp)[2:]]
+
+
 def common(root: Path, tmp: Path) -> list[str]:
     """Data, cache and logs of a test run, all under `tmp`."""
     return [
@@ -254,10 +260,12 @@ def common(root: Path, tmp: Path) -> list[str]:
     ]
 
 
-def train_args(root: Path, tmp: Path, *extra: str) -> list[str]:
-    """train.py with the tiny CPU settings; a "-m" among `extra` moves to the front, where Hydra's flags must be."""
+def train_args(root: Path, tmp: Path, *extra: str, shared_cache: bool = False) -> list[str]:
+    """train.py with the tiny CPU settings; a "-m" among `extra` moves to the front, where Hydra's flags must be.
+    `shared_cache`: the synthetic corpus's one cache (`on_synthetic`), not one of the test's own."""
     flags = [e for e in extra if e.startswith("-")]
-    return ["train.py", *flags, *common(root, tmp), *TINY, *(e for e in extra if not e.startswith("-"))]
+    data = on_synthetic(root, tmp) if shared_cache else common(root, tmp)
+    return ["train.py", *flags, *data, *TINY, *(e for e in extra if not e.startswith("-"))]
 
 
 def run_cli(
@@ -332,7 +340,7 @@ def trained_run(synthetic_root, tmp_path_factory):
     with once_per_suite(tmp_path_factory, "train") as (tmp, done):
         run_dir = tmp / "run"
         if not done.exists():
-            result = run_cli(*args, *common(synthetic_root, tmp), *TINY, f"hydra.run.dir={run_dir}")
+            result = run_cli(*args, *on_synthetic(synthetic_root, tmp), *TINY, f"hydra.run.dir={run_dir}")
             (tmp / "stdout.txt").write_text(result.stdout)
             (tmp / "stderr.txt").write_text(result.stderr)
             done.touch()

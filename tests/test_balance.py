@@ -29,7 +29,7 @@ from cremad_lit.balance import (
 from cremad_lit.module import EmotionModule
 from cremad_lit.pipeline import build_datamodule, model_inputs
 from cremad_lit.predictors import load_checkpoint, model_from_checkpoint
-from tests.conftest import TINY, common, run_cli
+from tests.conftest import TINY, on_synthetic, run_cli
 
 
 class TwoBranchNet(nn.Module):
@@ -246,7 +246,7 @@ def test_every_method_trains_end_to_end_and_evaluates_without_its_heads(syntheti
     run_cli(
         "train.py",
         "-m",
-        *common(synthetic_root, tmp_path),
+        *on_synthetic(synthetic_root, tmp_path),
         *TINY,
         "trainer.max_epochs=1",
         "++trainer.limit_train_batches=3",
@@ -283,7 +283,7 @@ def test_every_method_trains_end_to_end_and_evaluates_without_its_heads(syntheti
     mixed = tmp_path / "bf16"
     run_cli(
         "train.py",
-        *common(synthetic_root, tmp_path),
+        *on_synthetic(synthetic_root, tmp_path),
         *TINY,
         "trainer.max_epochs=1",
         "logger=none",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cremad_lit.models.adversary import GradientReversal, SpeakerAdversary, dann_strength
-from tests.conftest import TINY, common, run_cli, tiny_module
+from tests.conftest import TINY, on_synthetic, run_cli, tiny_module
 
 
 def test_the_reversed_gradient_by_hand():
@@ -60,7 +60,7 @@ def test_a_speaker_adversarial_run_trains_and_evaluates_as_the_same_model(synthe
     run_dir = tmp_path / "run"
     run_cli(
         "train.py",
-        *common(synthetic_root, tmp_path),
+        *on_synthetic(synthetic_root, tmp_path),
         *TINY,
         "logger=none",
         "trainer.max_epochs=2",

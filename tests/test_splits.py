@@ -154,7 +154,13 @@ def test_train_on_published_lists_records_the_protocol(synthetic_root, tmp_path)
         write_list(tmp_path / "test.csv", names[1::2]),
     )
     result = run_cli(
-        *train_args(synthetic_root, tmp_path, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"),
+        *train_args(
+            synthetic_root,
+            tmp_path,
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            shared_cache=True,
+        ),
         f"split.file={{train:{train},test:{test}}}",
     )
     log = (tmp_path / "run" / "train.log").read_text()

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cremad_lit.data.labels import EMOTIONS
-from tests.conftest import TINY, common, read_wandb_log, run_cli
+from tests.conftest import TINY, on_synthetic, read_wandb_log, run_cli
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def test_train_and_evaluate_test_the_same_ema_weights(synthetic_root, tmp_path):
     run_cli(
         "train.py",
         "experiment=demo",
-        *common(synthetic_root, tmp_path),
+        *on_synthetic(synthetic_root, tmp_path),
         *TINY,
         "logger=none",
         "trainer.max_epochs=3",
@@ -198,7 +198,7 @@ def test_paper_models_fit_and_test_for_real(synthetic_root, tmp_path, model):
     """The paper's two architectures (no weights, small frames) through one real train/val/test pass."""
     result = run_cli(
         "train.py",
-        *common(synthetic_root, tmp_path),
+        *on_synthetic(synthetic_root, tmp_path),
         f"model={model}",
         "model.video_backbone.pretrained=false",
         "model.audio_backbone.pretrained=false",
@@ -224,7 +224,7 @@ def test_multirun_jobs_and_report(synthetic_root, tmp_path):
     run_cli(
         "train.py",
         "-m",
-        *common(synthetic_root, tmp_path),
+        *on_synthetic(synthetic_root, tmp_path),
         *TINY,
         "hydra/launcher=parallel",  # two jobs at a time in joblib workers, which do not share the command line
         "trainer.max_epochs=1",
