@@ -275,12 +275,13 @@ def run_cli(
     check: bool = True,
     env: dict | None = None,
     fresh: bool = False,
+    python_path: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a project command the way a user does (a fresh process), returning its output.
 
     The process is forked from one with torch and Lightning imported (tests/preloaded.py), which saves ~8 s a
     command; with an `env` that changes the suite's environment (variables read at import time) or `fresh=True` it
-    is a new interpreter from the start.
+    is a new interpreter from the start. `python_path`: PYTHONPATH for the command, forked or not.
     """
     full_env = {
         **os.environ,
@@ -291,6 +292,10 @@ def run_cli(
     }
     started = time.monotonic()
     same_environment = all(os.environ.get(name) == value for name, value in (env or {}).items())
+    if (
+        python_path
+    ):  # read as an interpreter starts: a forked command puts these folders first on its path instead
+        full_env["PYTHONPATH"] = python_path
     if same_environment and not fresh and os.environ.get("CREMAD_LIT_TEST_FRESH") != "1":
         from tests.preloaded import run_forked
 

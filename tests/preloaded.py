@@ -60,9 +60,14 @@ def _command(args: list[str], env: dict, cwd: str, stdout: str | None, stderr: s
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
+    before = os.environ.get("PYTHONPATH")
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    if (
+        env.get("PYTHONPATH") != before
+    ):  # read by a new interpreter as it starts: its folders come first on the path
+        sys.path[1:1] = [folder for folder in env.get("PYTHONPATH", "").split(os.pathsep) if folder]
     # The project's modules are imported afresh, as in a new interpreter (a child of a command has them already).
     for name in [n for n in sys.modules if n.split(".")[0] in PROJECT and n not in KEPT]:
         del sys.modules[name]
@@ -87,7 +92,11 @@ def fork_command(args: list[str], env: dict, cwd: str) -> int:
 
 
 def _run(args: list[str], cwd: str) -> None:
-    if args[0] == "-m":
+    if args[0] == "-c":
+        sys.argv = ["-c", *args[2:]]
+        sys.path[0] = ""
+        exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+    elif args[0] == "-m":
         module = args[1]
         spec = __import__("importlib.util").util.find_spec(module)
         main_file = (

@@ -205,9 +205,7 @@ def test_train_py_goes_on_past_a_decoder_crash_and_records_the_skip(synthetic_ro
     inject_faults(monkeypatch, f"crash:{clip}")
     run = tmp_path / "run"
     on_the_fly = ["data.cache=off", "data.num_workers=2", "trainer.max_epochs=1", "logger=none"]
-    run_cli(
-        *train_args(synthetic_root, tmp_path, *on_the_fly, f"hydra.run.dir={run}"), fresh=True
-    )  # forks workers
+    run_cli(*train_args(synthetic_root, tmp_path, *on_the_fly, f"hydra.run.dir={run}"))
     [crash] = json.loads((run / "run_info.json").read_text())["decoder_crashes"]
     assert crash["clip_id"] == clip and crash["reason"].startswith("decoder crashed in a DataLoader worker")
     assert json.loads((run / "metrics.json").read_text())["n_test"] > 0
@@ -427,7 +425,16 @@ def test_a_read_only_file_system_for_the_cache_and_the_data_root(tmp_path):
     readonly_cache.mkdir()
     for wav in wavs:
         shutil.copy(wav, root / "AudioWAV" / wav.name)
-    command = [sys.executable, "-m", "cremad_lit", "prepare", f"data.root={root}", "data.modalities=[audio]"]
+    # Decoded in the command's own process (no isolated workers): what is tested is where it writes.
+    command = [
+        sys.executable,
+        "-m",
+        "cremad_lit",
+        "prepare",
+        f"data.root={root}",
+        "data.modalities=[audio]",
+        "data.prepare_workers=0",
+    ]
     script = (
         f"mount --bind {root} {root} && mount -o remount,bind,ro {root} && "
         f"mount -t tmpfs none {readonly_cache} && mount -o remount,ro {readonly_cache} && "

@@ -52,7 +52,7 @@ def test_the_wheel_installed_elsewhere_runs_a_command(real_names_root, synthetic
             f"sys.argv = ['cremad_lit', '{command}', *sys.argv[1:]]; runpy.run_module('cremad_lit', run_name='__main__')",
             *args,
             cwd=work,
-            env={"PYTHONPATH": str(target)},
+            python_path=str(target),
         )
 
     result = installed("eda", f"data.root={real_names_root}", "hydra.run.dir=eda")

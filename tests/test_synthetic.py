@@ -48,14 +48,14 @@ def test_kaggle_layout_is_h264_aac_with_gender_suffix(kaggle_root):
 
 
 def test_same_seed_same_data(tmp_path):
-    first = generate(tmp_path / "a", actors=1, sentences=2, seed=3, workers=1)
-    second = generate(tmp_path / "b", actors=1, sentences=2, seed=3, workers=1)
-    other = generate(tmp_path / "c", actors=1, sentences=2, seed=4, workers=1)
-    name = "AudioWAV/1001_TIE_FEA_XX.wav"
+    first = generate(tmp_path / "a", actors=1, sentences=1, seed=3, workers=1)
+    second = generate(tmp_path / "b", actors=1, sentences=1, seed=3, workers=1)
+    other = generate(tmp_path / "c", actors=1, sentences=1, seed=4, workers=1)
+    name = "AudioWAV/1001_IEO_FEA_HI.wav"
     assert (first / name).read_bytes() == (second / name).read_bytes()
     assert (first / name).read_bytes() != (other / name).read_bytes()
     frames = [
-        decord.VideoReader(str(root / "VideoFlash/1001_TIE_FEA_XX.flv")).get_batch([10, 40]).asnumpy()
+        decord.VideoReader(str(root / "VideoFlash/1001_IEO_FEA_HI.flv")).get_batch([10, 40]).asnumpy()
         for root in (first, second)
     ]
     assert np.array_equal(*frames)

@@ -128,10 +128,8 @@ def run_isolated(
     import pebble
 
     workers = min(workers, len(jobs))
-    started, launched = (
-        worker_context().Queue(),
-        workers,
-    )  # every worker says when it is up; a dead one is replaced
+    started = worker_context().Queue()  # every worker says when it is up; a dead one is replaced
+    launched = workers
     pool = worker_pool(workers, started=started)
     try:
         futures = {pool.schedule(one, args=(job,), timeout=timeout): job for job in jobs}
