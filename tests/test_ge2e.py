@@ -213,6 +213,7 @@ def test_ge2e_branch_and_member_train_evaluate_predict_and_rebuild_without_the_w
         f"ckpt_path={run_dir}",
         "data=manifest",
         f"data.manifest={tmp_path / 'ased.csv'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",  # not the checkout's data/cache
         "subset=all",
         f"hydra.run.dir={tmp_path / 'ased'}",
     )

@@ -8,7 +8,9 @@ file) or hangs costs that file only: `prepare`'s clip cache, the openSMILE/GE2E 
 Workers are pebble processes forked from a fork server (`worker_context`): not from the command itself, since forking
 a process that already runs torch/OpenMP threads can deadlock, but from a fresh single-threaded process that has
 imported torch and the decoders once, so a worker (or the replacement of a crashed one) starts without importing them
-again; one torch thread each. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
+again; one torch thread each. Nor does a worker import the command's main module, as multiprocessing's workers do
+by default: its jobs are functions of the package, and each of four workers importing `train`'s or `prepare`'s
+command (Lightning, the DataModule) stalled every build ~15 s on 2 cores before its first clip. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
 of its result, and a new worker takes its place; the first such failure calls `check_environment(pool, job, reason)`
 (the canary decoded the same way in a fresh worker: data/canary.py), which raises BrokenEnvironment when it fails too.
 
@@ -25,10 +27,12 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
+from multiprocessing import spawn
 
 from cremad_lit.errors import DEBUG_PLUGINS, load_debug_plugins  # noqa: F401 (DEBUG_PLUGINS: its name here since 0.9)
 
@@ -36,16 +40,47 @@ from cremad_lit.errors import DEBUG_PLUGINS, load_debug_plugins  # noqa: F401 (D
 WORKER_PRELOAD = ["torch", "cremad_lit.data.cache", "cremad_lit.data.functionals"]
 
 
+_launching = threading.local()
+
+
+def _preparation_data(name: str, _original=spawn.get_preparation_data) -> dict:
+    """What a new process is told to set up, less the main module for a worker of this module's pools."""
+    data = _original(name)
+    if getattr(_launching, "worker", False):
+        data.pop("init_main_from_name", None)
+        data.pop("init_main_from_path", None)
+    return data
+
+
+spawn.get_preparation_data = _preparation_data
+
+
+class _WorkerProcess(multiprocessing.context.ForkServerProcess):
+    """A fork-server process that does not import the launching command's main module."""
+
+    @staticmethod
+    def _Popen(process_obj):
+        _launching.worker = True  # read on this thread only: other processes started meanwhile are left alone
+        try:
+            return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+        finally:
+            _launching.worker = False
+
+
+class _WorkerContext(multiprocessing.context.ForkServerContext):
+    Process = _WorkerProcess
+
+
 def worker_context() -> multiprocessing.context.BaseContext:
     """The start method of every worker process the project starts for isolation (decoders, features, the page's
-    judges, the canary): multiprocessing's fork server, with WORKER_PRELOAD imported in it once."""
+    judges, the canary): multiprocessing's fork server, with WORKER_PRELOAD imported in it once, and workers that
+    skip the command's main module (see the module docstring)."""
     from multiprocessing import forkserver
 
-    context = multiprocessing.get_context("forkserver")
     # One fork server a process: keep what another user of it (a test harness) preloads, not the main module.
     others = [m for m in getattr(forkserver._forkserver, "_preload_modules", []) if m != "__main__"]
-    context.set_forkserver_preload(list(dict.fromkeys([*others, *WORKER_PRELOAD])))
-    return context
+    forkserver.set_forkserver_preload(list(dict.fromkeys([*others, *WORKER_PRELOAD])))
+    return _WorkerContext()
 
 
 def worker_pool(
