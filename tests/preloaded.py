@@ -59,6 +59,9 @@ def _command(args: list[str], env: dict, cwd: str, stdout: str | None, stderr: s
     for fd, path in ((1, stdout), (2, stderr)):
         if path is None:
             continue
+        if fd == 2 and path == stdout:  # both into one file, in the order written (as 2>&1)
+            os.dup2(1, 2)
+            continue
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
@@ -112,6 +115,14 @@ def _run(args: list[str], cwd: str) -> None:
         sys.argv = [script, *args[1:]]
         sys.path[0] = str(Path(script).parent)
         runpy.run_path(script, run_name="__main__")
+
+
+def start_forked(args: list[str], env: dict, cwd: Path, output: Path):
+    """Start `python *args` as a forked child writing its stdout and stderr into `output`, and return it running
+    (multiprocessing's Process: is_alive, terminate, join, exitcode): a server a test talks to."""
+    child = context().Process(target=_command, args=(list(args), env, str(cwd), str(output), str(output)))
+    child.start()
+    return child
 
 
 def run_forked(args: list[str], env: dict, cwd: Path, timeout: float, out_dir: Path):

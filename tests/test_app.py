@@ -6,9 +6,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
-import threading
 import time
 
 import numpy as np
@@ -17,6 +14,7 @@ import pytest
 from cremad_lit.app import Judge, build_page, examples_in, page_outputs
 from cremad_lit.predictors import Ensemble, Network, load_predictor
 from tests.conftest import REPO, SAMPLE_FLVS, SAMPLES, inject_faults, tiny_module
+from tests.preloaded import start_forked
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags a sandboxed, offline machine needs (no background connections to Google's services).
@@ -97,9 +95,9 @@ def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
     from playwright.sync_api import sync_playwright
 
     port, clip = free_port(), SAMPLE_FLVS[3]
-    server = subprocess.Popen(
+    log = tmp_path / "server.log"
+    server = start_forked(  # forked from the suite's preloader, as the suite's other commands
         [
-            sys.executable,
             "-m",
             "cremad_lit",
             "app",
@@ -108,20 +106,18 @@ def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
             f"port={port}",
             f"hydra.run.dir={tmp_path / 'app'}",
         ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        {**os.environ, "PYTHONUNBUFFERED": "1"},
+        REPO,
+        log,
     )
-    # The server's output is read all along: a full pipe would block the server's next write (and the page with it).
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)
-    reader.start()
+
+    def said() -> str:
+        return log.read_text(errors="replace") if log.exists() else ""
+
     try:
         deadline = time.time() + 180
-        while not any("Running on local URL" in line for line in lines):
-            assert server.poll() is None and time.time() < deadline, "".join(lines)
+        while "Running on local URL" not in said():
+            assert server.is_alive() and time.time() < deadline, said()
             time.sleep(0.5)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -148,7 +144,7 @@ def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
                     verdict.wait_for(timeout=120_000)
             except Exception:
                 page.screenshot(path=str(tmp_path / "stuck.png"), full_page=True)
-                print(f"the server said:\n{''.join(lines[-60:])}\nscreenshot: {tmp_path / 'stuck.png'}")
+                print(f"the server said:\n{said()[-6000:]}\nscreenshot: {tmp_path / 'stuck.png'}")
                 raise
             shown = re.search(rf"{re.escape(clip.name)}: (\w+)", page.inner_text("#status")).group(1)
             emotion_box = page.inner_text("#emotion")
@@ -160,7 +156,7 @@ def test_the_page_in_a_real_browser(tiny_checkpoint, tmp_path):
         assert (tmp_path / "app.png").stat().st_size > 10_000
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.join(30)
 
 
 def test_the_page_runs_an_exported_model_as_it_runs_the_checkpoint(tmp_path):

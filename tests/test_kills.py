@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, common, kill_at, run_cli
+from tests.conftest import TINY, kill_at, on_synthetic, run_cli
 
 KILLED = -signal.SIGKILL
 
@@ -41,7 +41,7 @@ def test_a_multirun_killed_three_times_then_run_again_ends_as_an_uninterrupted_o
         return run_cli(
             "train.py",
             "-m",
-            *common(synthetic_root, tmp_path),
+            *on_synthetic(synthetic_root, tmp_path),
             *TINY,
             "data.modalities=[audio]",
             "trainer.max_epochs=2",
