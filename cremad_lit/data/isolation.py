@@ -10,7 +10,8 @@ a process that already runs torch/OpenMP threads can deadlock, but from a fresh 
 imported torch and the decoders once, so a worker (or the replacement of a crashed one) starts without importing them
 again; one torch thread each. Nor does a worker import the command's main module, as multiprocessing's workers do
 by default: its jobs are functions of the package, and each of four workers importing `train`'s or `prepare`'s
-command (Lightning, the DataModule) stalled every build ~15 s on 2 cores before its first clip. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
+command (Lightning, the DataModule) stalled every build ~15 s on 2 cores before its first clip. So a job's function
+must be importable by name: a package function, never one of a script's own. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
 of its result, and a new worker takes its place; the first such failure calls `check_environment(pool, job, reason)`
 (the canary decoded the same way in a fresh worker: data/canary.py), which raises BrokenEnvironment when it fails too.
 

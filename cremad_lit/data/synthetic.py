@@ -51,6 +51,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cremad_lit.data.adapters.cremad import STATEMENTS
+from cremad_lit.data.isolation import worker_context
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.io import write_atomic, write_text
 
@@ -359,12 +360,14 @@ def generate(
     todo = [c for c in clips if c.stem not in done]
     workers = workers or min(len(todo), os.cpu_count() or 1) or 1
     started = time.perf_counter()
-    # Spawned, not forked: a fork of a process whose decoders or torch already run threads can deadlock in the
-    # encoder (seen: the suite's workers hung in PyAV's encode after decoding video in-process). Inside a joblib (loky)
-    # worker of a parallel sweep a spawned child cannot start (it asks for loky's start method): forked there, first
-    # thing in a fresh worker.
+    # Not forked from this process: a fork of a process whose decoders or torch already run threads can deadlock in
+    # the encoder (seen: the suite's workers hung in PyAV's encode after decoding video in-process). The isolation
+    # workers' fork server instead (single-threaded, torch imported once, the command's main module not imported: a
+    # spawned worker of `train.py experiment=demo` imported Lightning first). Inside a joblib (loky) worker of a
+    # parallel sweep no such child can start (it asks for loky's start method): forked there, first thing in a fresh
+    # worker.
     inside_loky = multiprocessing.get_start_method(allow_none=True) == "loky"
-    context = multiprocessing.get_context("fork" if inside_loky else "spawn")
+    context = multiprocessing.get_context("fork") if inside_loky else worker_context()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         jobs = pool.map(write_clip, todo, [out] * len(todo), [layout] * len(todo), chunksize=4)
         for _ in tqdm(
@@ -408,4 +411,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The package's copy of this module, so that its workers find write_clip by name (they import no __main__).
+    from cremad_lit.data.synthetic import main as package_main
+
+    package_main()
