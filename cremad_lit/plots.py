@@ -158,9 +158,8 @@ def plot_face_sheet(rows: list[dict], path, title: str = "What the video branch 
         for j, frame in enumerate(frames):
             strip[:, j * (side + gap) : j * (side + gap) + frame.shape[1]] = frame
         axis.imshow(strip)
-        if row.get(
-            "landmarks"
-        ):  # the clip's five aligned landmarks (eyes, nose, mouth corners), on every frame
+        # the clip's five aligned landmarks (eyes, nose, mouth corners), on every frame
+        if row.get("landmarks"):
             points = [
                 (j * (side + gap) + x * side, y * side)
                 for j in range(len(frames))

@@ -247,14 +247,14 @@ def on_six_actors(six_actors: tuple[Path, Path], tmp: Path) -> list[str]:
 def on_synthetic(root: Path, tmp: Path) -> list[str]:
     """`common` for the suite's synthetic corpus with its one cache beside it (as `on_six_actors`), for the tests
     that train on it without testing the cache: its clips are decoded and their faces found once per suite."""
-    return [*common(root, tmp)[:1], f"paths.cache_dir={root.parent / 'cache'}", *common(root, tmp)[2:]]
+    return common(root, tmp, cache=root.parent / "cache")
 
 
-def common(root: Path, tmp: Path) -> list[str]:
-    """Data, cache and logs of a test run, all under `tmp`."""
+def common(root: Path, tmp: Path, cache: Path | None = None) -> list[str]:
+    """Data, cache and logs of a test run, all under `tmp` (the cache elsewhere if given)."""
     return [
         f"data.root={root}",
-        f"paths.cache_dir={tmp / 'cache'}",
+        f"paths.cache_dir={cache or tmp / 'cache'}",
         f"paths.log_dir={tmp / 'logs'}",
         "data.generate=null",
     ]
@@ -292,9 +292,8 @@ def run_cli(
     }
     started = time.monotonic()
     same_environment = all(os.environ.get(name) == value for name, value in (env or {}).items())
-    if (
-        python_path
-    ):  # read as an interpreter starts: a forked command puts these folders first on its path instead
+    # PYTHONPATH is read as an interpreter starts: a forked command puts these folders first on its path instead.
+    if python_path:
         full_env["PYTHONPATH"] = python_path
     if same_environment and not fresh and os.environ.get("CREMAD_LIT_TEST_FRESH") != "1":
         from tests.preloaded import run_forked

@@ -69,9 +69,8 @@ def _command(args: list[str], env: dict, cwd: str, stdout: str | None, stderr: s
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
-    if (
-        env.get("PYTHONPATH") != before
-    ):  # read by a new interpreter as it starts: its folders come first on the path
+    # PYTHONPATH is read by a new interpreter as it starts: its folders come first on the path.
+    if env.get("PYTHONPATH") != before:
         sys.path[1:1] = [folder for folder in env.get("PYTHONPATH", "").split(os.pathsep) if folder]
     # The project's modules are imported afresh, as in a new interpreter (a child of a command has them already).
     for name in [n for n in sys.modules if n.split(".")[0] in PROJECT and n not in KEPT]:

@@ -11,8 +11,8 @@ imported torch and the decoders once, so a worker (or the replacement of a crash
 again; one torch thread each. Nor does a worker import the command's main module, as multiprocessing's workers do
 by default: its jobs are functions of the package, and each of four workers importing `train`'s or `prepare`'s
 command (Lightning, the DataModule) stalled every build ~15 s on 2 cores before its first clip. So a job's function
-must be importable by name: a package function, never one of a script's own. A job whose worker dies or overruns `timeout` yields `failed(job, reason)` in place
-of its result, and a new worker takes its place; the first such failure calls `check_environment(pool, job, reason)`
+must be importable by name: a package function, never one of a script's own. A job whose worker dies or overruns
+`timeout` yields `failed(job, reason)` in place of its result, and a new worker takes its place; the first such failure calls `check_environment(pool, job, reason)`
 (the canary decoded the same way in a fresh worker: data/canary.py), which raises BrokenEnvironment when it fails too.
 
 Debug setting: CREMAD_LIT_DEBUG_PLUGINS="module[,module]" names modules that every command (train.py, evaluate.py,
