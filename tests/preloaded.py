@@ -65,6 +65,10 @@ def _command(args: list[str], env: dict, cwd: str, stdout: str | None, stderr: s
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
+    # A child of the fork server inherits its start method (forkserver); a new interpreter has none, so its DataLoader
+    # workers fork. With forkserver each command started a fork server of its own, a bare interpreter that imported
+    # torch afresh for every epoch's workers (~10 s an epoch for train.py with data.num_workers=2).
+    multiprocessing.set_start_method(None, force=True)
     before = os.environ.get("PYTHONPATH")
     os.environ.clear()
     os.environ.update(env)

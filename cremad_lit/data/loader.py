@@ -9,8 +9,15 @@ Each worker notes in shared memory which clip it is on (its pid and the index). 
 a signal or gone, the clip that worker was on is the culprit. As in `prepare`, the first crash runs the canary in a
 fresh process (data/canary.py): when known-good media crashes the same decoding too, the environment is broken and
 the run stops. Otherwise the epoch's batches that were not yielded yet (drawn once per epoch, so the order holds) run
-on in fresh workers without that clip. A dataset read from the prepared cache decodes nothing and loads as any
-DataLoader does (persistent workers kept); in this process (num_workers=0) a crash is the process's, as for any program.
+on in fresh workers without that clip.
+
+torch's SIGCHLD handler raises a worker's death in whatever the main thread runs at that moment: most often a training
+step, far from any loader, and the run would end. While a tolerant loader iterates, that handler is wrapped: the death
+of one of its workers is noted, not raised, and the loader's own wait for its next batch finds the worker gone (torch
+checks every 5 s) and skips the clip there. Every other loader's worker death raises as before.
+
+A dataset read from the prepared cache decodes nothing and loads as any DataLoader does (persistent workers kept); in
+this process (num_workers=0) a crash is the process's, as for any program.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
+import traceback
 
 import torch
 from torch.utils.data import DataLoader, get_worker_info
@@ -26,6 +36,17 @@ log = logging.getLogger(__name__)
 # torch's words for a worker that died: "DataLoader worker (pid 123) is killed by signal: Segmentation fault." and
 # "DataLoader worker (pid(s) 123, 124) exited unexpectedly".
 _DEAD_WORKER = re.compile(r"DataLoader worker \(pid\(?s?\)? ([\d, ]+)\) (.*)")
+_watched: list[torch.Tensor] = []  # the in-flight slots of the tolerant loaders iterating now
+_noted: dict[int, str] = {}  # pid -> torch's words, for a death the SIGCHLD handler held back
+
+
+def _dead_pids(error: BaseException) -> tuple[set[int], str] | None:
+    """(pids, torch's words) of a worker death torch reports, or None for any other error."""
+    found = _DEAD_WORKER.search(str(error))
+    if not found:
+        return None
+    pids = {int(p) for p in found.group(1).replace(" ", "").split(",") if p}
+    return pids, found.group(2).strip().rstrip(".")
 
 
 def note_in_flight(slots: torch.Tensor | None, index: int) -> None:
@@ -38,14 +59,47 @@ def note_in_flight(slots: torch.Tensor | None, index: int) -> None:
 
 def _culprit(slots: torch.Tensor, error: RuntimeError) -> tuple[int, str] | None:
     """(dataset index, torch's words) of the clip a dead worker was on, or None when `error` is no worker death."""
-    found = _DEAD_WORKER.search(str(error))
-    if not found:
+    dead = _dead_pids(error)
+    if dead is None:
         return None
-    pids = {int(p) for p in found.group(1).replace(" ", "").split(",") if p}
+    pids, words = dead
     for pid, index in slots.tolist():
         if pid in pids and index >= 0:
-            return index, found.group(2).strip().rstrip(".")
+            return index, _noted.pop(pid, words)  # the signal's name, when the handler saw the death first
     return None
+
+
+def _hold_worker_deaths() -> None:
+    """Wrap the SIGCHLD handler (once; torch installs its own as its first multi-worker iterator starts) so that a dead
+    worker of a tolerant loader is noted instead of raised in the middle of whatever runs (the module docstring)."""
+    current = signal.getsignal(signal.SIGCHLD)
+    if (
+        getattr(current, "holds_worker_deaths", False)
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return
+
+    def handler(signum, frame):
+        try:
+            if callable(current):
+                current(signum, frame)
+        except RuntimeError as error:
+            dead = _dead_pids(error)
+            ours = {int(pid) for slots in _watched for pid in slots[:, 0].tolist()}
+            if dead is None or not dead[0] & ours:
+                raise
+            _noted.update(dict.fromkeys(dead[0] & ours, dead[1]))
+
+    handler.holds_worker_deaths = True
+    signal.signal(signal.SIGCHLD, handler)
+
+
+def _started(loader: DataLoader):
+    """The loader's iterator, its workers started (and torch's SIGCHLD handler with them, the first time) and that
+    handler wrapped. Only the caller's loop holds it, so that a worker's death shuts the other workers down at once."""
+    batches = iter(loader)
+    _hold_worker_deaths()
+    return batches
 
 
 def _check_environment(dataset, row, reason: str) -> None:
@@ -103,6 +157,7 @@ class CrashTolerantLoader(DataLoader):
         batches = [b for b in batches if b]
         slots = torch.full((self.num_workers, 2), -1, dtype=torch.long).share_memory_()
         self.dataset.in_flight = slots
+        _watched.append(slots)
         done = 0
         try:
             while done < len(batches):
@@ -119,18 +174,22 @@ class CrashTolerantLoader(DataLoader):
                     prefetch_factor=self.prefetch_factor,
                 )
                 try:
-                    for batch in loader:
+                    for batch in _started(loader):
                         done += 1
                         yield batch
                 except RuntimeError as error:
                     found = _culprit(slots, error)
                     if found is None:
                         raise
+                    # torch raised it inside an `except` whose frame then refers to itself through the error: cleared,
+                    # the dead loader is freed now and its other workers end with it, not at some later collection.
+                    traceback.clear_frames(error.__traceback__)
                     index, words = found
                     self._skip(index, words)
                     rest = [[i for i in b if i != index] for b in batches[done:]]
                     batches = batches[:done] + [b for b in rest if b]
         finally:
+            _watched[:] = [watched for watched in _watched if watched is not slots]  # by identity: tensors
             self.dataset.in_flight = None
 
     def _skip(self, index: int, words: str) -> None:
