@@ -14,13 +14,13 @@ from cremad_lit.io import write_json, write_text
 from cremad_lit.plots import plot_counts, plot_crosstab
 
 log = logging.getLogger(__name__)
-VARIABLES = ("statement", "emotion", "intensity", "gender")
-CROSSTABS = (("emotion", "intensity"), ("emotion", "gender"))
+VARIABLES = ("corpus", "statement", "emotion", "intensity", "gender")  # corpus: data=mix only
+CROSSTABS = (("emotion", "intensity"), ("emotion", "gender"), ("emotion", "corpus"))
 
 
 def _variables(clips: pd.DataFrame) -> list[str]:
     """The variables this corpus has (a manifest may have no statement or intensity)."""
-    return [v for v in VARIABLES if clips[v].notna().any()]
+    return [v for v in VARIABLES if v in clips and clips[v].notna().any()]
 
 
 def summarise(clips: pd.DataFrame) -> dict:

@@ -59,3 +59,29 @@ def results_from_predictions(predictions: list[dict], classes) -> dict:
         torch.tensor([p["probs"] for p in predictions]), torch.tensor([p["label"] for p in predictions])
     )
     return metrics_from_values(metrics.compute(), classes)
+
+
+def per_corpus(predictions: list[dict], classes) -> dict:
+    """{corpus: {war, uar, n_test, classes}} of a mix's predictions (clip ids `corpus/clip`); {} for one corpus. Each
+    corpus's UAR is over the classes its test clips have (ASED has no disgust: 5 classes, not 6 with one at zero)."""
+    groups: dict[str, list[dict]] = {}
+    for p in predictions:
+        corpus, found, _ = str(p["clip_id"]).partition("/")
+        if not found:
+            return {}
+        groups.setdefault(corpus, []).append(p)
+    if len(groups) < 2:
+        return {}
+    table = {}
+    for corpus, group in sorted(groups.items()):
+        labels = torch.tensor([p["label"] for p in group])
+        right = torch.tensor([p["pred"] for p in group]) == labels
+        present = sorted(set(labels.tolist()))
+        recalls = [float(right[labels == c].float().mean()) for c in present]
+        table[corpus] = {
+            "war": float(right.float().mean()),
+            "uar": sum(recalls) / len(recalls),
+            "n_test": len(group),
+            "classes": [classes[c] for c in present],
+        }
+    return table

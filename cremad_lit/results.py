@@ -16,6 +16,7 @@ import pandas as pd
 from cremad_lit.data.crowd_votes import compare_with_model, find_summary_table, human_baseline
 from cremad_lit.data.labels import EMOTIONS
 from cremad_lit.io import write_json, write_text
+from cremad_lit.metrics import per_corpus
 from cremad_lit.plots import plot_confusion, plot_grouped_bars
 from cremad_lit.record import record
 
@@ -62,6 +63,8 @@ def write_results(
     so a run killed while writing them is read as unfinished (select, report, the benchmarks) and run again."""
     run_dir = Path(run_dir)
     metrics = record(task, results, tested_on, model=model, checkpoint=checkpoint, **(extra or {}))
+    if corpora := per_corpus(predictions, classes):  # a mix (data=mix): every number per corpus too
+        metrics["per_corpus"] = corpora
     votes = find_summary_table(data_root) if data_root else None
     if votes is not None and predictions and tuple(classes) == EMOTIONS:
         baseline = human_baseline(votes, [p["clip_id"] for p in predictions])
@@ -78,6 +81,8 @@ def write_results(
         table = pd.concat([table, probabilities], axis=1)
         if speakers:
             table.insert(1, "speaker", table["clip_id"].map(speakers))
+        if corpora:
+            table.insert(1, "corpus", table["clip_id"].str.partition("/")[0])
         write_text(run_dir / "predictions.csv", table.to_csv(index=False))
     confusion_png = plot_confusion(results["confusion_matrix"], list(classes), run_dir / "confusion.png")
     write_json(run_dir / "metrics.json", metrics)
@@ -110,4 +115,7 @@ def _log_to_wandb(logger, metrics: dict, predictions: list[dict], confusion_png:
     for key in ("war", "uar", "accuracy", "precision_macro", "recall_macro", "f1_macro", "n_test"):
         if key in metrics:
             run.summary[f"test/{key}"] = metrics[key]
+    for corpus, values in metrics.get("per_corpus", {}).items():
+        for key in ("war", "uar", "n_test"):
+            run.summary[f"test/{corpus}/{key}"] = values[key]
     run.summary["test/metrics_json"] = json.dumps({k: metrics[k] for k in ("accuracy", "f1_macro")})

@@ -10,14 +10,17 @@
 eda, the classical models, the baseline, evaluate and predict read clips and speakers here; the DataModule
 (datamodule.py) adds decoding, caches and loaders on top. Nothing here decodes a clip or knows a model.
 
-A Corpus is one source today. It is the unit a multi-corpus release composes (issue 41): several of them become one
-by prefixing each speaker with its corpus (`ravdess/05`), adding a corpus column to the clips table and assigning
-each corpus by its own protocol; everything downstream reads only the table, the classes and the Assignment.
+A MixCorpus (data=mix) is several of them as one: each speaker and clip prefixed with its corpus (`ravdess/05`), a
+`corpus` column in the clips table, each corpus assigned by its own protocol (its own lockbox); everything downstream
+reads only the table, the classes and the Assignment, so it needs nothing else to train, evaluate or predict on a mix.
+
+    corpus = Corpus.from_config(cfg.data)      # data=mix: a MixCorpus of data.corpora's entries
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cremad_lit.data.catalog import build_catalog, unlabelled_speech
-from cremad_lit.data.labels import resolve_classes
+from cremad_lit.data.labels import EMOTIONS, resolve_classes
 from cremad_lit.data.splits import (
     LEAKY_WARNING,
     choose_split,
@@ -129,6 +132,8 @@ class Corpus:
             OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else data_cfg
         )
         data = {**data, **overrides}
+        if data.get("dataset") == "mix" and cls is Corpus:
+            return MixCorpus.from_config(data)
         classes = data.get("classes", "default")
         return cls(
             dataset=data.get("dataset", "cremad"),
@@ -228,10 +233,211 @@ class Corpus:
         return Assignment(clips, table, protocol, lockbox, self.dataset, self.split_by)
 
 
+# What every corpus of a mix takes from data=mix itself unless its own entry says otherwise.
+MIX_SHARED = ("modalities", "speaker_stats", "split")
+MIX_CLASSES = ("shared", "union")  # data.classes of a mix beyond a single corpus's settings
+SEPARATOR = "/"  # corpus/speaker, corpus/clip
+
+
+class MixCorpus(Corpus):
+    """Several corpora as one (data=mix, conf/data/mix.yaml): `corpora` maps a name to its Corpus. Speakers and clips
+    are `name/...`; each corpus is split by its own protocol (its `split`, else the mix's), so splits stay
+    speaker-disjoint inside every corpus and each may keep its own lockbox. Classes: default (the six), a list,
+    `shared` (those every corpus has) or `union` (any corpus has; a corpus without one of them simply has no such
+    clip)."""
+
+    dataset = "mix"
+
+    def __init__(
+        self, corpora: dict[str, Corpus], classes="default", modalities=MODALITIES, speaker_stats="classes"
+    ):
+        if len(corpora) < 1:
+            raise ValueError("data=mix needs at least one entry in data.corpora")
+        bad = [name for name in corpora if SEPARATOR in name or not name]
+        if bad:
+            raise ValueError(f"data.corpora names must be non-empty and without {SEPARATOR!r}: {bad}")
+        self.corpora = dict(corpora)
+        self.modalities = tuple(modalities) if modalities is not None else None
+        self.classes_setting = list(classes) if not isinstance(classes, str) else classes
+        self.speaker_stats = speaker_stats
+        self.split_config = {}  # each corpus has its own (Corpus.split_config)
+        self.manifest, self.label_map, self.options, self.generate = None, None, {}, None
+        self.root = None  # no one folder: `source` names them all
+        self._catalog = self._unlabelled = None
+
+    @classmethod
+    def from_config(cls, data_cfg: DictConfig | dict, **overrides) -> MixCorpus:
+        data = (
+            OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else data_cfg
+        )
+        data = {**data, **overrides}
+        classes = data.get("classes", "default")
+        classes = list(classes) if isinstance(classes, list | ListConfig) else classes
+        corpora = {}
+        protocol = dict(data.get("split") or {})
+        if protocol.get("lockbox") is not None or protocol.get("file"):
+            raise ValueError(
+                "data=mix: a lockbox or a split.file belongs to one corpus: data.corpora.NAME.split.lockbox=[...]"
+            )
+        for name, entry in (data.get("corpora") or {}).items():
+            entry = {**{k: data[k] for k in MIX_SHARED if k in data}, **(entry or {})}
+            entry["split"] = {
+                **protocol,
+                **{k: v for k, v in (entry.get("split") or {}).items() if v is not None},
+            }
+            # shared and union read every label a corpus has, then keep those the mix's setting names.
+            entry.setdefault("classes", "all" if classes in MIX_CLASSES else classes)
+            corpora[str(name)] = Corpus.from_config(entry)
+        return cls(
+            corpora,
+            classes,
+            modalities=data.get("modalities", MODALITIES),
+            speaker_stats=data.get("speaker_stats", "classes"),
+        )
+
+    @property
+    def source(self) -> str:
+        return ", ".join(f"{name}={corpus.source}" for name, corpus in self.corpora.items())
+
+    @property
+    def scan_root(self) -> None:
+        return None
+
+    @property
+    def cache_source(self) -> str:
+        """One cache namespace for the mix's corpora (its entries are `name/clip`)."""
+        keys = "|".join(f"{name}={corpus.cache_source}" for name, corpus in sorted(self.corpora.items()))
+        return f"mix-{hashlib.sha1(keys.encode()).hexdigest()[:8]}"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        if self.classes_setting in (None, "default"):
+            return EMOTIONS
+        if self.classes_setting not in MIX_CLASSES:
+            return resolve_classes([], self.classes_setting)
+        each = [corpus.catalog().attrs["classes"] for corpus in self.corpora.values()]
+        union = resolve_classes([c for classes in each for c in classes], "all")
+        if self.classes_setting == "union":
+            return union
+        shared = tuple(c for c in union if all(c in classes for classes in each))
+        if len(shared) < 2:
+            raise ValueError(f"data.classes=shared: the corpora share fewer than two classes ({shared})")
+        return shared
+
+    @staticmethod
+    def _namespaced(name: str, clips: pd.DataFrame) -> pd.DataFrame:
+        """`clips` of corpus `name` with its speakers and clips prefixed, their own ids kept for its protocol."""
+        clips = clips.assign(corpus=name, corpus_actor_id=clips["actor_id"], corpus_clip_id=clips["clip_id"])
+        return clips.assign(
+            actor_id=name + SEPARATOR + clips["actor_id"].astype(str),
+            clip_id=name + SEPARATOR + clips["clip_id"].astype(str),
+        )
+
+    def catalog(self) -> pd.DataFrame:
+        if self._catalog is None:
+            parts = [self._namespaced(name, corpus.catalog()) for name, corpus in self.corpora.items()]
+            rejected = [r for corpus in self.corpora.values() for r in corpus.catalog().attrs["rejected"]]
+            table = pd.concat(parts, ignore_index=True)
+            classes = self.classes
+            for row in table[~table["emotion"].isin(classes)].itertuples():
+                rejected.append(
+                    {"path": row.audio_path or row.video_path, "reason": "not a class", "label": row.emotion}
+                )
+            table = table[table["emotion"].isin(classes)].sort_values("clip_id", ignore_index=True)
+            table.attrs["rejected"], table.attrs["classes"] = rejected, classes
+            self._catalog = table
+        return self._catalog
+
+    def unlabelled(self) -> pd.DataFrame:
+        if self._unlabelled is None:
+            parts = [self._namespaced(name, corpus.unlabelled()) for name, corpus in self.corpora.items()]
+            self._unlabelled = pd.concat(parts, ignore_index=True)
+        return self._unlabelled
+
+    def assign(self, clips: pd.DataFrame, eval_split: str = "test") -> Assignment:
+        """Each corpus's clips among `clips` assigned by its own protocol, then joined (namespaced again)."""
+        joined, tables, protocols, lockbox = [], [], {}, []
+        for name, corpus in self.corpora.items():
+            own = clips[clips["corpus"] == name]
+            if not len(own):
+                continue
+            native = own.assign(actor_id=own["corpus_actor_id"], clip_id=own["corpus_clip_id"])
+            assigned = corpus.assign(native, eval_split)
+            mine = assigned.clips
+            joined.append(
+                mine.assign(
+                    actor_id=name + SEPARATOR + mine["corpus_actor_id"].astype(str),
+                    clip_id=name + SEPARATOR + mine["corpus_clip_id"].astype(str),
+                )
+            )
+            table = assigned.table.copy()
+            for column in ("actor_id", "clip_id"):
+                if column in table:
+                    table[column] = name + SEPARATOR + table[column].astype(str)
+            tables.append(table.assign(corpus=name))
+            protocols[name] = assigned.protocol
+            lockbox += [name + SEPARATOR + str(speaker) for speaker in assigned.lockbox]
+        protocol = {"protocol": "per_corpus", "corpora": protocols}
+        protocol["leaky"] = any(p.get("leaky") for p in protocols.values())
+        by = "clip" if protocol["leaky"] else "actor"
+        return Assignment(
+            pd.concat(joined, ignore_index=True),
+            pd.concat(tables, ignore_index=True),
+            protocol,
+            lockbox,
+            "mix",
+            by,
+        )
+
+
+def sampling_exponent(sampling="proportional") -> float:
+    """data.sampling as the exponent 1 / T of temperature sampling: proportional 1, balanced 0, a temperature T > 0."""
+    named = {"proportional": 1.0, "balanced": 0.0}
+    if sampling in named:
+        return named[sampling]
+    try:
+        temperature = float(sampling)
+    except (TypeError, ValueError):
+        temperature = 0.0
+    if not temperature > 0:
+        raise ValueError(
+            f"data.sampling must be proportional, balanced or a temperature > 0, not {sampling!r}"
+        )
+    return 1.0 / temperature
+
+
+def corpus_sampling_weights(clips: pd.DataFrame, sampling="proportional") -> list[float] | None:
+    """Per-clip weights that draw each corpus of a mix with probability proportional to n_c ** (1 / T): `sampling`
+    proportional (T = 1: every clip alike, as plain shuffling, so None), balanced (T = infinity: each corpus equally
+    often) or a temperature T in between (the temperature sampling of multilingual training)."""
+    exponent = sampling_exponent(sampling)
+    if exponent == 1.0 or "corpus" not in clips or clips["corpus"].nunique() < 2:
+        return None
+    sizes = clips["corpus"].value_counts()
+    share = sizes**exponent / (sizes**exponent).sum()  # each corpus's probability
+    return clips["corpus"].map(share / sizes).tolist()
+
+
 def check_data_root(data_cfg) -> None:
     """The corpus a data config names exists (a generated one is made on first use): one clear line otherwise."""
     from cremad_lit.data.adapters.cremad import EXPECTED_LAYOUT
 
+    if data_cfg.get("dataset") == "mix":
+        for name, entry in (data_cfg.get("corpora") or {}).items():
+            unset = [
+                k
+                for k in ("root", "manifest")
+                if isinstance(entry, DictConfig) and OmegaConf.is_missing(entry, k)
+            ]
+            if unset:
+                raise MissingData(
+                    f"data.corpora.{name}.{unset[0]} is not set: data.corpora.{name}.{unset[0]}=PATH"
+                )
+            try:
+                check_data_root(entry)
+            except MissingData as error:
+                raise MissingData(f"data.corpora.{name}: {error}") from None
+        return
     if data_cfg.get("generate"):
         return
     if data_cfg.get("dataset", "cremad") == "manifest":

@@ -1,0 +1,115 @@
+"""Several corpora as one (data=mix): real RAVDESS actors and real ASED (Amharic, FLAC) speakers, namespaced, split
+inside each corpus, trained and evaluated as one run with every number per corpus too.
+
+    .venv/bin/python -m pytest tests/test_mix.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from cremad_lit.data.corpus import Corpus, MixCorpus, corpus_sampling_weights
+from tests.conftest import run_cli
+from tests.test_corpora import TINY_AUDIO
+
+SPLIT = {"by": "actor", "fractions": [0.5, 0.25, 0.25], "seed": 0, "protocol": "random", "folds": None}
+
+
+@pytest.fixture(scope="module")
+def two_corpora(six_actors, ased_dir, tmp_path_factory):
+    """The suite's six RAVDESS actors and six ASED speakers' common sentences 01-02 (a manifest of their FLAC files):
+    small, real, in two languages."""
+    folder = tmp_path_factory.mktemp("mix")
+    ravdess = six_actors[0]
+    manifest = pd.read_csv(ased_dir / "manifest.csv", dtype=str)
+    sentence = manifest["clip_id"].str.split("-").str[1]
+    keep = manifest[
+        manifest["speaker"].isin(["01", "02", "03", "04", "05", "06"]) & sentence.isin(["01", "02"])
+    ].copy()
+    keep["audio_path"] = [str(ased_dir / p) for p in keep["audio_path"]]
+    keep.to_csv(folder / "ased.csv", index=False)
+    return ravdess, folder / "ased.csv"
+
+
+def mix_config(ravdess, ased, **data) -> dict:
+    return {
+        "dataset": "mix",
+        "modalities": ["audio"],
+        "split": SPLIT,
+        "corpora": {
+            "ravdess": {"dataset": "ravdess", "root": str(ravdess), "split": {"lockbox": [6]}},
+            "ased": {"dataset": "manifest", "manifest": str(ased)},
+        },
+        **data,
+    }
+
+
+def test_a_mix_namespaces_speakers_and_splits_inside_each_corpus(two_corpora):
+    ravdess, ased = two_corpora
+    corpus = Corpus.from_config(mix_config(ravdess, ased))
+    assert isinstance(corpus, MixCorpus) and corpus.classes == ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+    clips = corpus.catalog()
+    assert set(clips["corpus"]) == {"ravdess", "ased"} and clips["clip_id"].is_unique
+    assert all(a.startswith(f"{c}/") for a, c in zip(clips["actor_id"], clips["corpus"], strict=True))
+    assert not (clips["corpus"].eq("ased") & clips["emotion"].eq("DIS")).any()  # ASED has no disgust
+
+    assigned = corpus.assign(clips)
+    assert assigned.lockbox == ["ravdess/6"] and "ravdess/6" not in set(assigned.clips["actor_id"])
+    for name in ("ravdess", "ased"):  # every corpus has its own train, val and test speakers, none shared
+        own = assigned.clips[assigned.clips["corpus"] == name]
+        sides = [set(own.loc[own["split"] == s, "actor_id"]) for s in ("train", "val", "test")]
+        assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert set(assigned.protocol["corpora"]) == {"ravdess", "ased"}
+
+    # The classes every corpus has: ASED's five; any corpus has: RAVDESS's eight with data.classes=union.
+    assert Corpus.from_config(mix_config(ravdess, ased, classes="shared")).classes == (
+        "ANG",
+        "FEA",
+        "HAP",
+        "NEU",
+        "SAD",
+    )
+    assert len(Corpus.from_config(mix_config(ravdess, ased, classes="union")).classes) == 8
+    # Training's draws: each corpus equally often (balanced), in between with a temperature, or every clip alike.
+    sizes = clips["corpus"].value_counts()
+    for sampling, expected in (("balanced", 1.0), (2, (sizes["ased"] / sizes["ravdess"]) ** 0.5)):
+        share = pd.Series(corpus_sampling_weights(clips, sampling)).groupby(clips["corpus"]).sum()
+        assert share.sum() == pytest.approx(1) and share["ased"] / share["ravdess"] == pytest.approx(expected)
+    assert corpus_sampling_weights(clips, "proportional") is None
+    with pytest.raises(ValueError, match="data.sampling must be proportional, balanced or a temperature"):
+        corpus_sampling_weights(clips, "often")
+    with pytest.raises(ValueError, match="lockbox or a split.file belongs to one corpus"):
+        Corpus.from_config(mix_config(ravdess, ased, split={**SPLIT, "lockbox": [1]}))
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_on_a_mix_report_every_number_per_corpus(two_corpora, tmp_path):
+    """`data=mix` as its config file ships it, the two paths given: train, then evaluate the run again; metrics.json's
+    per-corpus numbers are those of predictions.csv's rows of each corpus."""
+    ravdess, ased = two_corpora
+    run = tmp_path / "run"
+    data = ["data=mix", f"data.corpora.ravdess.root={ravdess}", f"data.corpora.ased.manifest={ased}"]
+    data += ["data.sampling=balanced"]  # the training loader draws through its corpus weights
+    common = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'logs'}", "logger=none"]
+    trained = run_cli(
+        "train.py", *data, *common, *TINY_AUDIO, "split.fractions=[0.5,0.25,0.25]", f"hydra.run.dir={run}"
+    )
+    assert "data.sampling=balanced: training draws ased 50%, ravdess 50%" in trained.stdout + trained.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert set(metrics["per_corpus"]) == {"ravdess", "ased"}
+    for name, numbers in metrics["per_corpus"].items():
+        own = predictions[predictions["corpus"] == name]
+        assert numbers["n_test"] == len(own) > 0
+        assert numbers["war"] == pytest.approx((own["label"] == own["pred"]).mean())
+        recalls = own.assign(right=own["label"] == own["pred"]).groupby("label")["right"].mean()
+        assert numbers["uar"] == pytest.approx(recalls.mean()) and numbers["classes"] == sorted(recalls.index)
+    split = pd.read_csv(run / "split.csv", dtype=str)
+    assert split["actor_id"].str.partition("/")[0].eq(split["corpus"]).all()
+
+    again = tmp_path / "again"
+    run_cli("evaluate.py", f"ckpt_path={run}", *common, f"hydra.run.dir={again}")
+    assert json.loads((again / "metrics.json").read_text())["per_corpus"] == metrics["per_corpus"]
