@@ -79,6 +79,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
         row.update({m: metrics[m] for m in METRICS})
         row.update({f"f1_{e}": f1 for e, f1 in metrics["per_class_f1"].items()})
         row["n_test"] = metrics["n_test"]
+        row["per_corpus"] = metrics.get("per_corpus")  # a mix: its corpora's numbers (per_corpus_markdown)
         for key in BALANCE_KEYS:  # audio-visual runs: each modality inside the fused model (balance.py)
             if key in (metrics.get("modality_balance") or {}):
                 row[key] = metrics["modality_balance"][key]
@@ -335,6 +336,38 @@ def balance_markdown(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def per_corpus_markdown(runs: pd.DataFrame) -> str:
+    """Runs on a mix (data=mix): each corpus's WAR and UAR (mean ± std over the runs) and the WAR's interval over
+    that corpus's test speakers, from the pooled predictions' rows of that corpus."""
+    if "per_corpus" not in runs or not runs["per_corpus"].notna().any():
+        return ""
+    lines = [
+        "## Per corpus\n",
+        "Each corpus of a mix alone: WAR and UAR (over the classes its test clips have), mean ± std over the runs; "
+        "the interval is over that corpus's test speakers.\n",
+        "| configuration | corpus | runs | WAR | interval | UAR | clips |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    mixed = runs[runs["per_corpus"].notna()]
+    for config, group in mixed.groupby("config", sort=False):
+        predictions = pooled_predictions(runs, config)
+        for corpus in sorted({c for per in group["per_corpus"] for c in per}):
+            values = pd.DataFrame([per[corpus] for per in group["per_corpus"] if corpus in per])
+            cells = [
+                f"{values[k].mean():.3f} ± {values[k].std(ddof=1) if len(values) > 1 else 0:.3f}"
+                for k in ("war", "uar")
+            ]
+            interval = ""
+            if predictions is not None and "corpus" in predictions:
+                found = accuracy_interval(predictions[predictions["corpus"] == corpus])
+                interval = f"[{found['low']:.3f}, {found['high']:.3f}] ({found['speakers']} speakers)"
+            lines.append(
+                f"| `{config}` | {corpus} | {len(values)} | {cells[0]} | {interval} | {cells[1]} | "
+                f"{int(values['n_test'].sum())} |"
+            )
+    return "\n".join(lines) + "\n\n"
+
+
 def per_class_markdown(summary: pd.DataFrame) -> str:
     names = [
         c[3:-5]
@@ -360,7 +393,7 @@ def write_report(
     humans = human_rows(runs)
     table = pd.concat([summary, humans]) if len(humans) else summary
     # Each file whole or not at all (a report killed while writing leaves the last one): atomic writes.
-    write_text(root / "runs.csv", runs.to_csv(index=False))
+    write_text(root / "runs.csv", runs.drop(columns="per_corpus").to_csv(index=False))
     write_text(root / "report.csv", table.to_csv())
     chosen = choose_reference(runs, summary, reference) if len(summary) > 1 else None
     paired = paired_table(runs, summary, chosen) if chosen else None
@@ -380,7 +413,7 @@ def write_report(
         "recall, i.e. accuracy) first, then UAR (unweighted average recall, the mean of the per-class recalls); the "
         "interval is over test "
         f"speakers (bootstrap, {RESAMPLES_TEXT}).{leaky}\n\n{to_markdown(table)}\n\n"
-        f"{reading(runs, summary)}\n\n{paired_section}{balance_markdown(runs)}"
+        f"{reading(runs, summary)}\n\n{paired_section}{per_corpus_markdown(runs)}{balance_markdown(runs)}"
         f"![report](report.png)\n\n## F1 per emotion (mean)\n\n{per_class_markdown(summary)}\n\n"
         "![per class](report_per_class.png)\n",
     )

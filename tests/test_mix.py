@@ -113,3 +113,10 @@ def test_train_and_evaluate_on_a_mix_report_every_number_per_corpus(two_corpora,
     again = tmp_path / "again"
     run_cli("evaluate.py", f"ckpt_path={run}", *common, f"hydra.run.dir={again}")
     assert json.loads((again / "metrics.json").read_text())["per_corpus"] == metrics["per_corpus"]
+
+    run_cli(
+        "-m", "cremad_lit", "report", str(run)
+    )  # the report's own section, an interval over each corpus's speakers
+    section = (run / "report.md").read_text().split("## Per corpus")[1]
+    for name, numbers in metrics["per_corpus"].items():
+        assert f"| {name} | 1 | {numbers['war']:.3f} ± 0.000 | [" in section
