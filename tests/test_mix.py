@@ -64,6 +64,38 @@ def test_a_mix_namespaces_speakers_and_splits_inside_each_corpus(two_corpora):
         assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
     assert set(assigned.protocol["corpora"]) == {"ravdess", "ased"}
 
+    # RAVDESS's part is split as RAVDESS alone is: the same test speakers, so a mix and a run on one corpus pair up.
+    alone = Corpus.from_config(
+        {
+            **mix_config(ravdess, ased)["corpora"]["ravdess"],
+            "modalities": ["audio"],
+            "split": {**SPLIT, "lockbox": [6]},
+        }
+    )
+    alone = alone.assign(alone.catalog())
+    ravdess_part = assigned.clips[assigned.clips["corpus"] == "ravdess"]
+    for side in ("train", "val", "test"):
+        assert [f"ravdess/{a}" for a in alone.actors(side)] == sorted(
+            set(ravdess_part.loc[ravdess_part["split"] == side, "actor_id"])
+        )
+
+    # role=train: every ASED speaker trains, none validates or tests; the lockbox opens RAVDESS's (ASED has none).
+    config = mix_config(ravdess, ased)
+    config["corpora"]["ased"]["role"] = "train"
+    extra = Corpus.from_config(config)
+    with_extra = extra.assign(extra.catalog())
+    ased_part = with_extra.clips[with_extra.clips["corpus"] == "ased"]
+    assert len(ased_part) == (clips["corpus"] == "ased").sum() and set(ased_part["split"]) == {"train"}
+    assert (
+        with_extra.actors("test")
+        == assigned.clips.query("corpus == 'ravdess' and split == 'test'")["actor_id"]
+        .drop_duplicates()
+        .sort_values()
+        .tolist()
+    )
+    opened = extra.assign(extra.catalog(), eval_split="lockbox")
+    assert set(opened.clips["actor_id"]) == {"ravdess/6"}
+
     # The classes every corpus has: ASED's five; any corpus has: RAVDESS's eight with data.classes=union.
     assert Corpus.from_config(mix_config(ravdess, ased, classes="shared")).classes == (
         "ANG",

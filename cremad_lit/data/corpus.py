@@ -235,7 +235,11 @@ class Corpus:
 
 # What every corpus of a mix takes from data=mix itself unless its own entry says otherwise.
 MIX_SHARED = ("modalities", "speaker_stats", "split")
-MIX_CLASSES = ("shared", "union")  # data.classes of a mix beyond a single corpus's settings
+MIX_CLASSES = ("shared", "union")
+ROLES = (
+    "all",
+    "train",
+)  # a corpus's role in a mix: split like any corpus | only adds training speakers  # data.classes of a mix beyond a single corpus's settings
 SEPARATOR = "/"  # corpus/speaker, corpus/clip
 
 
@@ -249,7 +253,12 @@ class MixCorpus(Corpus):
     dataset = "mix"
 
     def __init__(
-        self, corpora: dict[str, Corpus], classes="default", modalities=MODALITIES, speaker_stats="classes"
+        self,
+        corpora: dict[str, Corpus],
+        classes="default",
+        modalities=MODALITIES,
+        speaker_stats="classes",
+        roles: dict[str, str] | None = None,
     ):
         if len(corpora) < 1:
             raise ValueError("data=mix needs at least one entry in data.corpora")
@@ -257,6 +266,11 @@ class MixCorpus(Corpus):
         if bad:
             raise ValueError(f"data.corpora names must be non-empty and without {SEPARATOR!r}: {bad}")
         self.corpora = dict(corpora)
+        self.roles = {name: (roles or {}).get(name) or "all" for name in corpora}
+        if set(self.roles.values()) - set(ROLES):
+            raise ValueError(f"data.corpora.NAME.role must be one of {ROLES}, not {self.roles}")
+        if all(role == "train" for role in self.roles.values()):
+            raise ValueError("data=mix: every corpus has role=train, so none is left to validate or test on")
         self.modalities = tuple(modalities) if modalities is not None else None
         self.classes_setting = list(classes) if not isinstance(classes, str) else classes
         self.speaker_stats = speaker_stats
@@ -273,7 +287,7 @@ class MixCorpus(Corpus):
         data = {**data, **overrides}
         classes = data.get("classes", "default")
         classes = list(classes) if isinstance(classes, list | ListConfig) else classes
-        corpora = {}
+        corpora, roles = {}, {}
         protocol = dict(data.get("split") or {})
         if protocol.get("lockbox") is not None or protocol.get("file"):
             raise ValueError(
@@ -281,6 +295,7 @@ class MixCorpus(Corpus):
             )
         for name, entry in (data.get("corpora") or {}).items():
             entry = {**{k: data[k] for k in MIX_SHARED if k in data}, **(entry or {})}
+            roles[str(name)] = entry.pop("role", "all")
             entry["split"] = {
                 **protocol,
                 **{k: v for k, v in (entry.get("split") or {}).items() if v is not None},
@@ -293,6 +308,7 @@ class MixCorpus(Corpus):
             classes,
             modalities=data.get("modalities", MODALITIES),
             speaker_stats=data.get("speaker_stats", "classes"),
+            roles=roles,
         )
 
     @property
@@ -354,6 +370,17 @@ class MixCorpus(Corpus):
             self._unlabelled = pd.concat(parts, ignore_index=True)
         return self._unlabelled
 
+    @staticmethod
+    def _train_only(corpus: Corpus, clips: pd.DataFrame, eval_split: str) -> Assignment:
+        """A corpus of role=train: every speaker trains (its lockbox still held out); none validates or tests, so a
+        mix's test speakers are those of its other corpora, the same people a run on those corpora alone tests."""
+        clips, lockbox = hold_out_lockbox(clips, corpus.split_config.get("lockbox"), eval_split)
+        clips = clips.assign(split="train")
+        table = (
+            clips.groupby("actor_id", as_index=False).agg(gender=("gender", "first")).assign(split="train")
+        )
+        return Assignment(clips, table, {"protocol": "train_only"}, lockbox, corpus.dataset, "actor")
+
     def assign(self, clips: pd.DataFrame, eval_split: str = "test") -> Assignment:
         """Each corpus's clips among `clips` assigned by its own protocol, then joined (namespaced again)."""
         joined, tables, protocols, lockbox = [], [], {}, []
@@ -361,8 +388,13 @@ class MixCorpus(Corpus):
             own = clips[clips["corpus"] == name]
             if not len(own):
                 continue
+            if eval_split == "lockbox" and not corpus.split_config.get("lockbox"):
+                continue  # nothing of this corpus is locked away
             native = own.assign(actor_id=own["corpus_actor_id"], clip_id=own["corpus_clip_id"])
-            assigned = corpus.assign(native, eval_split)
+            if self.roles[name] == "train" and eval_split in ("test", "val"):
+                assigned = self._train_only(corpus, native, eval_split)
+            else:
+                assigned = corpus.assign(native, eval_split)
             mine = assigned.clips
             joined.append(
                 mine.assign(
@@ -377,6 +409,10 @@ class MixCorpus(Corpus):
             tables.append(table.assign(corpus=name))
             protocols[name] = assigned.protocol
             lockbox += [name + SEPARATOR + str(speaker) for speaker in assigned.lockbox]
+        if not joined:
+            raise ValueError(
+                "subset=lockbox, but no corpus of this mix holds a lockbox (data.corpora.NAME.split.lockbox)"
+            )
         protocol = {"protocol": "per_corpus", "corpora": protocols}
         protocol["leaky"] = any(p.get("leaky") for p in protocols.values())
         by = "clip" if protocol["leaky"] else "actor"
