@@ -7,7 +7,7 @@ DATA_DIR ?= data
 DEMO_DIR ?= logs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-pip lock check-latest doctor demo docs test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-ge2e bench-page bench-cache-size bench-encoders clean
+.PHONY: help install install-pip lock check-latest doctor demo docs test test-fast lint format bench bench-data bench-train bench-faces bench-faces-av bench-balance bench-speech bench-speech8 bench-lockbox bench-cross-corpus bench-more-people bench-ge2e bench-page bench-cache-size bench-encoders clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -131,6 +131,9 @@ bench-lockbox: $(INSTALLED) ## Real speech, choosing on RAVDESS 01-15 (5 folds);
 
 bench-cross-corpus: $(INSTALLED) ## Another corpus and language: the lockbox opening's RAVDESS-trained models on ASED speakers 01-30 (after bench_lockbox.py --open)
 	$(PYTHON) benchmarks/bench_cross_corpus.py
+
+bench-more-people: $(INSTALLED) ## Does more people help? RAVDESS 01-15 (5 folds) alone vs with ASED 01-30 added to training (data=mix), the linear model
+	$(PYTHON) benchmarks/bench_more_people.py
 
 bench-ge2e: $(INSTALLED) ## The GE2E speaker encoder on this CPU: ms per clip (decode, features, branch), cache bytes per clip
 	$(PYTHON) benchmarks/bench_ge2e.py

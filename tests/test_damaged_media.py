@@ -209,14 +209,14 @@ def test_a_worker_crash_while_the_training_step_runs_costs_that_clip_only(
     from tests.test_datamodule import make
 
     dataset = make(synthetic_root, tmp_path, cache="off", num_workers=2, batch_size=4).datasets["train"]
-    # In order, 4 clips a batch, 2 workers: batch 5 is asked for as batch 1 is taken, so it decodes in the step's sleep.
+    # In order, 4 clips a batch, 2 workers: batch 5 is asked for as batch 1 is taken, so it decodes in the step after.
     victim = dataset.clips.iloc[21]
     inject_faults(monkeypatch, f"crash:{Path(victim.video_path).stem}")
     loader = CrashTolerantLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_skipping_bad)
     seen = []
     for batch in loader:
         seen += batch["clip_id"]
-        time.sleep(1)
+        time.sleep(2 if len(seen) == 8 else 0)  # the training step on batch 1
     assert sorted(seen) == sorted(set(dataset.clips["clip_id"]) - {victim.clip_id})
     assert [c["reason"] for c in loader.crashes] == [
         "decoder crashed in a DataLoader worker (is killed by signal: Segmentation fault)"
