@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cremad_lit.data.corpus import corpus_sampling_weights
 from cremad_lit.data.features import Preprocessing
 from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.io import write_atomic, write_json
@@ -88,9 +89,9 @@ def design_matrix(clips, features: dict, classes, split: str):
     return x, part["emotion"].map(list(classes).index).to_numpy(), part["clip_id"].tolist()
 
 
-def fit_classical(method: str, train, val, c_grid) -> tuple[dict, dict]:
+def fit_classical(method: str, train, val, c_grid, weights=None) -> tuple[dict, dict]:
     """Fit on train (x, y), choosing C on val for the logistic regression; return the model's arrays and what was
-    chosen. `method`: majority | *_logreg."""
+    chosen. `method`: majority | *_logreg. `weights`: per training clip (a mix's data.sampling), None: all alike."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -112,10 +113,11 @@ def fit_classical(method: str, train, val, c_grid) -> tuple[dict, dict]:
     scores = {}
     for c in c_grid:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=float(c), max_iter=5000))
-        model.fit(x_train, y_train)
+        model.fit(x_train, y_train, logisticregression__sample_weight=weights)
         scores[float(c)] = float(model.score(x_val, y_val)) if len(y_val) else 0.0
     best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=best, max_iter=5000)).fit(x_train, y_train)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=best, max_iter=5000))
+    model.fit(x_train, y_train, logisticregression__sample_weight=weights)
     scaler, logreg = model[0], model[1]
     arrays = {
         "labels": logreg.classes_,
@@ -151,19 +153,30 @@ def probabilities(arrays: dict, x: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def fit_on_split(
-    source: ClipSource, method: str, kind: str | None, c_grid, cache_dir, speaker_norm: str, workers: int = 0
+    source: ClipSource,
+    method: str,
+    kind: str | None,
+    c_grid,
+    cache_dir,
+    speaker_norm: str,
+    workers: int = 0,
+    sampling="proportional",
 ):
     """Features of every clip of `source`, then `fit_classical` on its train split (C chosen on its val split): the
-    fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read."""
+    fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read. A mix's
+    `sampling` (data.sampling) weighs the training clips as the network's loader draws them."""
     features, skipped = clip_features(source, kind, cache_dir, speaker_norm, workers)
     classes = source.classes
     if method == "fer_zero_shot":  # nothing to fit: the mapping of its classes onto the corpus's is the model
         from cremad_lit.face_expressions import class_mapping
 
         return {"labels": np.arange(len(classes)), "mapping": class_mapping(classes)}, {}, features, skipped
-    train = design_matrix(source.clips, features, classes, "train")[:2]
+    x, y, clip_ids = design_matrix(source.clips, features, classes, "train")
     val = design_matrix(source.clips, features, classes, "val")[:2]
-    fitted, chosen = fit_classical(method, train, val, c_grid)
+    weights = corpus_sampling_weights(source.clips.set_index("clip_id").loc[clip_ids], sampling)
+    # Scaled to a mean of 1, so that C means what it means without weights.
+    weights = None if weights is None else np.asarray(weights) * len(weights) / np.sum(weights)
+    fitted, chosen = fit_classical(method, (x, y), val, c_grid, weights)
     return fitted, chosen, features, skipped
 
 

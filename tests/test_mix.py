@@ -152,3 +152,24 @@ def test_train_and_evaluate_on_a_mix_report_every_number_per_corpus(two_corpora,
     section = (run / "report.md").read_text().split("## Per corpus")[1]
     for name, numbers in metrics["per_corpus"].items():
         assert f"| {name} | 1 | {numbers['war']:.3f} ± 0.000 | [" in section
+
+
+def test_the_linear_model_weighs_its_training_clips_as_the_sampling_says():
+    """The classical model fits each clip once: data.sampling reaches it as sample weights (a clip of weight 0 is as
+    if absent; equal weights are the unweighted fit)."""
+    import numpy as np
+
+    from cremad_lit.classical import fit_classical
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 5)), np.tile(np.arange(3), 20)
+    x[y == 1] += 1.0
+    val = (x[:6], y[:6])
+    plain, _ = fit_classical("compare_logreg", (x, y), val, [1.0])
+    same, _ = fit_classical("compare_logreg", (x, y), val, [1.0], np.ones(60))
+    assert np.allclose(same["coef"], plain["coef"])
+    weights = np.r_[np.full(30, 2.0), np.zeros(30)]  # the second "corpus" weighs nothing
+    weighted, _ = fit_classical("compare_logreg", (x, y), val, [1.0], weights)
+    relabelled = np.r_[y[:30], rng.permutation(y[30:])]  # so its labels change nothing
+    again, _ = fit_classical("compare_logreg", (x, relabelled), val, [1.0], weights)
+    assert not np.allclose(weighted["coef"], plain["coef"]) and np.allclose(again["coef"], weighted["coef"])
