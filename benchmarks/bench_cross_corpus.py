@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +26,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lockbox import ROWS as LOCKBOX_ROWS  # noqa: E402
 from bench_lockbox import sweep  # noqa: E402
-from common import machine, write_section  # noqa: E402
+from common import machine, run_timed, write_section  # noqa: E402
 
 from cremad_lit.io import write_text  # noqa: E402
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
@@ -64,7 +62,6 @@ def evaluate(row: str, manifest: Path) -> Path | None:
         print(f"== {row}: no model at {model} (run bench_lockbox.py --open first); skipped", flush=True)
         return None
     args = [
-        sys.executable,
         "evaluate.py",
         f"ckpt_path={model}",
         "data=manifest",
@@ -74,10 +71,7 @@ def evaluate(row: str, manifest: Path) -> Path | None:
         "logger=none",
         f"hydra.run.dir={out}",
     ]
-    print(f"== {row}: {' '.join(args[1:])}", flush=True)
-    started = time.perf_counter()
-    subprocess.run(args, cwd=REPO, check=True, env={**os.environ, "WANDB_SILENT": "true"})
-    write_text(out / "wall_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
+    run_timed(args, out, row)
     return out
 
 

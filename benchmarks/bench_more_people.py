@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_section  # noqa: E402
+from common import machine, run_timed, write_section  # noqa: E402
 
 from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
 
@@ -54,19 +52,8 @@ def run(config: str, fold: int, folds: int) -> pd.DataFrame:
     out = LOGS / config / f"fold{fold}"
     if not (out / "metrics.json").is_file():
         protocol = [p.format(folds=folds, fold=fold) for p in PROTOCOL]
-        args = [
-            sys.executable,
-            "-m",
-            "cremad_lit",
-            *LINEAR,
-            *CONFIGS[config],
-            *protocol,
-            f"hydra.run.dir={out}",
-        ]
-        print(f"== {config} fold {fold}: {' '.join(args[3:])}", flush=True)
-        started = time.perf_counter()
-        subprocess.run(args, cwd=REPO, check=True, env={**os.environ, "WANDB_SILENT": "true"})
-        (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
+        args = ["-m", "cremad_lit", *LINEAR, *CONFIGS[config], *protocol, f"hydra.run.dir={out}"]
+        run_timed(args, out, f"{config} fold {fold}")
     predictions = pd.read_csv(out / "predictions.csv", dtype={"speaker": str, "clip_id": str})
     # The mix names RAVDESS's speakers ravdess/N: the same people, paired by their own ids.
     predictions["speaker"] = predictions["speaker"].str.removeprefix("ravdess/")

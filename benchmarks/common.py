@@ -40,3 +40,18 @@ def write_section(name: str, body: str) -> Path:
         text = text.rstrip() + "\n\n" + block + "\n"
     write_text(DOC, text)  # whole or not at all: a benchmark killed while writing leaves the last table
     return DOC
+
+
+def run_timed(args: list[str], out: Path, label: str) -> None:
+    """Run one project command (`args` after the interpreter) from the repo, printing it, and write its own seconds
+    to `out`/wall_seconds.txt: a rerun that reads finished runs back still reports what a fresh clone spends."""
+    import subprocess
+    import sys
+    import time
+
+    print(f"== {label}: {' '.join(args)}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, *args], cwd=DOC.parent.parent, check=True, env={**os.environ, "WANDB_SILENT": "true"}
+    )
+    write_text(Path(out) / "wall_seconds.txt", f"{time.perf_counter() - started:.0f}\n")

@@ -65,7 +65,6 @@ def run_baseline(cfg: DictConfig) -> float:
         cfg.paths.cache_dir,
         speaker_norm,
         int(cfg.data.prepare_workers),
-        cfg.data.get("sampling", "proportional"),
     )
     speakers = dict(zip(clips["clip_id"], clips["actor_id"], strict=True))
     write_json(

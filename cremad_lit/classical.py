@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cremad_lit.data.corpus import corpus_sampling_weights
 from cremad_lit.data.features import Preprocessing
 from cremad_lit.data.functionals import feature_dir, functionals_features, normalise_by_speaker
 from cremad_lit.io import write_atomic, write_json
@@ -47,12 +46,18 @@ class ClipSource:
     cache_source: str
     prep: Preprocessing
     decoder: str = "decord"
+    weights: dict | None = None  # training clip_id -> its weight (Corpus.training_weights); None: all alike
 
     @classmethod
     def of(cls, corpus, assigned, prep: Preprocessing, decoder: str = "decord") -> ClipSource:
         """From a Corpus and its Assignment (corpus.py)."""
         clips = assigned.clips
-        return cls(clips, corpus.speaker_speech(clips), corpus.classes, corpus.cache_source, prep, decoder)
+        train = clips[clips["split"] == "train"]
+        weights = corpus.training_weights(train)
+        weights = None if weights is None else dict(zip(train["clip_id"], weights, strict=True))
+        return cls(
+            clips, corpus.speaker_speech(clips), corpus.classes, corpus.cache_source, prep, decoder, weights
+        )
 
 
 def clip_features(source: ClipSource, kind: str | None, cache_dir, speaker_norm: str, workers: int = 0):
@@ -160,11 +165,10 @@ def fit_on_split(
     cache_dir,
     speaker_norm: str,
     workers: int = 0,
-    sampling="proportional",
 ):
     """Features of every clip of `source`, then `fit_classical` on its train split (C chosen on its val split): the
-    fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read. A mix's
-    `sampling` (data.sampling) weighs the training clips as the network's loader draws them."""
+    fitted arrays, what was chosen, the features (clip_id -> vector) and the clips that could not be read. The
+    source's `weights` (a mix's data.sampling) weigh the training clips as the network's loader draws them."""
     features, skipped = clip_features(source, kind, cache_dir, speaker_norm, workers)
     classes = source.classes
     if method == "fer_zero_shot":  # nothing to fit: the mapping of its classes onto the corpus's is the model
@@ -173,9 +177,10 @@ def fit_on_split(
         return {"labels": np.arange(len(classes)), "mapping": class_mapping(classes)}, {}, features, skipped
     x, y, clip_ids = design_matrix(source.clips, features, classes, "train")
     val = design_matrix(source.clips, features, classes, "val")[:2]
-    weights = corpus_sampling_weights(source.clips.set_index("clip_id").loc[clip_ids], sampling)
-    # Scaled to a mean of 1, so that C means what it means without weights.
-    weights = None if weights is None else np.asarray(weights) * len(weights) / np.sum(weights)
+    weights = None
+    if source.weights is not None:  # scaled to a mean of 1, so that C means what it means without weights
+        weights = np.array([source.weights[c] for c in clip_ids])
+        weights *= len(weights) / weights.sum()
     fitted, chosen = fit_classical(method, (x, y), val, c_grid, weights)
     return fitted, chosen, features, skipped
 

@@ -76,7 +76,6 @@ def fit_partner(spec: DictConfig, method: str, datamodule, data_cfg: DictConfig,
         datamodule.cache_dir,
         speaker_norm,
         int(datamodule.prepare_workers),
-        datamodule.sampling,
     )
     for clip in skipped:
         log.warning("classical partner: skipped clip %s: %s", clip["clip_id"], clip["reason"])

@@ -63,7 +63,8 @@ def write_results(
     so a run killed while writing them is read as unfinished (select, report, the benchmarks) and run again."""
     run_dir = Path(run_dir)
     metrics = record(task, results, tested_on, model=model, checkpoint=checkpoint, **(extra or {}))
-    if corpora := per_corpus(predictions, classes):  # a mix (data=mix): every number per corpus too
+    corpora = per_corpus(predictions, classes) if tested_on.get("dataset") == "mix" else {}
+    if corpora:  # a mix (data=mix): every number per corpus too
         metrics["per_corpus"] = corpora
     votes = find_summary_table(data_root) if data_root else None
     if votes is not None and predictions and tuple(classes) == EMOTIONS:

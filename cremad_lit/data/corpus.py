@@ -218,6 +218,11 @@ class Corpus:
     def split_by(self) -> str:
         return str(self.split_config.get("by", "actor"))
 
+    def training_weights(self, clips: pd.DataFrame) -> list[float] | None:
+        """How often training should draw each of `clips` (the loader's sampler; the linear model's sample weights):
+        None, every clip alike. A mix's data.sampling says otherwise (MixCorpus)."""
+        return None
+
     def assign(self, clips: pd.DataFrame, eval_split: str = "test") -> Assignment:
         """`clips` (the catalog, or the part of it a loader can read) assigned by the protocol: the lockbox held out
         (or, with eval_split=lockbox, alone), the outer test fold of nested selection held out, then the split."""
@@ -259,6 +264,7 @@ class MixCorpus(Corpus):
         modalities=MODALITIES,
         speaker_stats="classes",
         roles: dict[str, str] | None = None,
+        sampling="proportional",
     ):
         if len(corpora) < 1:
             raise ValueError("data=mix needs at least one entry in data.corpora")
@@ -274,6 +280,8 @@ class MixCorpus(Corpus):
         self.modalities = tuple(modalities) if modalities is not None else None
         self.classes_setting = list(classes) if not isinstance(classes, str) else classes
         self.speaker_stats = speaker_stats
+        sampling_exponent(sampling)  # a wrong data.sampling is one error before anything is read
+        self.sampling = sampling
         self.split_config = {}  # each corpus has its own (Corpus.split_config)
         self.manifest, self.label_map, self.options, self.generate = None, None, {}, None
         self.root = None  # no one folder: `source` names them all
@@ -309,7 +317,11 @@ class MixCorpus(Corpus):
             modalities=data.get("modalities", MODALITIES),
             speaker_stats=data.get("speaker_stats", "classes"),
             roles=roles,
+            sampling=data.get("sampling", "proportional"),
         )
+
+    def training_weights(self, clips: pd.DataFrame) -> list[float] | None:
+        return corpus_sampling_weights(clips, self.sampling)
 
     @property
     def source(self) -> str:

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from cremad_lit.data import encoder_cache
 from cremad_lit.data.augment import Augment
 from cremad_lit.data.cache import ClipCache
-from cremad_lit.data.corpus import Assignment, Corpus, corpus_sampling_weights, sampling_exponent
+from cremad_lit.data.corpus import Assignment, Corpus
 from cremad_lit.data.dataset import (
     SPEAKER_NORMS,
     ClipDataset,
@@ -89,7 +89,6 @@ class LoaderSettings:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
-    sampling: str | float = "proportional"  # data=mix: proportional | balanced | a temperature (corpus.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +152,6 @@ class EmotionDataModule(L.LightningDataModule):
         ):  # a detector this install cannot run (haar on OpenCV 5) is one error, up front
             load_detector(self.prep.face_crop)
         self.batch_size = loader.batch_size
-        sampling_exponent(loader.sampling)  # a wrong data.sampling is one error before anything is decoded
-        self.sampling = loader.sampling
         self.eval_batch_size = loader.eval_batch_size or loader.batch_size
         self.loader_options = dict(
             num_workers=loader.num_workers,
@@ -492,13 +489,13 @@ class EmotionDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
         sampler = None
-        if shuffle and (weights := corpus_sampling_weights(self.datasets[split].clips, self.sampling)):
+        if shuffle and (weights := self.corpus.training_weights(self.datasets[split].clips)):
             # An epoch is as many draws as there are clips, with replacement: a small corpus's clips recur.
             sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
             shares = pd.Series(weights).groupby(self.datasets[split].clips["corpus"].to_numpy()).sum()
             log.info(
                 "data.sampling=%s: training draws %s",
-                self.sampling,
+                self.corpus.sampling,
                 ", ".join(f"{corpus} {share:.0%}" for corpus, share in shares.items()),
             )
         loader = CrashTolerantLoader(
