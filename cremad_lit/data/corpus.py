@@ -321,7 +321,12 @@ class MixCorpus(Corpus):
         )
 
     def training_weights(self, clips: pd.DataFrame) -> list[float] | None:
-        return corpus_sampling_weights(clips, self.sampling)
+        weights = corpus_sampling_weights(clips, self.sampling)
+        if weights is not None:
+            shares = pd.Series(weights).groupby(clips["corpus"].to_numpy()).sum()
+            draws = ", ".join(f"{corpus} {share:.0%}" for corpus, share in shares.items())
+            log.info("data.sampling=%s: training draws %s", self.sampling, draws)
+        return weights
 
     @property
     def source(self) -> str:

@@ -492,12 +492,6 @@ class EmotionDataModule(L.LightningDataModule):
         if shuffle and (weights := self.corpus.training_weights(self.datasets[split].clips)):
             # An epoch is as many draws as there are clips, with replacement: a small corpus's clips recur.
             sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
-            shares = pd.Series(weights).groupby(self.datasets[split].clips["corpus"].to_numpy()).sum()
-            log.info(
-                "data.sampling=%s: training draws %s",
-                self.corpus.sampling,
-                ", ".join(f"{corpus} {share:.0%}" for corpus, share in shares.items()),
-            )
         loader = CrashTolerantLoader(
             self.datasets[split],
             batch_size=batch_size,
