@@ -61,7 +61,7 @@ def run_baseline(cfg: DictConfig) -> float:
         source,
         cfg.method,
         kind,
-        cfg.C_grid,
+        list(cfg.C_grid) if OmegaConf.is_list(cfg.C_grid) else [float(cfg.C_grid)],  # a number: a grid of one (a search's C)
         cfg.paths.cache_dir,
         speaker_norm,
         int(cfg.data.prepare_workers),

@@ -70,7 +70,12 @@ def run_identity(cfg: DictConfig, job_type: str) -> dict:
     hydra_cfg = _hydra()
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
     multirun = hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN"
-    if multirun:
+    searched = (hydra_cfg.sweeper.get("params") or {}) if multirun else {}
+    if searched:  # a search's trial (cremad_lit/search.py): its point and inner fold; its study is the group
+        varying = {*searched, "split.inner_fold"}
+        shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in varying]
+        group = f"{cfg.task_name}/search/{hydra_cfg.sweeper.study_name}"
+    elif multirun:
         varying = swept_keys(sweep_arguments(hydra_cfg.sweep.dir))
         shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in varying]
         group = f"{cfg.task_name}/{Path(hydra_cfg.sweep.dir).name}"

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from cremad_lit.io import write_atomic  # noqa: E402
 
 
-def _save(figure, path: str | os.PathLike) -> Path:
+def save_figure(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
@@ -52,7 +52,7 @@ def plot_confusion(
     axis.set_ylabel("true")
     axis.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axis, fraction=0.046, label="share of the true class")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_curves(history: pd.DataFrame, path, title: str = "Training and validation loss") -> Path:
@@ -79,7 +79,7 @@ def plot_curves(history: pd.DataFrame, path, title: str = "Training and validati
             axes[0, 1].plot(history["epoch"], history[column], marker="o", linestyle=style, label=column)
         axes[0, 1].set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy", ylim=(0, 1))
         axes[0, 1].legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_counts(counts: pd.Series, path, title: str, kind: str = "bar") -> Path:
@@ -98,7 +98,7 @@ def plot_counts(counts: pd.Series, path, title: str, kind: str = "bar") -> Path:
         axis.bar_label(bars, fontsize=8)
         axis.set_ylabel("clips")
     axis.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_crosstab(table: pd.DataFrame, path, title: str) -> Path:
@@ -109,7 +109,7 @@ def plot_crosstab(table: pd.DataFrame, path, title: str) -> Path:
     axis.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
     axis.set_yticks(range(table.shape[0]), [str(i) for i in table.index])
     axis.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_grouped_bars(
@@ -138,7 +138,7 @@ def plot_grouped_bars(
     )
     axis.set(ylabel=ylabel, title=title)
     axis.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_face_sheet(rows: list[dict], path, title: str = "What the video branch sees") -> Path:
@@ -182,7 +182,7 @@ def plot_face_sheet(rows: list[dict], path, title: str = "What the video branch 
         )
     figure.suptitle(title, fontsize=8)
     figure.subplots_adjust(hspace=0.08)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def draw_faces(datamodule, path) -> Path | None:

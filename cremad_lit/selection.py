@@ -17,7 +17,8 @@ import yaml
 
 from cremad_lit.io import write_json, write_text
 from cremad_lit.record import find_runs
-from cremad_lit.uncertainty import accuracy_interval
+from cremad_lit.search import read_search
+from cremad_lit.uncertainty import accuracy_interval, paired_difference
 
 STUDIES = Path(__file__).resolve().parent / "conf" / "study"
 # Each candidate's runs, as a user runs them: commands of the installed package (a checkout is not needed).
@@ -35,8 +36,12 @@ def load_study(name_or_path: str) -> dict:
     for name, candidate in study["candidates"].items():
         if candidate.get("command", "train") not in ENTRIES:
             raise SystemExit(f"candidate {name}: command must be one of {list(ENTRIES)}")
+        if candidate.get("search") and int(candidate.get("trials", 0)) < 1:
+            raise SystemExit(f"candidate {name}: a search candidate needs trials: N (the trials of each outer fold's search)")
     if int(study["inner_folds"]) < 2 or int(study["outer_folds"]) < 2:
         raise SystemExit("a study needs outer_folds >= 2 and inner_folds >= 2")
+    if study.get("outer", "chosen") not in ("chosen", "all"):
+        raise SystemExit("a study's outer: chosen (the selection's folds only) | all (every candidate on every fold)")
     return {**study, "name": path.stem, "file": str(path.resolve())}
 
 
@@ -83,6 +88,49 @@ def choose(scores: dict[str, dict[int, float]], outer_folds: int) -> dict[int, s
     return {i: max(names, key=lambda n: (scores[n][i], -names.index(n))) for i in range(outer_folds)}
 
 
+def run_search(command: str, overrides: list[str], sweep_dir: Path, trials: int) -> dict:
+    """One search (cremad_lit/search.py) in `sweep_dir`, unless its study already holds `trials`; its search.json."""
+    done = sweep_dir / "search.json"
+    if done.is_file():
+        result = read_search(sweep_dir)
+        if sum(result["counts"][s] for s in ("complete", "pruned", "fail")) >= trials:
+            print(f"== {sweep_dir}: searched before, not run again", flush=True)
+            return result
+    args = [sys.executable, *ENTRIES[command], "--multirun", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    print(f"== {' '.join(args[1:])}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(args, check=True, env={**os.environ, "WANDB_SILENT": "true"})
+    write_text(sweep_dir / "wall_seconds.txt", f"{time.perf_counter() - started:.0f}\n")
+    return read_search(sweep_dir)
+
+
+def searched(study: dict, name: str, common: list[str], out: Path) -> tuple[dict[int, float], dict[int, list[str]]]:
+    """A search candidate: its search inside each outer fold (on that fold's inner folds only); outer fold -> the best
+    trial's mean inner score, and outer fold -> the best point's overrides."""
+    candidate, outer, inner = study["candidates"][name], int(study["outer_folds"]), int(study["inner_folds"])
+    scores, points = {}, {}
+    for fold in range(outer):
+        result = run_search(
+            candidate.get("command", "train"),
+            [
+                *common,
+                *candidate.get("overrides", []),
+                f"hparams_search={candidate['search']}",
+                f"split.fold={fold}",
+                f"hydra.sweeper.study_name={name}-outer-{fold}",
+                f"hydra.sweeper.inner_folds={inner}",
+                f"hydra.sweeper.metric={study.get('metric', 'accuracy')}",
+                f"hydra.sweeper.n_trials={int(candidate['trials'])}",
+            ],
+            out / "inner" / name / f"outer-{fold}",
+            int(candidate["trials"]),
+        )
+        if not result["best"]:
+            raise RuntimeError(f"candidate {name}: the search of outer fold {fold} finished no trial")
+        scores[fold], points[fold] = float(result["best"]["value"]), list(result["best"]["overrides"])
+    return scores, points
+
+
 def select(study: dict, extra: list[str], out: Path) -> dict:
     outer, inner, metric = (
         int(study["outer_folds"]),
@@ -90,8 +138,11 @@ def select(study: dict, extra: list[str], out: Path) -> dict:
         study.get("metric", "accuracy"),
     )
     common = [*study.get("overrides", []), *extra, f"split.folds={outer}"]
-    scores = {}
+    scores, points = {}, {}
     for name, candidate in study["candidates"].items():
+        if candidate.get("search"):
+            scores[name], points[name] = searched(study, name, common, out)
+            continue
         command, own = candidate.get("command", "train"), list(candidate.get("overrides", []))
         folds = [f"split.fold={','.join(map(str, range(outer)))}"]
         inner_sweep = [f"split.inner_folds={inner}", f"split.inner_fold={','.join(map(str, range(inner)))}"]
@@ -99,19 +150,24 @@ def select(study: dict, extra: list[str], out: Path) -> dict:
         scores[name] = inner_scores(out / "inner" / name, metric, outer, inner)
     chosen = choose(scores, outer)
     record = {"level": "nested", "study": study["name"], "inner_folds": inner, "metric": metric}
-    for name in dict.fromkeys(chosen.values()):
+    every = study.get("outer", "chosen") == "all"
+    for name in study["candidates"] if every else dict.fromkeys(chosen.values()):
         candidate = study["candidates"][name]
-        # Only the folds this candidate won and has not run yet (a resumed study whose choices moved included).
-        folds = [i for i in range(outer) if chosen[i] == name and i not in outer_runs(out, name)]
-        if not folds:
-            continue
+        # Only the folds this candidate won (every fold with outer: all) and has not run yet (a resumed study too).
+        done = outer_runs(out, name)
+        folds = [i for i in range(outer) if (every or chosen[i] == name) and i not in done]
         tag = [f"++selection={{level:nested,study:{study['name']},candidate:{name},inner_folds:{inner}}}"]
-        run_multirun(
-            candidate.get("command", "train"),
-            [*common, *candidate.get("overrides", []), f"split.fold={','.join(map(str, folds))}", *tag],
-            out / "outer" / name / f"folds-{'-'.join(map(str, folds))}",
-            len(folds),
-        )
+        # A search's best point differs from fold to fold: one run per fold; a fixed recipe: one multirun.
+        groups = [[i] for i in folds] if name in points else [folds] if folds else []
+        for group in groups:
+            point = points[name][group[0]] if name in points else []
+            own = [o for o in candidate.get("overrides", []) if not o.startswith("hydra.sweeper.")]  # the search's own
+            run_multirun(
+                candidate.get("command", "train"),
+                [*common, *own, *point, f"split.fold={','.join(map(str, group))}", *tag],
+                out / "outer" / name / f"folds-{'-'.join(map(str, group))}",
+                len(group),
+            )
     return summarise(study, scores, chosen, out, record)
 
 
@@ -145,10 +201,38 @@ def summarise(study: dict, scores: dict, chosen: dict, out: Path, record: dict) 
         "nested_accuracy_mean": float(accuracy.mean()),
         "nested_accuracy_std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else 0.0,
         "interval": accuracy_interval(pooled) if pooled is not None and "speaker" in pooled else None,
+        "procedures": procedures(study, out),
     }
     write_json(out / "selection.json", result)
     write_text(out / "selection.md", markdown(result, list(scores)))
     return result
+
+
+def procedures(study: dict, out: Path) -> dict:
+    """With `outer: all`: each candidate's own outer estimate (a search's: the search procedure's), and its accuracy
+    difference from the first candidate paired over the same outer test speakers."""
+    outer, found = int(study["outer_folds"]), {}
+    for name in study["candidates"]:
+        runs = outer_runs(out, name)
+        if sorted(runs) != list(range(outer)):
+            continue
+        predictions = pd.concat(
+            [pd.read_csv(run / "predictions.csv", dtype={"speaker": str}) for run, _ in runs.values()], ignore_index=True
+        )
+        accuracy = np.array([metrics["accuracy"] for _, metrics in runs.values()])
+        found[name] = {
+            "accuracy_mean": float(accuracy.mean()),
+            "accuracy_std": float(accuracy.std(ddof=1)),
+            "uar_mean": float(np.mean([metrics["uar"] for _, metrics in runs.values()])),
+            "interval": accuracy_interval(predictions),
+            "predictions": predictions,
+        }
+    first = next(iter(found), None)
+    for name, entry in found.items():
+        entry["against_first"] = (
+            None if name == first else paired_difference(entry["predictions"], found[first]["predictions"])
+        )
+    return {name: {k: v for k, v in entry.items() if k != "predictions"} for name, entry in found.items()}
 
 
 def markdown(result: dict, names: list[str]) -> str:
@@ -177,4 +261,23 @@ def markdown(result: dict, names: list[str]) -> str:
         f"The selection procedure on speakers no choice saw: accuracy {result['nested_accuracy_mean']:.3f} ± "
         f"{result['nested_accuracy_std']:.3f} over {len(result['folds'])} outer folds{span}.",
     ]
+    found = result.get("procedures") or {}
+    if len(found) > 1:
+        first = next(iter(found))
+        lines += [
+            "",
+            "Every candidate on every outer fold (`outer: all`; a search candidate: the search procedure, run inside "
+            "each outer fold):",
+            "",
+            f"| candidate | outer accuracy | 95% interval (speakers) | UAR | difference from {first} | its 95% interval |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, entry in found.items():
+            low, high = entry["interval"]["low"], entry["interval"]["high"]
+            paired = entry["against_first"]
+            versus = f"{paired['difference']:+.3f} | [{paired['low']:+.3f}, {paired['high']:+.3f}]" if paired else "- | -"
+            lines.append(
+                f"| {name} | {entry['accuracy_mean']:.3f} ± {entry['accuracy_std']:.3f} | [{low:.3f}, {high:.3f}] | "
+                f"{entry['uar_mean']:.3f} | {versus} |"
+            )
     return "\n".join(lines) + "\n"

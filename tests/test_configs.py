@@ -34,11 +34,15 @@ GROUPS = {
     "final": ["final"],
     "debug": ["debug"],
     "hydra/launcher": ["hydra/launcher"],
+    "hydra/sweeper": ["hydra/sweeper"],
+    "hydra/sweeper/pruner": ["hydra/sweeper/pruner"],
+    "hparams_search": ["hparams_search"],
 }
 # Options that need more than their name to compose: the settings a user adds on the command line.
 NEEDS = {
     ("data", "manifest"): ["data.manifest=clips.csv"],
     ("final", "all_speakers"): ["experiment=speech", "data=ravdess"],
+    **{("hydra/sweeper/pruner", p.stem): ["hydra/sweeper=optuna"] for p in (CONF / "hydra/sweeper/pruner").glob("*.yaml")},
 }
 
 
@@ -98,11 +102,16 @@ def test_every_candidate_of_every_study_composes(study):
     spec = load_study(study)
     for name, candidate in spec["candidates"].items():
         entry = {"train": "train", "baseline": "baseline"}[candidate.get("command", "train")]
-        overrides = [*spec["overrides"], *candidate["overrides"], f"split.folds={spec['outer_folds']}"]
-        inner = resolved(
-            entry, [*overrides, f"split.inner_folds={spec['inner_folds']}", "split.inner_fold=1"]
-        )
-        assert inner["split"]["inner_folds"] == spec["inner_folds"], name
+        overrides = [*spec["overrides"], *candidate.get("overrides", []), f"split.folds={spec['outer_folds']}"]
+        if candidate.get("search"):  # its inner runs are a search's trials (tests/test_search.py composes those)
+            searching = resolved(entry, [*overrides, f"hparams_search={candidate['search']}", "split.fold=1"])
+            assert searching["split"]["folds"] == spec["outer_folds"], name
+            overrides = [o for o in overrides if not o.startswith("hydra.sweeper.")]
+        else:
+            inner = resolved(
+                entry, [*overrides, f"split.inner_folds={spec['inner_folds']}", "split.inner_fold=1"]
+            )
+            assert inner["split"]["inner_folds"] == spec["inner_folds"], name
         outer = resolved(entry, [*overrides, "++selection={level:nested,study:s,candidate:c,inner_folds:2}"])
         assert outer["selection"]["level"] == "nested" and outer["split"]["lockbox"] == [16, 17, 18], name
 

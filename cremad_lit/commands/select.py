@@ -12,6 +12,12 @@ speakers, which no choice has seen: the mean of those outer numbers estimates wh
 new people. Each outer run's metrics.json records `selection` (level nested); `report` on the folder labels it.
 Writes selection.json and selection.md into the study folder and prints the table. Finished multiruns are not run
 again (an interrupted study resumes). Overrides on the command line go to every run (data.root, hydra/launcher=...).
+
+A candidate may be a search (`search: <conf/hparams_search name>`, `trials: N`; cremad_lit/search.py): inside each
+outer fold the search runs on that fold's inner folds, and its best point is what trains on the outer fold, so its
+outer numbers estimate the search *procedure*. Its inner score is its best trial's mean (a maximum: biased up against
+a fixed recipe); `outer: all` in the study runs every candidate on every outer fold and compares each with the first,
+paired over the same test speakers (conf/study/linear_search.yaml).
 """
 
 from __future__ import annotations
