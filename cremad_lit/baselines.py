@@ -61,7 +61,9 @@ def run_baseline(cfg: DictConfig) -> float:
         source,
         cfg.method,
         kind,
-        list(cfg.C_grid) if OmegaConf.is_list(cfg.C_grid) else [float(cfg.C_grid)],  # a number: a grid of one (a search's C)
+        list(cfg.C_grid)
+        if OmegaConf.is_list(cfg.C_grid)
+        else [float(cfg.C_grid)],  # a number: a grid of one (a search's C)
         cfg.paths.cache_dir,
         speaker_norm,
         int(cfg.data.prepare_workers),

@@ -37,7 +37,9 @@ METRICS = ("accuracy", "uar")
 # A trial's folds decide it: its fold scores and runs are kept on the trial (user attributes, read by search.md).
 FOLD_SCORES, RUNS, ERROR, RERUN_OF = "fold_scores", "runs", "error", "rerun_of"
 INTERRUPTED = "interrupted_trials"  # study attribute: trials a killed sweep left running (not counted, rerun)
-ARGUMENTS = "arguments"  # study attribute: the fixed overrides every trial runs with (a resumed study must match)
+ARGUMENTS = (
+    "arguments"  # study attribute: the fixed overrides every trial runs with (a resumed study must match)
+)
 
 
 def override_text(value) -> str:
@@ -73,12 +75,17 @@ def distributions(params: dict, arguments: list[str]) -> tuple[dict, list[str], 
         log_scale = "log" in sweep.tags
         if isinstance(sweep, ChoiceSweep):
             # Optuna keeps primitive choices; a list or dict choice (a network's channels) is kept as its text.
-            choices = [v if isinstance(v, (str, int, float, bool)) or v is None else override_text(v) for v in sweep.list]
+            choices = [
+                v if isinstance(v, (str, int, float, bool)) or v is None else override_text(v)
+                for v in sweep.list
+            ]
             space[key] = d.CategoricalDistribution(choices)
         elif isinstance(sweep, RangeSweep):
             values = list(override.sweep_iterator())
             if all(isinstance(v, int) for v in values):
-                space[key] = d.IntDistribution(int(sweep.start), int(values[-1]), step=int(sweep.step), log=log_scale)
+                space[key] = d.IntDistribution(
+                    int(sweep.start), int(values[-1]), step=int(sweep.step), log=log_scale
+                )
             else:
                 space[key] = d.CategoricalDistribution(values)
         elif isinstance(sweep, IntervalSweep):
@@ -96,7 +103,9 @@ def distributions(params: dict, arguments: list[str]) -> tuple[dict, list[str], 
         )
     for owned in ("split.inner_folds", "split.inner_fold"):
         if any(o.split("=", 1)[0].lstrip("+~") == owned for o in fixed):
-            raise ValueError(f"{owned} is set by the search itself (hydra.sweeper.inner_folds), not on the command line")
+            raise ValueError(
+                f"{owned} is set by the search itself (hydra.sweeper.inner_folds), not on the command line"
+            )
     return space, pinned, fixed
 
 
@@ -108,7 +117,10 @@ class FoldSearch:
     """One sweep of a study: ask points, score each on the inner folds, tell the study; then write the reports."""
 
     def __init__(self, settings: dict, config: DictConfig, launcher, validate) -> None:
-        self.s = {k: (OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v) for k, v in settings.items()}
+        self.s = {
+            k: (OmegaConf.to_container(v) if isinstance(v, (DictConfig, ListConfig)) else v)
+            for k, v in settings.items()
+        }
         self.config, self.launcher, self.validate = config, launcher, validate
         self.dir = Path(config.hydra.sweep.dir).resolve()
         self.metric = str(self.s.get("metric", "accuracy"))
@@ -118,7 +130,9 @@ class FoldSearch:
         if self.metric not in METRICS:
             raise ValueError(f"hydra.sweeper.metric must be one of {METRICS}, not {self.metric!r}")
         if self.folds < 2:
-            raise ValueError("hydra.sweeper.inner_folds must be 2 or more: the objective is a mean over inner folds")
+            raise ValueError(
+                "hydra.sweeper.inner_folds must be 2 or more: the objective is a mean over inner folds"
+            )
         split = config.get("split")
         if split is None or not split.get("folds") or split.get("by", "actor") != "actor":
             raise ValueError(
@@ -145,7 +159,11 @@ class FoldSearch:
             study.set_user_attr(ARGUMENTS, task)
             study.set_user_attr("metric", self.metric)
             study.set_user_attr("inner_folds", self.folds)
-        elif before != task or study.user_attrs.get("metric") != self.metric or study.user_attrs.get("inner_folds") != self.folds:
+        elif (
+            before != task
+            or study.user_attrs.get("metric") != self.metric
+            or study.user_attrs.get("inner_folds") != self.folds
+        ):
             raise ValueError(
                 f"study {study.study_name!r} in {self.dir} was run as {before} ({study.user_attrs.get('metric')} over "
                 f"{study.user_attrs.get('inner_folds')} inner folds), not as {task} ({self.metric} over {self.folds}): "
@@ -218,7 +236,9 @@ class FoldSearch:
                 trial.set_user_attr(RUNS, runs)
                 try:
                     scores[trial.number].append(self.score(trial, fold, result))
-                except Exception as error:  # the trial fails; max_failure_rate decides whether the search goes on
+                except (
+                    Exception
+                ) as error:  # the trial fails; max_failure_rate decides whether the search goes on
                     trial.set_user_attr(ERROR, f"fold {fold}: {type(error).__name__}: {error}"[:2000])
                     study.tell(trial, state=TrialState.FAIL)
                     log.error("trial %d failed on inner fold %d: %s", trial.number, fold, error)
@@ -228,7 +248,13 @@ class FoldSearch:
                 trial.report(running, fold)
                 if fold < self.folds - 1 and trial.should_prune():
                     study.tell(trial, state=TrialState.PRUNED)
-                    log.info("trial %d pruned after %d folds: running %s %.3f", trial.number, fold + 1, self.metric, running)
+                    log.info(
+                        "trial %d pruned after %d folds: running %s %.3f",
+                        trial.number,
+                        fold + 1,
+                        self.metric,
+                        running,
+                    )
                     continue
                 still.append(trial)
             active = still
@@ -238,7 +264,12 @@ class FoldSearch:
             study.tell(trial, float(np.mean(values)))
             log.info(
                 "trial %d: %s %.3f ± %.3f over %d inner folds %s",
-                trial.number, self.metric, np.mean(values), np.std(values, ddof=1), self.folds, trial.params,
+                trial.number,
+                self.metric,
+                np.mean(values),
+                np.std(values, ddof=1),
+                self.folds,
+                trial.params,
             )
 
     def check_failures(self, study) -> None:
@@ -264,7 +295,9 @@ class FoldSearch:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"another sweep is running this study ({self.dir}): one at a time") from None
+                raise RuntimeError(
+                    f"another sweep is running this study ({self.dir}): one at a time"
+                ) from None
             study = self.study([*fixed, *self.pinned])
             self.requeue_interrupted(study)
             target = int(self.s.get("n_trials", 20))
@@ -313,8 +346,13 @@ def summarise(study, config: DictConfig, fixed: list[str], pinned: list[str], ou
         "direction": "maximize" if maximise else "minimize",
         "inner_folds": folds,
         "fixed": fixed,
-        "split": {"folds": int(config.split.folds), "fold": int(config.split.fold)},  # the outer fold searched in
-        "counts": {s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "fail", "interrupted")},
+        "split": {
+            "folds": int(config.split.folds),
+            "fold": int(config.split.fold),
+        },  # the outer fold searched in
+        "counts": {
+            s: sum(t["state"] == s for t in trials) for s in ("complete", "pruned", "fail", "interrupted")
+        },
         "best": best,
         "importance": importance(study),
         "trials": trials,
@@ -348,7 +386,10 @@ def plots(study, out: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the plots are marked experimental
-        for name, draw in (("history", views.plot_optimization_history), ("importance", views.plot_param_importances)):
+        for name, draw in (
+            ("history", views.plot_optimization_history),
+            ("importance", views.plot_param_importances),
+        ):
             try:
                 axes = draw(study)
             except Exception as error:  # importance needs two finished trials with a varying parameter
@@ -377,7 +418,10 @@ def markdown(result: dict, top: int = 10) -> str:
     ]
     for t in complete[:top]:
         folds = ", ".join(f"{s:.3f}" for s in t["fold_scores"])
-        params = ", ".join(f"{k}={override_text(v) if not isinstance(v, float) else f'{v:.4g}'}" for k, v in t["params"].items())
+        params = ", ".join(
+            f"{k}={override_text(v) if not isinstance(v, float) else f'{v:.4g}'}"
+            for k, v in t["params"].items()
+        )
         lines.append(f"| {t['number']} | {t['value']:.3f} | {t['std']:.3f} | {folds} | {params} |")
     if isinstance(result["importance"], dict):
         lines += [
@@ -394,8 +438,12 @@ def markdown(result: dict, top: int = 10) -> str:
         keys = {o.split("=", 1)[0].lstrip("+~") for o in kept}
         kept += [f"split.{k}={result['split'][k]}" for k in ("folds", "fold") if f"split.{k}" not in keys]
         command = "python -m cremad_lit " + " ".join([result["task"], *kept, *result["best"]["overrides"]])
-        lines += ["", "The best point, trained on all the split's training speakers and tested on its test speakers:", "",
-                  f"    {command}"]
+        lines += [
+            "",
+            "The best point, trained on all the split's training speakers and tested on its test speakers:",
+            "",
+            f"    {command}",
+        ]
     lines += ["", "![history](history.png)", "", "![importance](importance.png)"]
     return "\n".join(lines) + "\n"
 

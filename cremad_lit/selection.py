@@ -37,11 +37,15 @@ def load_study(name_or_path: str) -> dict:
         if candidate.get("command", "train") not in ENTRIES:
             raise SystemExit(f"candidate {name}: command must be one of {list(ENTRIES)}")
         if candidate.get("search") and int(candidate.get("trials", 0)) < 1:
-            raise SystemExit(f"candidate {name}: a search candidate needs trials: N (the trials of each outer fold's search)")
+            raise SystemExit(
+                f"candidate {name}: a search candidate needs trials: N (the trials of each outer fold's search)"
+            )
     if int(study["inner_folds"]) < 2 or int(study["outer_folds"]) < 2:
         raise SystemExit("a study needs outer_folds >= 2 and inner_folds >= 2")
     if study.get("outer", "chosen") not in ("chosen", "all"):
-        raise SystemExit("a study's outer: chosen (the selection's folds only) | all (every candidate on every fold)")
+        raise SystemExit(
+            "a study's outer: chosen (the selection's folds only) | all (every candidate on every fold)"
+        )
     return {**study, "name": path.stem, "file": str(path.resolve())}
 
 
@@ -104,7 +108,9 @@ def run_search(command: str, overrides: list[str], sweep_dir: Path, trials: int)
     return read_search(sweep_dir)
 
 
-def searched(study: dict, name: str, common: list[str], out: Path) -> tuple[dict[int, float], dict[int, list[str]]]:
+def searched(
+    study: dict, name: str, common: list[str], out: Path
+) -> tuple[dict[int, float], dict[int, list[str]]]:
     """A search candidate: its search inside each outer fold (on that fold's inner folds only); outer fold -> the best
     trial's mean inner score, and outer fold -> the best point's overrides."""
     candidate, outer, inner = study["candidates"][name], int(study["outer_folds"]), int(study["inner_folds"])
@@ -161,7 +167,9 @@ def select(study: dict, extra: list[str], out: Path) -> dict:
         groups = [[i] for i in folds] if name in points else [folds] if folds else []
         for group in groups:
             point = points[name][group[0]] if name in points else []
-            own = [o for o in candidate.get("overrides", []) if not o.startswith("hydra.sweeper.")]  # the search's own
+            own = [
+                o for o in candidate.get("overrides", []) if not o.startswith("hydra.sweeper.")
+            ]  # the search's own
             run_multirun(
                 candidate.get("command", "train"),
                 [*common, *own, *point, f"split.fold={','.join(map(str, group))}", *tag],
@@ -217,7 +225,8 @@ def procedures(study: dict, out: Path) -> dict:
         if sorted(runs) != list(range(outer)):
             continue
         predictions = pd.concat(
-            [pd.read_csv(run / "predictions.csv", dtype={"speaker": str}) for run, _ in runs.values()], ignore_index=True
+            [pd.read_csv(run / "predictions.csv", dtype={"speaker": str}) for run, _ in runs.values()],
+            ignore_index=True,
         )
         accuracy = np.array([metrics["accuracy"] for _, metrics in runs.values()])
         found[name] = {
@@ -275,7 +284,11 @@ def markdown(result: dict, names: list[str]) -> str:
         for name, entry in found.items():
             low, high = entry["interval"]["low"], entry["interval"]["high"]
             paired = entry["against_first"]
-            versus = f"{paired['difference']:+.3f} | [{paired['low']:+.3f}, {paired['high']:+.3f}]" if paired else "- | -"
+            versus = (
+                f"{paired['difference']:+.3f} | [{paired['low']:+.3f}, {paired['high']:+.3f}]"
+                if paired
+                else "- | -"
+            )
             lines.append(
                 f"| {name} | {entry['accuracy_mean']:.3f} ± {entry['accuracy_std']:.3f} | [{low:.3f}, {high:.3f}] | "
                 f"{entry['uar_mean']:.3f} | {versus} |"

@@ -42,7 +42,10 @@ GROUPS = {
 NEEDS = {
     ("data", "manifest"): ["data.manifest=clips.csv"],
     ("final", "all_speakers"): ["experiment=speech", "data=ravdess"],
-    **{("hydra/sweeper/pruner", p.stem): ["hydra/sweeper=optuna"] for p in (CONF / "hydra/sweeper/pruner").glob("*.yaml")},
+    **{
+        ("hydra/sweeper/pruner", p.stem): ["hydra/sweeper=optuna"]
+        for p in (CONF / "hydra/sweeper/pruner").glob("*.yaml")
+    },
 }
 
 
@@ -102,8 +105,14 @@ def test_every_candidate_of_every_study_composes(study):
     spec = load_study(study)
     for name, candidate in spec["candidates"].items():
         entry = {"train": "train", "baseline": "baseline"}[candidate.get("command", "train")]
-        overrides = [*spec["overrides"], *candidate.get("overrides", []), f"split.folds={spec['outer_folds']}"]
-        if candidate.get("search"):  # its inner runs are a search's trials (tests/test_search.py composes those)
+        overrides = [
+            *spec["overrides"],
+            *candidate.get("overrides", []),
+            f"split.folds={spec['outer_folds']}",
+        ]
+        if candidate.get(
+            "search"
+        ):  # its inner runs are a search's trials (tests/test_search.py composes those)
             searching = resolved(entry, [*overrides, f"hparams_search={candidate['search']}", "split.fold=1"])
             assert searching["split"]["folds"] == spec["outer_folds"], name
             overrides = [o for o in overrides if not o.startswith("hydra.sweeper.")]

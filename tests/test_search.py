@@ -27,7 +27,11 @@ PROTOCOL = [
     "split.fractions=[0.85,0.0,0.15]",
     "split.lockbox=[6]",
 ]
-LINEAR = ["hparams_search=linear_optuna", "hydra.sweeper.params.method=egemaps_logreg", "hydra.sweeper.inner_folds=2"]
+LINEAR = [
+    "hparams_search=linear_optuna",
+    "hydra.sweeper.params.method=egemaps_logreg",
+    "hydra.sweeper.inner_folds=2",
+]
 
 
 def test_the_search_space_reads_hydras_sweep_grammar():
@@ -117,7 +121,9 @@ def test_a_search_scores_inner_folds_resumes_after_kill_9_and_prunes(six_actors,
             outer_test = set(fold["protocol"]["nested"]["outer_test_actors"])
             assert outer_test and 6 not in outer_test
             split = pd.read_csv(Path(run) / "split.csv")
-            assert not set(split["actor_id"]) & {*outer_test, 6}, run  # the outer test speakers and the lockbox
+            assert not set(split["actor_id"]) & {*outer_test, 6}, (
+                run
+            )  # the outer test speakers and the lockbox
             overrides = yaml.safe_load((Path(run) / ".hydra" / "overrides.yaml").read_text())
             assert f"C_grid={override_text(trial['params']['C_grid'])}" in overrides
     best = max((t for t in result["trials"] if t["state"] == "complete"), key=lambda t: t["value"])

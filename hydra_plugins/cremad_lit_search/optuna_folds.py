@@ -29,4 +29,6 @@ class OptunaFoldSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from cremad_lit.search import FoldSearch
 
-        return FoldSearch(self.settings, self.config, self.launcher, self.validate_batch_is_legal).run(arguments)
+        return FoldSearch(self.settings, self.config, self.launcher, self.validate_batch_is_legal).run(
+            arguments
+        )
