@@ -234,11 +234,10 @@ class FoldSearch:
             for trial, result in zip(active, results, strict=True):
                 runs = [str(self.run_dir(trial.number, j)) for j in range(fold + 1)]
                 trial.set_user_attr(RUNS, runs)
+                # A failed fold fails its trial; max_failure_rate decides whether the search goes on.
                 try:
                     scores[trial.number].append(self.score(trial, fold, result))
-                except (
-                    Exception
-                ) as error:  # the trial fails; max_failure_rate decides whether the search goes on
+                except Exception as error:
                     trial.set_user_attr(ERROR, f"fold {fold}: {type(error).__name__}: {error}"[:2000])
                     study.tell(trial, state=TrialState.FAIL)
                     log.error("trial %d failed on inner fold %d: %s", trial.number, fold, error)
