@@ -129,7 +129,8 @@ bench-speech8: $(INSTALLED) ## Real speech in eight classes (RAVDESS, 6 blocks o
 bench-lockbox: $(INSTALLED) ## Real speech, choosing on RAVDESS 01-15 (5 folds); `python benchmarks/bench_lockbox.py --open RELEASE` opens 16-18
 	$(PYTHON) benchmarks/bench_lockbox.py
 
-bench-cross-corpus: $(INSTALLED) ## Another corpus and language: the lockbox opening's RAVDESS-trained models on ASED speakers 01-30 (after bench_lockbox.py --open)
+bench-cross-corpus: $(INSTALLED) ## Train on one corpus, test on another: RAVDESS, ASED and both, every direction (5 folds); then the lockbox opening's models on ASED
+	$(PYTHON) benchmarks/bench_corpus_table.py
 	$(PYTHON) benchmarks/bench_cross_corpus.py
 
 bench-more-people: $(INSTALLED) ## Does more people help? RAVDESS 01-15 (5 folds) alone vs with ASED 01-30 added to training (data=mix), the linear model

@@ -143,6 +143,12 @@ def select(study: dict, extra: list[str], out: Path) -> dict:
         int(study["inner_folds"]),
         study.get("metric", "accuracy"),
     )
+    given = {o.split("=", 1)[0] for o in extra}
+    missing = [key for key in study.get("needs", []) if key not in given]
+    if missing:
+        raise SystemExit(
+            f"study {study['name']} needs {missing} on the command line (KEY=VALUE): see {study['file']}"
+        )
     common = [*study.get("overrides", []), *extra, f"split.folds={outer}"]
     scores, points = {}, {}
     for name, candidate in study["candidates"].items():

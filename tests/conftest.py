@@ -39,6 +39,12 @@ RAVDESS_48K = SHARED / "ravdess-speech-48k"
 ASED = SHARED / "ased"
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests first (in their own order), then the rest: pytest-xdist's workers start on the long ones and the
+    short ones fill the end, instead of a long test starting last and running alone (longest first)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_canary_verdicts():
     """Each test judges failures anew: a test that breaks a library on purpose must not inherit a good verdict."""

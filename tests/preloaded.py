@@ -26,7 +26,7 @@ from pathlib import Path
 # Third-party only: what every command imports before it does anything (measured with python -X importtime), and
 # what every command's environment check (environment.py) and the classical models import (~0.7 s a command).
 PRELOAD = ["torch", "lightning", "pandas", "hydra", "omegaconf", "timm", "torchaudio"]
-PRELOAD += ["av", "decord", "opensmile", "facenet_pytorch", "sklearn.linear_model", "pebble"]
+PRELOAD += ["av", "decord", "opensmile", "facenet_pytorch", "sklearn.linear_model", "pebble", "optuna"]
 # Top-level packages of this checkout, which a command imports for itself (benchmarks/ puts `common` on the path).
 PROJECT = {"cremad_lit", "tests", "common"}
 KEPT = {"tests", "tests.preloaded"}  # the forking itself

@@ -95,6 +95,18 @@ def test_a_mix_namespaces_speakers_and_splits_inside_each_corpus(two_corpora):
     )
     opened = extra.assign(extra.catalog(), eval_split="lockbox")
     assert set(opened.clips["actor_id"]) == {"ravdess/6"}
+    # role=test (the cross-corpus protocol): RAVDESS only tests, all of it but its lockbox; ASED trains, as alone.
+    config = mix_config(ravdess, ased)
+    config["corpora"]["ravdess"]["role"] = "test"
+    cross = Corpus.from_config(config)
+    crossed = cross.assign(cross.catalog())
+    ravdess_part = crossed.clips[crossed.clips["corpus"] == "ravdess"]
+    assert set(ravdess_part["split"]) == {"test"} and "ravdess/6" not in set(ravdess_part["actor_id"])
+    assert ravdess_part["actor_id"].nunique() == 5 and crossed.actors("train")
+    assert not set(crossed.actors("train")) & set(ravdess_part["actor_id"])
+    config["corpora"]["ased"]["role"] = "test"
+    with pytest.raises(ValueError, match="none is left to train on"):
+        Corpus.from_config(config)
 
     # The classes every corpus has: ASED's five; any corpus has: RAVDESS's eight with data.classes=union.
     assert Corpus.from_config(mix_config(ravdess, ased, classes="shared")).classes == (

@@ -223,6 +223,15 @@ class Corpus:
         None, every clip alike. A mix's data.sampling says otherwise (MixCorpus)."""
         return None
 
+    @staticmethod
+    def _test_only(corpus: Corpus, clips: pd.DataFrame, eval_split: str) -> Assignment:
+        """A corpus of role=test: every speaker tests (its lockbox still held out); none trains or validates, so a
+        model trained on the other corpora meets these people and this corpus for the first time at test."""
+        clips, lockbox = hold_out_lockbox(clips, corpus.split_config.get("lockbox"), eval_split)
+        clips = clips.assign(split="test")
+        table = clips.groupby("actor_id", as_index=False).agg(gender=("gender", "first")).assign(split="test")
+        return Assignment(clips, table, {"protocol": "test_only"}, lockbox, corpus.dataset, "actor")
+
     def assign(self, clips: pd.DataFrame, eval_split: str = "test") -> Assignment:
         """`clips` (the catalog, or the part of it a loader can read) assigned by the protocol: the lockbox held out
         (or, with eval_split=lockbox, alone), the outer test fold of nested selection held out, then the split."""
@@ -241,10 +250,9 @@ class Corpus:
 # What every corpus of a mix takes from data=mix itself unless its own entry says otherwise.
 MIX_SHARED = ("modalities", "speaker_stats", "split")
 MIX_CLASSES = ("shared", "union")
-ROLES = (
-    "all",
-    "train",
-)  # a corpus's role in a mix: split like any corpus | only adds training speakers  # data.classes of a mix beyond a single corpus's settings
+# A corpus's role in a mix: split like any corpus | only adds training speakers | only tests (train on the others,
+# test on it: the cross-corpus protocol in one run).
+ROLES = ("all", "train", "test")
 SEPARATOR = "/"  # corpus/speaker, corpus/clip
 
 
@@ -277,6 +285,8 @@ class MixCorpus(Corpus):
             raise ValueError(f"data.corpora.NAME.role must be one of {ROLES}, not {self.roles}")
         if all(role == "train" for role in self.roles.values()):
             raise ValueError("data=mix: every corpus has role=train, so none is left to validate or test on")
+        if all(role == "test" for role in self.roles.values()):
+            raise ValueError("data=mix: every corpus has role=test, so none is left to train on")
         self.modalities = tuple(modalities) if modalities is not None else None
         self.classes_setting = list(classes) if not isinstance(classes, str) else classes
         self.speaker_stats = speaker_stats
@@ -398,6 +408,15 @@ class MixCorpus(Corpus):
         )
         return Assignment(clips, table, {"protocol": "train_only"}, lockbox, corpus.dataset, "actor")
 
+    @staticmethod
+    def _test_only(corpus: Corpus, clips: pd.DataFrame, eval_split: str) -> Assignment:
+        """A corpus of role=test: every speaker tests (its lockbox still held out); none trains or validates, so a
+        model trained on the other corpora meets these people and this corpus for the first time at test."""
+        clips, lockbox = hold_out_lockbox(clips, corpus.split_config.get("lockbox"), eval_split)
+        clips = clips.assign(split="test")
+        table = clips.groupby("actor_id", as_index=False).agg(gender=("gender", "first")).assign(split="test")
+        return Assignment(clips, table, {"protocol": "test_only"}, lockbox, corpus.dataset, "actor")
+
     def assign(self, clips: pd.DataFrame, eval_split: str = "test") -> Assignment:
         """Each corpus's clips among `clips` assigned by its own protocol, then joined (namespaced again)."""
         joined, tables, protocols, lockbox = [], [], {}, []
@@ -410,6 +429,8 @@ class MixCorpus(Corpus):
             native = own.assign(actor_id=own["corpus_actor_id"], clip_id=own["corpus_clip_id"])
             if self.roles[name] == "train" and eval_split in ("test", "val"):
                 assigned = self._train_only(corpus, native, eval_split)
+            elif self.roles[name] == "test" and eval_split != "lockbox":
+                assigned = self._test_only(corpus, native, eval_split)
             else:
                 assigned = corpus.assign(native, eval_split)
             mine = assigned.clips
@@ -432,6 +453,14 @@ class MixCorpus(Corpus):
             )
         protocol = {"protocol": "per_corpus", "corpora": protocols}
         protocol["leaky"] = any(p.get("leaky") for p in protocols.values())
+        nested = {name: p["nested"] for name, p in protocols.items() if p.get("nested")}
+        if (
+            nested
+        ):  # an inner run of nested selection: the same fold numbers in every corpus, as select reads them
+            left_out = [
+                f"{n}{SEPARATOR}{a}" for n, record in nested.items() for a in record["outer_test_actors"]
+            ]
+            protocol["nested"] = {**next(iter(nested.values())), "outer_test_actors": left_out}
         by = "clip" if protocol["leaky"] else "actor"
         return Assignment(
             pd.concat(joined, ignore_index=True),

@@ -1,0 +1,155 @@
+"""Train on one corpus, test on another, as a table: RAVDESS, ASED and the two together, every direction.
+
+    make bench-cross-corpus          # this table, then the lockbox models on ASED (bench_cross_corpus.py)
+    python benchmarks/bench_corpus_table.py [--methods linear,ge2e_linear]
+
+Every cell is one `data=mix` configuration run as a user runs it (`python -m cremad_lit baseline`, a Hydra multirun
+over 5 folds, `data.classes=shared`: the five emotions both corpora have). RAVDESS actors 01-15 (its lockbox 16-18
+shut) and ASED speakers 01-30 (its lockbox 31-40 shut) are each dealt into 5 blocks of consecutive speakers
+(`split.protocol=blocks`). A corpus with `role=test` is never trained on: the models of the 5 folds, each trained on
+the other corpus's training speakers of that fold, are all tested on every one of its speakers (the cross-corpus
+cells). A corpus with `role=all` is tested on its own held-out fold (the diagonal: speaker-disjoint cross-validation).
+The third row trains on both. Accuracy (WAR) with its 95% interval by bootstrap over the test speakers, UAR (mean
+recall over the five); ASED also on the common sentences 01-02 alone (its other sentences were written for one
+emotion, so there the words can give it away). Nothing is chosen here: the models are fixed beforehand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, run_timed, write_section  # noqa: E402
+
+from cremad_lit.uncertainty import accuracy_interval, paired_difference  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared"))
+LOGS = REPO / "logs" / "bench-corpus-table"
+FOLDS = 5
+COMMON_SENTENCES = ("01", "02")
+METHODS = {
+    "linear": (
+        "speaker-normalised ComParE 2016 + logistic regression, C = 0.01",
+        ["method=compare_logreg", "data.speaker_norm=standard", "C_grid=[0.01]"],
+    ),
+    "ge2e_linear": (
+        "speaker-normalised GE2E features + logistic regression, C = 0.01 (0.9's model to ship)",
+        ["method=ge2e_logreg", "data.speaker_norm=standard", "C_grid=[0.01]"],
+    ),
+}
+MIX = [
+    "data=mix",
+    f"data.corpora.ravdess.root={SHARED / 'ravdess-speech'}",
+    "data.corpora.ravdess.split.lockbox=[16,17,18]",
+    f"data.corpora.ased.manifest={SHARED / 'ased' / 'manifest.csv'}",
+    f"data.corpora.ased.split.lockbox=[{','.join(map(str, range(31, 41)))}]",
+    "data.classes=shared",
+    "split.protocol=blocks",
+    f"split.folds={FOLDS}",
+    f"split.fold={','.join(map(str, range(FOLDS)))}",
+    "logger=none",
+]
+# Trained on -> the roles that say so (the corpus not trained on only tests).
+TRAINED_ON = {
+    "RAVDESS 01-15": ["data.corpora.ravdess.role=all", "data.corpora.ased.role=test"],
+    "ASED 01-30": ["data.corpora.ravdess.role=test", "data.corpora.ased.role=all"],
+    "RAVDESS + ASED": ["data.corpora.ravdess.role=all", "data.corpora.ased.role=all"],
+}
+TESTED_ON = {"RAVDESS 01-15": "ravdess", "ASED 01-30": "ased"}
+
+
+def run(method: str, trained_on: str) -> pd.DataFrame:
+    """The 5 folds of one cell's configuration (one multirun, once), their predictions pooled."""
+    out = LOGS / method / trained_on.replace(" ", "").replace("+", "_")
+    if len(list(out.glob("*/predictions.csv"))) < FOLDS:
+        args = [
+            "-m",
+            "cremad_lit",
+            "baseline",
+            "--multirun",
+            *METHODS[method][1],
+            *MIX,
+            *TRAINED_ON[trained_on],
+        ]
+        run_timed([*args, f"hydra.sweep.dir={out}"], out, f"{method}, trained on {trained_on}")
+    tables = [
+        pd.read_csv(p, dtype={"speaker": str, "clip_id": str}) for p in sorted(out.glob("*/predictions.csv"))
+    ]
+    return pd.concat(tables, ignore_index=True)
+
+
+def common_sentences(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["clip_id"].str.split("-").str[1].isin(COMMON_SENTENCES)]
+
+
+def uar(table: pd.DataFrame) -> float:
+    return float((table["label"] == table["pred"]).groupby(table["label"]).mean().mean())
+
+
+def cell(table: pd.DataFrame, diagonal: bool) -> str:
+    interval = accuracy_interval(table)
+    text = f"{interval['accuracy']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}], UAR {uar(table):.3f}"
+    return f"**{text}** (CV)" if diagonal else text
+
+
+def seconds(method: str) -> int:
+    return sum(int(p.read_text()) for p in (LOGS / method).glob("*/wall_seconds.txt"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}"
+    )
+    args = parser.parse_args()
+    if not (SHARED / "ased" / "manifest.csv").is_file():
+        raise SystemExit(f"ASED not found under {SHARED} (set CREMAD_LIT_SHARED)")
+    lines = [
+        "| method | trained on | RAVDESS 01-15: accuracy [95%], UAR | ASED 01-30 | ASED, sentences 01-02 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    paired = []
+    for method in args.methods.split(","):
+        found = {trained_on: run(method, trained_on) for trained_on in TRAINED_ON}
+        for trained_on, table in found.items():
+            by_corpus = {name: table[table["corpus"] == corpus] for name, corpus in TESTED_ON.items()}
+            cells = [cell(by_corpus[name], name == trained_on) for name in TESTED_ON]
+            cells.append(cell(common_sentences(by_corpus["ASED 01-30"]), trained_on == "ASED 01-30"))
+            lines.append(f"| {method} | {trained_on} | {' | '.join(cells)} |")
+        for (
+            name,
+            corpus,
+        ) in TESTED_ON.items():  # the other corpus added to training, paired on this one's people
+            both = found["RAVDESS + ASED"]
+            diff = paired_difference(
+                both[both["corpus"] == corpus], found[name][found[name]["corpus"] == corpus]
+            )
+            paired.append(
+                f"| {method} | {name} | {diff['difference']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] "
+                f"| {diff['speakers']} |"
+            )
+    runs = ", ".join(f"{m} {seconds(m)} s" for m in args.methods.split(","))
+    body = (
+        "## Train on one corpus, test on another (`make bench-cross-corpus`, bench_corpus_table.py)\n\n"
+        f"Machine: {machine()}; seconds of runs: {runs}. Five emotions (those both corpora have: "
+        "`data.classes=shared`), 5 folds of consecutive speakers in each corpus (RAVDESS 01-15, ASED 01-30; the "
+        "lockboxes 16-18 and 31-40 shut). A corpus not trained on (`data.corpora.NAME.role=test`) is tested whole "
+        "by each fold's model; bold cells (CV) test each corpus's own held-out fold. Accuracy (WAR) [95% interval "
+        "by bootstrap over the test speakers], UAR; chance is 0.2.\n\n"
+        + "\n".join(lines)
+        + "\n\nBoth corpora in training against the tested corpus alone (accuracy difference, paired over the same "
+        "test speakers, the same folds):\n\n| method | tested on | difference [95%] | speakers |\n"
+        "| --- | --- | ---: | ---: |\n" + "\n".join(paired)
+    )
+    write_section("corpus-table", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
