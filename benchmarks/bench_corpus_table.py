@@ -33,15 +33,28 @@ SHARED = Path(os.environ.get("CREMAD_LIT_SHARED", REPO.parent / "shared"))
 LOGS = REPO / "logs" / "bench-corpus-table"
 FOLDS = 5
 COMMON_SENTENCES = ("01", "02")
-METHODS = {
+METHODS = {  # name -> (label, command, overrides); a member row reads its source row's runs: (source, folder)
     "linear": (
         "speaker-normalised ComParE 2016 + logistic regression, C = 0.01",
+        "baseline",
         ["method=compare_logreg", "data.speaker_norm=standard", "C_grid=[0.01]"],
     ),
     "ge2e_linear": (
         "speaker-normalised GE2E features + logistic regression, C = 0.01 (0.9's model to ship)",
+        "baseline",
         ["method=ge2e_logreg", "data.speaker_norm=standard", "C_grid=[0.01]"],
     ),
+    "speech": (
+        "experiment=speech: the Mel + eGeMAPS network averaged with the linear model (the pair)",
+        "train",
+        [
+            "experiment=speech",
+            "data.num_workers=0",
+            "++trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+        ],
+    ),
+    "speech_network": ("experiment=speech's network alone", "member", ("speech", "members/network")),
 }
 MIX = [
     "data=mix",
@@ -61,26 +74,37 @@ TRAINED_ON = {
     "ASED 01-30": ["data.corpora.ravdess.role=test", "data.corpora.ased.role=all"],
     "RAVDESS + ASED": ["data.corpora.ravdess.role=all", "data.corpora.ased.role=all"],
 }
+BOTH = "RAVDESS + ASED"
 TESTED_ON = {"RAVDESS 01-15": "ravdess", "ASED 01-30": "ased"}
 
 
 def run(method: str, trained_on: str) -> pd.DataFrame:
     """The 5 folds of one cell's configuration (one multirun, once), their predictions pooled."""
-    out = LOGS / method / trained_on.replace(" ", "").replace("+", "_")
+    _, command, overrides = METHODS[method]
+    if command == "member":  # trained by its source row: nothing runs again
+        source, member = overrides
+        runs = sorted(p.parent for p in folder(source, trained_on).glob("*/predictions.csv"))
+        return pooled([r / member for r in runs])
+    out = folder(method, trained_on)
     if len(list(out.glob("*/predictions.csv"))) < FOLDS:
-        args = [
-            "-m",
-            "cremad_lit",
-            "baseline",
-            "--multirun",
-            *METHODS[method][1],
-            *MIX,
-            *TRAINED_ON[trained_on],
-        ]
-        run_timed([*args, f"hydra.sweep.dir={out}"], out, f"{method}, trained on {trained_on}")
-    tables = [
-        pd.read_csv(p, dtype={"speaker": str, "clip_id": str}) for p in sorted(out.glob("*/predictions.csv"))
-    ]
+        entry = ["train.py"] if command == "train" else ["-m", "cremad_lit", "baseline"]
+        args = [*entry, "--multirun", *overrides, *MIX, *TRAINED_ON[trained_on], f"hydra.sweep.dir={out}"]
+        env = {}
+        if (
+            command == "train"
+        ):  # two folds at a time, one thread each: faster on 2 cores than one fold on both
+            args.append("hydra/launcher=parallel")
+            env["OMP_NUM_THREADS"] = "1"
+        run_timed(args, out, f"{method}, trained on {trained_on}", env)
+    return pooled(sorted(p.parent for p in out.glob("*/predictions.csv")))
+
+
+def folder(method: str, trained_on: str) -> Path:
+    return LOGS / method / trained_on.replace(" ", "").replace("+", "_")
+
+
+def pooled(runs: list[Path]) -> pd.DataFrame:
+    tables = [pd.read_csv(r / "predictions.csv", dtype={"speaker": str, "clip_id": str}) for r in runs]
     return pd.concat(tables, ignore_index=True)
 
 
@@ -99,7 +123,7 @@ def cell(table: pd.DataFrame, diagonal: bool) -> str:
 
 
 def seconds(method: str) -> int:
-    return sum(int(p.read_text()) for p in (LOGS / method).glob("*/wall_seconds.txt"))
+    return sum(int(p.read_text()) for p in (LOGS / method).glob("*/wall_seconds.txt"))  # a member row: 0
 
 
 def main() -> None:
@@ -119,14 +143,17 @@ def main() -> None:
         found = {trained_on: run(method, trained_on) for trained_on in TRAINED_ON}
         for trained_on, table in found.items():
             by_corpus = {name: table[table["corpus"] == corpus] for name, corpus in TESTED_ON.items()}
-            cells = [cell(by_corpus[name], name == trained_on) for name in TESTED_ON]
-            cells.append(cell(common_sentences(by_corpus["ASED 01-30"]), trained_on == "ASED 01-30"))
+            own = {
+                name: name == trained_on or trained_on == BOTH for name in TESTED_ON
+            }  # its own held-out fold
+            cells = [cell(by_corpus[name], own[name]) for name in TESTED_ON]
+            cells.append(cell(common_sentences(by_corpus["ASED 01-30"]), own["ASED 01-30"]))
             lines.append(f"| {method} | {trained_on} | {' | '.join(cells)} |")
         for (
             name,
             corpus,
         ) in TESTED_ON.items():  # the other corpus added to training, paired on this one's people
-            both = found["RAVDESS + ASED"]
+            both = found[BOTH]
             diff = paired_difference(
                 both[both["corpus"] == corpus], found[name][found[name]["corpus"] == corpus]
             )
@@ -134,7 +161,9 @@ def main() -> None:
                 f"| {method} | {name} | {diff['difference']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] "
                 f"| {diff['speakers']} |"
             )
-    runs = ", ".join(f"{m} {seconds(m)} s" for m in args.methods.split(","))
+    methods = args.methods.split(",")
+    runs = ", ".join(f"{m} {seconds(m)} s" for m in methods if METHODS[m][1] != "member")
+    legend = "\n".join(f"- `{m}`: {METHODS[m][0]}" for m in methods)
     body = (
         "## Train on one corpus, test on another (`make bench-cross-corpus`, bench_corpus_table.py)\n\n"
         f"Machine: {machine()}; seconds of runs: {runs}. Five emotions (those both corpora have: "
@@ -142,6 +171,8 @@ def main() -> None:
         "lockboxes 16-18 and 31-40 shut). A corpus not trained on (`data.corpora.NAME.role=test`) is tested whole "
         "by each fold's model; bold cells (CV) test each corpus's own held-out fold. Accuracy (WAR) [95% interval "
         "by bootstrap over the test speakers], UAR; chance is 0.2.\n\n"
+        + legend
+        + "\n\n"
         + "\n".join(lines)
         + "\n\nBoth corpora in training against the tested corpus alone (accuracy difference, paired over the same "
         "test speakers, the same folds):\n\n| method | tested on | difference [95%] | speakers |\n"

@@ -42,7 +42,7 @@ def write_section(name: str, body: str) -> Path:
     return DOC
 
 
-def run_timed(args: list[str], out: Path, label: str) -> None:
+def run_timed(args: list[str], out: Path, label: str, env: dict | None = None) -> None:
     """Run one project command (`args` after the interpreter) from the repo, printing it, and write its own seconds
     to `out`/wall_seconds.txt: a rerun that reads finished runs back still reports what a fresh clone spends."""
     import subprocess
@@ -52,6 +52,9 @@ def run_timed(args: list[str], out: Path, label: str) -> None:
     print(f"== {label}: {' '.join(args)}", flush=True)
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, *args], cwd=DOC.parent.parent, check=True, env={**os.environ, "WANDB_SILENT": "true"}
+        [sys.executable, *args],
+        cwd=DOC.parent.parent,
+        check=True,
+        env={**os.environ, "WANDB_SILENT": "true", **(env or {})},
     )
     write_text(Path(out) / "wall_seconds.txt", f"{time.perf_counter() - started:.0f}\n")

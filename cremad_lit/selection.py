@@ -5,7 +5,9 @@ Usage and options: commands/select.py (`python -m cremad_lit select`).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from cremad_lit.data.corpus import SEPARATOR
 from cremad_lit.io import write_json, write_text
 from cremad_lit.record import find_runs
 from cremad_lit.search import read_search
@@ -203,7 +206,7 @@ def summarise(study: dict, scores: dict, chosen: dict, out: Path, record: dict) 
                 }
             )
             if (run_dir / "predictions.csv").is_file():
-                predictions.append(pd.read_csv(run_dir / "predictions.csv", dtype={"speaker": str}))
+                predictions.append(read_predictions(run_dir))
     folds.sort(key=lambda f: f["outer_fold"])
     accuracy = np.array([f["accuracy"] for f in folds])
     pooled = pd.concat(predictions, ignore_index=True) if len(predictions) == len(folds) else None
@@ -222,6 +225,16 @@ def summarise(study: dict, scores: dict, chosen: dict, out: Path, record: dict) 
     return result
 
 
+def read_predictions(run_dir: Path) -> pd.DataFrame:
+    """A run's predictions.csv; a mix's tested on one corpus only names its speakers as that corpus's own runs do,
+    so that candidates with and without the other corpora pair over the same people."""
+    table = pd.read_csv(run_dir / "predictions.csv", dtype={"speaker": str})
+    corpus, separator, speaker = (table["speaker"].str.partition(SEPARATOR)[i] for i in range(3))
+    if separator.eq(SEPARATOR).all() and corpus.nunique() == 1:
+        table = table.assign(speaker=speaker)
+    return table
+
+
 def procedures(study: dict, out: Path) -> dict:
     """With `outer: all`: each candidate's own outer estimate (a search's: the search procedure's), and its accuracy
     difference from the first candidate paired over the same outer test speakers."""
@@ -230,10 +243,7 @@ def procedures(study: dict, out: Path) -> dict:
         runs = outer_runs(out, name)
         if sorted(runs) != list(range(outer)):
             continue
-        predictions = pd.concat(
-            [pd.read_csv(run / "predictions.csv", dtype={"speaker": str}) for run, _ in runs.values()],
-            ignore_index=True,
-        )
+        predictions = pd.concat([read_predictions(run) for run, _ in runs.values()], ignore_index=True)
         accuracy = np.array([metrics["accuracy"] for _, metrics in runs.values()])
         found[name] = {
             "accuracy_mean": float(accuracy.mean()),
@@ -299,4 +309,101 @@ def markdown(result: dict, names: list[str]) -> str:
                 f"| {name} | {entry['accuracy_mean']:.3f} ± {entry['accuracy_std']:.3f} | [{low:.3f}, {high:.3f}] | "
                 f"{entry['uar_mean']:.3f} | {versus} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def final_choice(result: dict) -> str:
+    """The candidate the procedure ships: the one chosen in most outer folds (a tie: the higher mean inner score).
+    Read from the inner scores alone, so the outer numbers stay an estimate of the procedure that makes it."""
+    folds = result["folds"]
+    votes = pd.Series([f["chosen"] for f in folds]).value_counts()
+    tied = [name for name in votes.index if votes[name] == votes.max()]
+    inner = {n: np.mean([f["inner_scores"][n] for f in folds]) for n in tied}
+    return max(tied, key=lambda n: (inner[n], -tied.index(n)))
+
+
+def resolve(overrides: list[str], extra: list[str]) -> list[str]:
+    """`${key}` in a study's lockbox overrides, filled from the command line's key=value (`+key` too)."""
+    given = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in extra if "=" in o}
+
+    def fill(text: str) -> str:
+        for key in re.findall(r"\$\{([^}]+)\}", text):
+            if key not in given:
+                raise SystemExit(f"the study's lockboxes use ${{{key}}}: give {key}=... on the command line")
+            text = text.replace(f"${{{key}}}", given[key])
+        return text
+
+    return [fill(o) for o in overrides]
+
+
+def open_chosen(study: dict, extra: list[str], out: Path, occasion: str) -> dict:
+    """`select --open OCCASION`: the final choice trained on every speaker outside the lockboxes (final=all_speakers),
+    then opened on each of the study's `lockboxes` (evaluate.py subset=lockbox), all as one occasion (lockbox.py)."""
+    boxes = study.get("lockboxes")
+    if not boxes:
+        raise SystemExit(f"study {study['name']} names no lockboxes: nothing to open ({study['file']})")
+    result = json.loads((out / "selection.json").read_text())
+    name = final_choice(result)
+    candidate = study["candidates"][name]
+    if candidate.get("search"):
+        raise SystemExit(
+            f"--open: the choice {name} is a search; train its best point by hand, then evaluate.py"
+        )
+    # No folds, no protocol: final=all_speakers trains on everyone outside the lockboxes.
+    common = [
+        o
+        for o in [*study.get("overrides", []), *extra]
+        if not o.startswith(("split.", "hydra.")) or o.startswith("split.lockbox")
+    ]
+    model = out / "final" / name
+    if not (model / "final.json").is_file():  # written once the run ended whole: a killed run trains again
+        command = candidate.get("command", "train")
+        args = [sys.executable, *ENTRIES[command], *common, *candidate.get("overrides", [])]
+        args += ["final=all_speakers", f"hydra.run.dir={model}"]
+        print(f"== {' '.join(args[1:])}", flush=True)
+        subprocess.run(args, check=True, env={**os.environ, "WANDB_SILENT": "true"})
+        write_json(model / "final.json", {"candidate": name, "study": study["name"]})
+    logs = [o for o in extra if o.startswith(("paths.", "logger="))]  # where the ledger lives, how to log
+    opened = {}
+    for box, overrides in boxes.items():
+        target = out / "lockbox" / box
+        if not (target / "metrics.json").is_file():
+            args = [sys.executable, "-m", "cremad_lit", "evaluate", f"ckpt_path={model}", "subset=lockbox"]
+            args += [
+                f"lockbox_occasion={occasion}",
+                *resolve(overrides, extra),
+                *logs,
+                f"hydra.run.dir={target}",
+            ]
+            print(f"== {' '.join(args[1:])}", flush=True)
+            subprocess.run(args, check=True, env={**os.environ, "WANDB_SILENT": "true"})
+        metrics = json.loads((target / "metrics.json").read_text())
+        predictions = pd.read_csv(target / "predictions.csv", dtype={"speaker": str})
+        opened[box] = {
+            "speakers": metrics["actors"],
+            "clips": len(predictions),
+            "interval": accuracy_interval(predictions),
+            "uar": metrics["uar"],
+            "opened_before": metrics["lockbox"]["opened_before"],
+            "run": str(target.resolve()),
+        }
+    record = {"occasion": occasion, "chosen": name, "model": str(model.resolve()), "lockboxes": opened}
+    write_json(out / "opened.json", record)
+    return record
+
+
+def opened_markdown(record: dict) -> str:
+    lines = [
+        f"The choice, {record['chosen']}, trained on every speaker outside the lockboxes ({record['model']}), "
+        f"opened as occasion {record['occasion']}:",
+        "",
+        "| lockbox | speakers | clips | accuracy [95% interval, speakers] | UAR | occasions before |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    for box, entry in record["lockboxes"].items():
+        interval = entry["interval"]
+        lines.append(
+            f"| {box} | {', '.join(map(str, entry['speakers']))} | {entry['clips']} | {interval['accuracy']:.3f} "
+            f"[{interval['low']:.3f}, {interval['high']:.3f}] | {entry['uar']:.3f} | {entry['opened_before']} |"
+        )
     return "\n".join(lines) + "\n"

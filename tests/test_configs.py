@@ -100,7 +100,7 @@ def test_every_config_file_is_reachable_and_says_what_it_is_for():
 def test_every_candidate_of_every_study_composes(study):
     """`python -m cremad_lit select <study>` (conf/study/): each candidate's runs, an inner and an outer one, compose
     with its command's config and resolve."""
-    from cremad_lit.selection import load_study
+    from cremad_lit.selection import load_study, resolve
 
     spec = load_study(study)
     for name, candidate in spec["candidates"].items():
@@ -131,6 +131,11 @@ def test_every_candidate_of_every_study_composes(study):
         corpora = outer["data"].get("corpora") or {}
         lockbox = corpora["ravdess"]["split"]["lockbox"] if corpora else outer["split"]["lockbox"]
         assert lockbox == [16, 17, 18], name
+        final = resolved(entry, [*overrides, "final=all_speakers"])  # `--open`: the choice on every speaker
+        assert final["split"]["fractions"] == [1.0, 0.0, 0.0], name
+    for box, box_overrides in spec.get("lockboxes", {}).items():  # `--open`: each lockbox's evaluation
+        evaluation = resolved("eval", ["ckpt_path=x", "subset=lockbox", *resolve(box_overrides, given)])
+        assert evaluation["lockbox"] and evaluation["data"]["dataset"], box
 
 
 def test_the_entry_points_compose():

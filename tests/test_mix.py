@@ -158,6 +158,25 @@ def test_train_and_evaluate_on_a_mix_report_every_number_per_corpus(two_corpora,
     run_cli("evaluate.py", f"ckpt_path={run}", *common, f"hydra.run.dir={again}")
     assert json.loads((again / "metrics.json").read_text())["per_corpus"] == metrics["per_corpus"]
 
+    # predict on the FLAC files of ASED's test clips: the numbers evaluate gave them
+    tested = predictions[predictions["corpus"] == "ased"]
+    paths = pd.read_csv(ased, dtype=str).set_index("clip_id")["audio_path"]
+    files = paths.loc[tested["clip_id"].str.partition("/")[2]].tolist()
+    run_cli(
+        "-m",
+        "cremad_lit",
+        "predict",
+        f"ckpt_path={run}",
+        f"inputs=[{','.join(files)}]",
+        common[1],
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
+    predicted = pd.read_csv(tmp_path / "predict" / "predictions.csv").set_index("file").loc[files]
+    classes = [c[2:] for c in tested.columns if c.startswith("p_")]
+    assert predicted[classes].to_numpy() == pytest.approx(
+        tested[[f"p_{c}" for c in classes]].to_numpy(), abs=1e-5
+    )
+
     run_cli(
         "-m", "cremad_lit", "report", str(run)
     )  # the report's own section, an interval over each corpus's speakers
@@ -185,3 +204,79 @@ def test_the_linear_model_weighs_its_training_clips_as_the_sampling_says():
     relabelled = np.r_[y[:30], rng.permutation(y[30:])]  # so its labels change nothing
     again, _ = fit_classical("compare_logreg", (x, relabelled), val, [1.0], weights)
     assert not np.allclose(weighted["coef"], plain["coef"]) and np.allclose(again["coef"], weighted["coef"])
+
+
+@pytest.mark.slow
+def test_select_between_one_corpus_and_the_mix_then_open_both_lockboxes_as_one_occasion(
+    two_corpora, tmp_path, fork_subcommands
+):
+    """A study of RAVDESS alone against RAVDESS + ASED (role=train), each corpus with a lockbox: `select --open`
+    trains the choice on every speaker outside both lockboxes and opens each once, one occasion in each corpus's
+    ledger; run again, it opens nothing. The evaluated corpus's own lockbox cannot be renamed at evaluation."""
+    import yaml
+
+    from cremad_lit.selection import final_choice
+
+    ravdess, ased = two_corpora
+    mix = ["data=mix", f"data.corpora.ravdess.root={ravdess}", "data.corpora.ravdess.split.lockbox=[6]"]
+    mix += [
+        f"data.corpora.ased.manifest={ased}",
+        "data.corpora.ased.role=train",
+        "data.corpora.ased.split.lockbox=[6]",
+    ]
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "outer_folds": 2,
+                "inner_folds": 2,
+                "overrides": ["split.protocol=blocks", "split.fractions=[0.85,0.0,0.15]", "method=majority"],
+                "candidates": {
+                    "ravdess": {"command": "baseline", "overrides": ["data=ravdess", "split.lockbox=[6]"]},
+                    "plus_ased": {"command": "baseline", "overrides": mix},
+                },
+                "lockboxes": {
+                    "ravdess": ["data=ravdess", "data.root=${data.root}", "lockbox=[6]"],
+                    "ased": ["data=manifest", "data.manifest=${ased_manifest}", "lockbox=[6]"],
+                },
+            }
+        )
+    )
+    logs = tmp_path / "logs"
+    given = [f"data.root={ravdess}", f"+ased_manifest={ased}", f"paths.log_dir={logs}", "logger=none"]
+    given += [f"paths.cache_dir={tmp_path / 'cache'}"]
+    out = tmp_path / "select"
+
+    def select():
+        return run_cli("-m", "cremad_lit", "select", str(study), *given, "--out", str(out), "--open", "t")
+
+    result = select()
+    selection = json.loads((out / "selection.json").read_text())
+    opened = json.loads((out / "opened.json").read_text())
+    assert opened["chosen"] == final_choice(selection) and opened["occasion"] == "t"
+    assert opened["chosen"] in result.stdout and "| ased | 6 |" in result.stdout
+    final = pd.read_csv(out / "final" / opened["chosen"] / "split.csv", dtype=str)
+    assert set(final["split"]) == {"train"}
+    trained = set(final["actor_id"].str.rpartition("/")[2])
+    assert trained == {"1", "2", "3", "4", "5"}  # everyone outside the lockboxes, in either corpus
+    for box in ("ravdess", "ased"):
+        metrics = json.loads((out / "lockbox" / box / "metrics.json").read_text())
+        assert metrics["actors"] == [6] and metrics["lockbox"]["occasion"] == "t"
+        assert opened["lockboxes"][box]["opened_before"] == 0
+    ledgers = sorted((logs / "lockbox").glob("*.json"))
+    assert len(ledgers) == 2  # one per corpus
+    for ledger in ledgers:
+        openings = json.loads(ledger.read_text())["openings"]
+        assert [(o["occasion"], o["completed"]) for o in openings] == [("t", True)]
+    select()  # finished: nothing trains or opens again
+    assert all(len(json.loads(p.read_text())["openings"]) == 1 for p in ledgers)
+
+    refused = run_cli(
+        "evaluate.py",
+        f"ckpt_path={out / 'inner' / 'ravdess' / '0'}",  # trained on RAVDESS with lockbox=[6]
+        "subset=lockbox",
+        "lockbox=[5]",
+        f"paths.log_dir={logs}",
+        check=False,
+    )
+    assert refused.returncode != 0 and "its own corpus keeps that one" in refused.stderr + refused.stdout

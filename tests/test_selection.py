@@ -207,3 +207,15 @@ def test_select_chooses_inside_each_outer_fold_and_report_labels_it(
         json.loads(p.read_text())["protocol"]["fold"] for p in (broken / "outer").glob("*/*/*/metrics.json")
     ]
     assert sorted(tested) == [0, 1]
+
+
+def test_the_choice_to_ship_is_the_one_most_outer_folds_chose():
+    """`select --open`: the candidate chosen in most outer folds; a tie goes to the higher mean inner score (never to
+    an outer test number)."""
+    from cremad_lit.selection import final_choice
+
+    def fold(chosen, a, b):
+        return {"chosen": chosen, "inner_scores": {"a": a, "b": b}}
+
+    assert final_choice({"folds": [fold("a", 0.6, 0.5), fold("b", 0.4, 0.9), fold("a", 0.7, 0.6)]}) == "a"
+    assert final_choice({"folds": [fold("a", 0.6, 0.5), fold("b", 0.4, 0.9)]}) == "b"  # 0.70 against 0.50

@@ -2,6 +2,7 @@
 
     python -m cremad_lit select speech data.root=../shared/ravdess-speech          # conf/study/speech.yaml
     python -m cremad_lit select my_study.yaml data.root=DIR --out logs/select/mine  # any study file
+    python -m cremad_lit select speech_mix data.root=DIR +ased_manifest=CSV --open 0.9  # then open the lockboxes
 
 A study (conf/study/*.yaml) names the outer and inner folds, the overrides every run gets and the candidates (each a
 command, train or baseline, and its overrides). For every candidate one Hydra multirun covers all outer x inner folds
@@ -18,6 +19,12 @@ outer fold the search runs on that fold's inner folds, and its best point is wha
 outer numbers estimate the search *procedure*. Its inner score is its best trial's mean (a maximum: biased up against
 a fixed recipe); `outer: all` in the study runs every candidate on every outer fold and compares each with the first,
 paired over the same test speakers (conf/study/linear_search.yaml).
+
+`--open OCCASION`, after every choice: the candidate chosen in most outer folds (a tie: the higher mean inner score)
+is trained on every speaker outside the lockboxes (`final=all_speakers`, into <study>/final/) and opened on each of
+the study's `lockboxes` (evaluate.py overrides per lockbox, `${key}` filled from the command line) with
+`subset=lockbox lockbox_occasion=OCCASION`: one occasion in each corpus's ledger. Writes opened.json; a lockbox
+already opened by this study is read back, not opened again.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import argparse
 from pathlib import Path
 
 from cremad_lit.io import remove_dead_writers_files
-from cremad_lit.selection import load_study, markdown, select
+from cremad_lit.selection import load_study, markdown, open_chosen, opened_markdown, select
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("study", help="a name in conf/study/ or a YAML file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (data.root=DIR, ...)")
     parser.add_argument("--out", help="the study folder (default logs/select/<study>)")
+    parser.add_argument(
+        "--open",
+        metavar="OCCASION",
+        help="then train the choice on all speakers and open the study's lockboxes",
+    )
     args = parser.parse_args(argv)
     study = load_study(args.study)
     out = Path(args.out or Path("logs") / "select" / study["name"]).resolve()
@@ -42,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     result = select(study, args.overrides, out)
     print(markdown(result, list(study["candidates"])))
     print(f"written: {out / 'selection.json'} and {out / 'selection.md'}")
+    if args.open:
+        print(opened_markdown(open_chosen(study, args.overrides, out, args.open)))
+        print(f"written: {out / 'opened.json'}")
 
 
 if __name__ == "__main__":

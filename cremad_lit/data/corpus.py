@@ -223,15 +223,6 @@ class Corpus:
         None, every clip alike. A mix's data.sampling says otherwise (MixCorpus)."""
         return None
 
-    @staticmethod
-    def _test_only(corpus: Corpus, clips: pd.DataFrame, eval_split: str) -> Assignment:
-        """A corpus of role=test: every speaker tests (its lockbox still held out); none trains or validates, so a
-        model trained on the other corpora meets these people and this corpus for the first time at test."""
-        clips, lockbox = hold_out_lockbox(clips, corpus.split_config.get("lockbox"), eval_split)
-        clips = clips.assign(split="test")
-        table = clips.groupby("actor_id", as_index=False).agg(gender=("gender", "first")).assign(split="test")
-        return Assignment(clips, table, {"protocol": "test_only"}, lockbox, corpus.dataset, "actor")
-
     def assign(self, clips: pd.DataFrame, eval_split: str = "test") -> Assignment:
         """`clips` (the catalog, or the part of it a loader can read) assigned by the protocol: the lockbox held out
         (or, with eval_split=lockbox, alone), the outer test fold of nested selection held out, then the split."""
@@ -461,6 +452,10 @@ class MixCorpus(Corpus):
                 f"{n}{SEPARATOR}{a}" for n, record in nested.items() for a in record["outer_test_actors"]
             ]
             protocol["nested"] = {**next(iter(nested.values())), "outer_test_actors": left_out}
+        for key in ("fold", "folds"):  # one fold number for the mix, as select and report read a run's
+            found = {p[key] for p in protocols.values() if p.get(key) is not None}
+            if len(found) == 1:
+                protocol[key] = found.pop()
         by = "clip" if protocol["leaky"] else "actor"
         return Assignment(
             pd.concat(joined, ignore_index=True),

@@ -115,7 +115,15 @@ def data_settings(
         saved_split = Path(trained_in) / "split.csv" if trained_in is not None else None
         if same_corpus and saved_split and saved_split.is_file() and not data_cfg.split.get("file"):
             data_cfg.split.file = str(saved_split)  # the exact actors the run was tested on
+        given_lockbox = cfg.get("lockbox")
+        if same_corpus and given_lockbox is not None and "split" in data_cfg:
+            stored = data_cfg.split.get("lockbox")
+            if stored is None or sorted(map(str, given_lockbox)) != sorted(map(str, stored)):
+                raise ValueError(
+                    f"lockbox={list(given_lockbox)}: the model was trained on this corpus with lockbox={stored}; "
+                    "its own corpus keeps that one (lockbox= names another corpus's)"
+                )
         if not same_corpus and "split" in data_cfg:
             # The training corpus's lockbox names its own speakers, not another corpus's people with those numbers.
-            data_cfg.split.lockbox = None
+            data_cfg.split.lockbox = given_lockbox
     return same_corpus
